@@ -1,0 +1,124 @@
+"""The typed playbook spec: small step types that one generic workflow interprets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from continuity.errors import PlaybookError
+from continuity.models import Identifier, IncidentKind, PriorityClass
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SelectCircuits(_Step):
+    """Pick the incident area's circuits of these classes, highest restoration priority first."""
+
+    type: Literal["select_circuits"] = "select_circuits"
+    priority_classes: list[PriorityClass] = Field(min_length=1)
+    max_restoration_level: int = Field(default=5, ge=1, le=5)
+
+
+class RerouteWave(_Step):
+    """Move the selected circuits of these restoration levels to their backup paths."""
+
+    type: Literal["reroute_wave"] = "reroute_wave"
+    name: str
+    restoration_levels: list[int] = Field(min_length=1)
+    # Operators allowed to confirm; empty means any operator of the inventory.
+    confirmers: list[Identifier] = []
+
+    @model_validator(mode="after")
+    def _levels(self) -> RerouteWave:
+        if any(not 1 <= lv <= 5 for lv in self.restoration_levels):
+            raise ValueError("restoration levels are 1..5")
+        return self
+
+
+class CallDutyOfficers(_Step):
+    """Phone the duty officers in escalation order until one presses 1; SMS as fallback."""
+
+    type: Literal["call_duty_officers"] = "call_duty_officers"
+    message_vi: str
+    message_en: str
+    sms_fallback: bool = True
+    rounds: int = Field(default=2, ge=1, le=9)
+
+
+class Notify(_Step):
+    """Send an SMS to every duty officer (e.g. a situation summary)."""
+
+    type: Literal["notify"] = "notify"
+    message_vi: str
+    message_en: str
+
+
+class Report(_Step):
+    """Write the incident report to the store (the timeline, or the 2c dossier for police/DIC)."""
+
+    type: Literal["report"] = "report"
+    form: Literal["timeline", "dossier_2c"] = "timeline"
+
+
+Step = Annotated[
+    SelectCircuits | RerouteWave | CallDutyOfficers | Notify | Report, Field(discriminator="type")
+]
+
+
+class PlaybookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Identifier
+    version: int = Field(ge=1)
+    title: str
+    directive_item: str = ""
+    incident_kinds: list[IncidentKind] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1)
+    restore_on_stand_down: bool = True
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PlaybookSpec:
+        kinds = [s.type for s in self.steps]
+        if "reroute_wave" in kinds:
+            if "select_circuits" not in kinds or kinds.index("select_circuits") > kinds.index(
+                "reroute_wave"
+            ):
+                raise ValueError("a reroute_wave needs a select_circuits step before it")
+        names = [s.name for s in self.steps if isinstance(s, RerouteWave)]
+        if len(names) != len(set(names)):
+            raise ValueError("wave names must be unique")
+        return self
+
+    def sha256(self) -> str:
+        return spec_sha256(self)
+
+
+def spec_sha256(spec: PlaybookSpec) -> str:
+    """Content hash over canonical JSON, so any edit to a playbook changes it."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_spec(data: object) -> PlaybookSpec:
+    try:
+        return PlaybookSpec.model_validate(data)
+    except ValidationError as e:
+        raise PlaybookError(f"invalid playbook: {e}") from e
+
+
+__all__ = [
+    "CallDutyOfficers",
+    "Notify",
+    "PlaybookSpec",
+    "Report",
+    "RerouteWave",
+    "SelectCircuits",
+    "Step",
+    "parse_spec",
+    "spec_sha256",
+]

@@ -1,0 +1,70 @@
+"""One settings object, read from CONTINUITY_* environment variables at the edges only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from continuity.models import Role
+
+
+class ApiToken(BaseModel):
+    """Who a bearer token belongs to and what it may do."""
+
+    subject: str  # an operator id, a duty officer id or an auditor's name
+    role: Role
+
+
+class DeviceCredential(BaseModel):
+    username: str
+    password: SecretStr | None = None
+    private_key_path: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CONTINUITY_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("continuity-data")
+    database_url: str = ""  # empty: SQLite file under data_dir
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "continuity"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Token -> who and what role. Operators' subjects must be operator ids of the inventory.
+    api_tokens: dict[str, ApiToken] = Field(default_factory=dict)
+
+    # Devices: credentials by reference name; the pinned host keys live in known_hosts.
+    device_credentials: dict[str, DeviceCredential] = Field(default_factory=dict)
+    known_hosts: Path | None = None  # None: data_dir/known_hosts
+    ssh_connect_timeout_s: float = 10.0
+    ssh_command_timeout_s: float = 30.0
+    ssh_max_sessions: int = 20
+    ssh_max_sessions_per_device: int = 1
+    ssh_new_connections_per_s: float = 20.0
+
+    # Twilio (or the local sandbox).
+    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_from_number: str = "+15005550006"
+    twilio_api_base: str | None = None  # None: the real api.twilio.com; else e.g. the sandbox
+    public_base_url: str = "http://127.0.0.1:8000"  # what Twilio calls back; signatures cover it
+    voice_vi: str = "Google.vi-VN-Standard-A"
+    voice_en: str = "Polly.Joanna"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'continuity.db').resolve()}"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.known_hosts or self.data_dir / "known_hosts"
+
+
+__all__ = ["ApiToken", "DeviceCredential", "Settings"]

@@ -220,6 +220,12 @@ class Incident(_Model):
         return check_text(v, max_len=2000, allow_empty=True)
 
 
+class TimelineEntry(_Model):
+    at: datetime
+    event: str
+    detail: str = ""
+
+
 class ChangeState(StrEnum):
     PENDING = "pending"
     APPLYING = "applying"
@@ -270,6 +276,7 @@ class ChangeRecord(_Model):
     retryable: bool | None = None
     transcripts: list[TranscriptRef] = []
     already_applied: bool = False  # a retry found the change on the device
+    events: list[TimelineEntry] = []
 
 
 class CallAttempt(_Model):
@@ -298,14 +305,6 @@ class IncidentStatus(_Model):
     outcome: str | None = None
     timeline: list[TimelineEntry] = []
 
-
-class TimelineEntry(_Model):
-    at: datetime
-    event: str
-    detail: str = ""
-
-
-IncidentStatus.model_rebuild()
 
 __all__ = [
     "Area",

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from continuity.messages import Timings
 from continuity.models import Role
 
 
@@ -34,6 +35,8 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = "continuity"
+    # Durations handed to each new incident's workflow (confirmation window, escalation, ...).
+    timings: Timings = Field(default_factory=Timings)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

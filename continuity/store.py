@@ -306,6 +306,11 @@ class Store:
                 s.add(row)
             return row
 
+    def message_for_key(self, incident_id: str, key: str) -> MessageRow | None:
+        with self._session() as s:
+            return s.scalars(select(MessageRow).where(MessageRow.incident_id == incident_id,
+                                                      MessageRow.key == key)).first()
+
     def record_message_sent(self, *, incident_id: str, key: str, sid: str, status: str) -> None:
         with self._session() as s:
             row = s.scalars(select(MessageRow).where(MessageRow.incident_id == incident_id,
@@ -339,9 +344,14 @@ class Store:
     # --- reports -------------------------------------------------------------------------
 
     def save_report(self, *, incident_id: str, form: str, text: str) -> tuple[str, str]:
+        """Idempotent: the same report text for the same incident is stored once."""
         digest = sha256_text(text)
-        rid = f"rp-{uuid.uuid4().hex[:20]}"
         with self._session() as s:
+            existing = s.scalars(select(ReportRow).where(ReportRow.incident_id == incident_id,
+                                                         ReportRow.sha256 == digest)).first()
+            if existing is not None:
+                return existing.id, digest
+            rid = f"rp-{uuid.uuid4().hex[:20]}"
             s.add(ReportRow(id=rid, incident_id=incident_id, form=form, sha256=digest, text=text))
         return rid, digest
 

@@ -1,0 +1,79 @@
+"""The FastAPI application: routes, auth, error mapping, Twilio webhooks, the console."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from api.deps import SettingsDep, StoreDep, TemporalDep
+from api.errors import install_handlers
+from api.routes import incidents
+from api.schemas import Health
+from continuity.settings import Settings
+from continuity.store import Store
+
+_STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings, *, store: Store | None = None,
+               temporal: Client | None = None) -> FastAPI:
+    """Collaborators may be passed in (tests, the embedded stack) or are built from settings."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        if own_store:
+            app.state.store = Store(settings.sqlalchemy_url)
+            app.state.store.create_schema()
+        if temporal is None:
+            app.state.temporal = await Client.connect(
+                settings.temporal_address, namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter)
+        yield
+        if own_store:
+            app.state.store.close()
+
+    app = FastAPI(title="continuity", version="0.1.0", lifespan=lifespan,
+                  description="Emergency communications continuity orchestrator")
+    app.state.settings = settings
+    if store is not None:
+        app.state.store = store
+    if temporal is not None:
+        app.state.temporal = temporal
+    install_handlers(app)
+    app.include_router(incidents.router)
+    _include_twilio(app)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def health(_settings: SettingsDep, st: StoreDep, client: TemporalDep) -> Health:
+        db_ok = temporal_ok = True
+        try:
+            await asyncio.to_thread(st.inventory)
+        except Exception:  # noqa: BLE001 - health reports, it does not raise
+            db_ok = False
+        try:
+            await client.service_client.check_health()
+        except Exception:  # noqa: BLE001
+            temporal_ok = False
+        return Health(status="ok" if db_ok and temporal_ok else "degraded",
+                      temporal=temporal_ok, database=db_ok)
+
+    if _STATIC.is_dir():
+        app.mount("/console", StaticFiles(directory=_STATIC, html=True), name="console")
+    return app
+
+
+def _include_twilio(app: FastAPI) -> None:
+    from api.twilio import router as twilio_router
+
+    app.include_router(twilio_router)
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,65 @@
+"""API errors and the one handler that maps them and domain errors to HTTP status codes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from continuity.errors import ContinuityError, PlaybookError, StorageError, ValidationFailed
+
+
+class ApiError(Exception):
+    status = 400
+
+    def __init__(self, message: str, *, type: str | None = None) -> None:  # noqa: A002
+        super().__init__(message)
+        self.message = message
+        self.type = type or type_name(self)
+
+
+def type_name(e: Exception) -> str:
+    return type(e).__name__
+
+
+class Unauthenticated(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class Unprocessable(ApiError):
+    status = 422
+
+
+class Unavailable(ApiError):
+    status = 503
+
+
+_DOMAIN_STATUS: list[tuple[type[ContinuityError], int]] = [
+    (ValidationFailed, 422),
+    (PlaybookError, 422),
+    (StorageError, 503),
+]
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, e: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return JSONResponse({"error": e.type, "detail": e.message}, status_code=e.status,
+                            headers=headers)
+
+    @app.exception_handler(ContinuityError)
+    async def _domain_error(_: Request, e: ContinuityError) -> JSONResponse:
+        status = next((s for cls, s in _DOMAIN_STATUS if isinstance(e, cls)), 500)
+        return JSONResponse({"error": e.type, "detail": e.message}, status_code=status)

@@ -1,0 +1,53 @@
+"""Audit: export workflow histories and replay them offline against the current code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    workflow_id: str
+    ok: bool
+    failure: str | None
+
+
+def load_history(path: Path) -> WorkflowHistory:
+    """A history file in Temporal's JSON format; its workflow id comes from a side file or its name."""
+    meta = path.with_suffix(".meta.json")
+    workflow_id = path.stem
+    if meta.exists():
+        workflow_id = json.loads(meta.read_text(encoding="utf-8")).get("workflow_id", workflow_id)
+    return WorkflowHistory.from_json(workflow_id, path.read_text(encoding="utf-8"))
+
+
+async def replay(history: WorkflowHistory) -> ReplayOutcome:
+    from workflows import ALL_WORKFLOWS
+
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    failure = result.replay_failure
+    return ReplayOutcome(workflow_id=history.workflow_id, ok=failure is None,
+                         failure=None if failure is None else f"{type(failure).__name__}: {failure}")
+
+
+async def export_history(client: Client, workflow_id: str, out: Path) -> Path:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(history.to_json(), encoding="utf-8")
+    out.with_suffix(".meta.json").write_text(json.dumps({"workflow_id": workflow_id}),
+                                             encoding="utf-8")
+    return out
+
+
+async def connect(address: str, namespace: str = "default") -> Client:
+    return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+
+
+__all__ = ["ReplayOutcome", "export_history", "load_history", "replay"]

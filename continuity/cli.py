@@ -1,0 +1,173 @@
+"""The `continuity` command: demo, up, inventory, audit, lab, worker, api."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from continuity.errors import ContinuityError
+from continuity.settings import Settings
+
+DEFAULT_DATA_DIR = Path("continuity-data")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from continuity.demo import run_demo
+
+    return asyncio.run(run_demo(args.data_dir.resolve()))
+
+
+def _up(args: argparse.Namespace) -> int:
+    from continuity.stack import Stack
+
+    async def run() -> None:
+        stack = Stack(data_dir=args.data_dir.resolve(), api_port=args.api_port,
+                      temporal_port=args.temporal_port, ui_port=args.ui_port)
+        try:
+            await stack.start()
+            print(f"API docs:          {stack.api_url}/docs", flush=True)
+            print(f"Console:           {stack.api_url}/console/", flush=True)
+            print(f"Temporal Web UI:   http://127.0.0.1:{args.ui_port}", flush=True)
+            print(f"Temporal frontend: {stack.settings.temporal_address}", flush=True)
+            for role, token in stack.tokens.items():
+                print(f"token {role.value:<13} {token}", flush=True)
+            print("Ctrl-C stops everything.", flush=True)
+            await asyncio.Event().wait()
+        finally:
+            await stack.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _inventory_load(args: argparse.Namespace) -> int:
+    from continuity.models import Inventory
+    from continuity.store import Store
+
+    inv = Inventory.model_validate_json(args.file.read_text(encoding="utf-8"))
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.sqlalchemy_url)
+    store.create_schema()
+    store.replace_inventory(inv)
+    print(f"loaded {len(inv.devices)} devices, {len(inv.circuits)} circuits, "
+          f"{len(inv.duty_officers)} duty officers, {len(inv.operators)} operators")
+    return 0
+
+
+def _audit_replay(args: argparse.Namespace) -> int:
+    from continuity.audit import load_history, replay
+
+    outcome = asyncio.run(replay(load_history(args.file)))
+    if outcome.ok:
+        print(f"replay OK ({outcome.workflow_id})")
+        return 0
+    print(f"replay FAILED ({outcome.workflow_id}): {outcome.failure}")
+    return 1
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from continuity.audit import connect, export_history
+
+    async def run() -> Path:
+        s = Settings()
+        client = await connect(s.temporal_address, s.temporal_namespace)
+        return await export_history(client, args.workflow_id, args.out)
+
+    print(f"history written to {asyncio.run(run())}")
+    return 0
+
+
+def _lab_serve(args: argparse.Namespace) -> int:
+    from lab.gear.server import serve
+
+    try:
+        asyncio.run(serve(args.inventory, args.data_dir.resolve(), time_scale=args.time_scale))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _worker(_: argparse.Namespace) -> int:
+    import worker
+
+    worker.main()
+    return 0
+
+
+def _api(_: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from continuity.stack import SAMPLE_INVENTORY
+
+    p = argparse.ArgumentParser(prog="continuity", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole mission on the embedded stack and exit")
+    demo.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR / "demo")
+    demo.set_defaults(fn=_demo)
+
+    up = sub.add_parser("up", help="start the embedded stack and stay up")
+    up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR / "up")
+    up.add_argument("--api-port", type=int, default=8000)
+    up.add_argument("--temporal-port", type=int, default=7233)
+    up.add_argument("--ui-port", type=int, default=8233)
+    up.set_defaults(fn=_up)
+
+    inv = sub.add_parser("inventory", help="inventory commands").add_subparsers(dest="sub", required=True)
+    load = inv.add_parser("load", help="load an inventory JSON file into the store")
+    load.add_argument("file", type=Path)
+    load.set_defaults(fn=_inventory_load)
+
+    audit = sub.add_parser("audit", help="audit commands").add_subparsers(dest="sub", required=True)
+    rp = audit.add_parser("replay", help="replay a saved history offline against this code")
+    rp.add_argument("file", type=Path)
+    rp.set_defaults(fn=_audit_replay)
+    ex = audit.add_parser("export", help="export a workflow history from the Temporal server")
+    ex.add_argument("workflow_id")
+    ex.add_argument("--out", type=Path, required=True)
+    ex.set_defaults(fn=_audit_export)
+
+    lab = sub.add_parser("lab", help="the simulated lab").add_subparsers(dest="sub", required=True)
+    serve = lab.add_parser("serve", help="serve simulated devices over SSH until Ctrl-C")
+    serve.add_argument("--inventory", type=Path, default=SAMPLE_INVENTORY)
+    serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR / "lab")
+    serve.add_argument("--time-scale", type=float, default=1.0)
+    serve.set_defaults(fn=_lab_serve)
+
+    sub.add_parser("worker", help="run the Temporal worker").set_defaults(fn=_worker)
+    sub.add_parser("api", help="run the HTTP API").set_defaults(fn=_api)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("CONTINUITY_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.fn(args)
+    except ContinuityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    sys.stdout.flush()
+    # The Temporal core runtime can crash at interpreter exit; nothing is left to flush here.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""`continuity demo`: the whole mission on the embedded stack, driven through the public API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import httpx
+from temporalio.client import WorkflowExecutionStatus
+
+from continuity.errors import ContinuityError
+from continuity.messages import Timings
+from continuity.models import ChangeState, IncidentStatus, Role
+from continuity.report import render_text
+from continuity.stack import Stack
+
+log = logging.getLogger("continuity.demo")
+
+DEMO_AREA = "thanh-pho-kon-tum"
+# Short durations so the demo takes seconds; the lab's clocks run 60x so that
+# minute-granular device timers (IOS-XE, Junos) fit too.
+DEMO_TIMINGS = Timings(
+    confirm_window_s=60, revert_margin_s=30, verify_timeout_s=15, revert_wait_grace_s=30,
+    ssh_step_timeout_s=60, heartbeat_timeout_s=15, ring_timeout_s=10, escalation_delay_s=8,
+    max_parallel_devices=4, device_time_scale=60.0,
+)
+_FINAL = {ChangeState.CONFIRMED, ChangeState.ROLLED_BACK, ChangeState.REVERTED_BY_DEVICE,
+          ChangeState.FAILED}
+
+
+async def run_demo(data_dir: Path, *, echo=print, timeout_s: float = 240.0) -> int:  # type: ignore[no-untyped-def]
+    stack = Stack(data_dir=data_dir, timings=DEMO_TIMINGS, lab_time_scale=60.0)
+    try:
+        await stack.start()
+        echo(f"embedded stack up: API {stack.api_url}, Temporal {stack.settings.temporal_address}, "
+             f"data in {data_dir}")
+        officers = stack.store.inventory().duty_officers
+        if len(officers) > 1:
+            # The first officer does not pick up; escalation reaches the second, who presses 1.
+            stack.sandbox.set_callee(officers[0].phone, "no_answer")
+            stack.sandbox.set_callee(officers[1].phone, "press_1")
+        return await asyncio.wait_for(_drive(stack, data_dir, echo), timeout_s)
+    finally:
+        await stack.stop()
+
+
+async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-untyped-def]
+    def auth(role: Role) -> dict[str, str]:
+        return {"Authorization": f"Bearer {stack.tokens[role]}"}
+
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+        r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER), json={
+            "kind": "sabotage", "area": DEMO_AREA,
+            "description": "Fibre route Kon Tum - Pleiku cut at two points near Ya Chim; "
+                           "suspected sabotage.",
+        })
+        if r.status_code != 201:
+            raise ContinuityError(f"declaring the incident failed: {r.status_code} {r.text}")
+        incident_id = r.json()["id"]
+        echo(f"declared incident {incident_id} (playbook {r.json()['playbook']})")
+
+        decided: set[str] = set()
+        while True:
+            r = await api.get(f"/incidents/{incident_id}", headers=auth(Role.OPERATOR))
+            r.raise_for_status()
+            body = r.json()
+            status = IncidentStatus.model_validate(body["status"])
+            for rec in status.changes:
+                if rec.state is ChangeState.AWAITING_CONFIRMATION and rec.change_id not in decided:
+                    d = await api.post(
+                        f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
+                        headers=auth(Role.OPERATOR),
+                        json={"decision": "confirm", "reason": "backup path verified from the NOC"})
+                    if d.status_code != 200:
+                        raise ContinuityError(f"confirming {rec.change_id}: {d.status_code} {d.text}")
+                    decided.add(rec.change_id)
+                    echo(f"operator confirmed {rec.change_id}")
+            if status.phase == "active":
+                break
+            await asyncio.sleep(0.3)
+
+        r = await api.post(f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER),
+                           json={"reason": "cable route repaired; police investigation handed over"})
+        r.raise_for_status()
+        echo("duty officer stood the incident down")
+
+        handle = stack.client.get_workflow_handle(incident_id)
+        await handle.result()
+        desc = await handle.describe()
+        r = await api.get(f"/incidents/{incident_id}", headers=auth(Role.AUDITOR))
+        status = IncidentStatus.model_validate(r.json()["status"])
+        echo("")
+        echo(render_text(status))
+
+        r = await api.get(f"/incidents/{incident_id}/history", headers=auth(Role.AUDITOR))
+        r.raise_for_status()
+        history_file = data_dir / "histories" / f"{incident_id}.json"
+        history_file.parent.mkdir(parents=True, exist_ok=True)
+        history_file.write_text(r.text, encoding="utf-8")
+        (history_file.with_suffix(".meta.json")).write_text(
+            json.dumps({"workflow_id": incident_id}), encoding="utf-8")
+        echo("")
+        echo(f"workflow history saved to {history_file}")
+        echo(f"replay it offline: continuity audit replay {history_file}")
+
+        rerouted = [r for r in status.changes if r.change_id.startswith("change-")]
+        ok = (desc.status is WorkflowExecutionStatus.COMPLETED
+              and rerouted and all(r.state is ChangeState.CONFIRMED for r in rerouted)
+              and status.acknowledged_by is not None)
+        return 0 if ok else 1

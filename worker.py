@@ -41,8 +41,8 @@ def build_worker(client: Client, settings: Settings, store: Store, *,
             telephony.send_sms,
             records.write_report,
         ],
-        activity_executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="telephony"),
-        max_concurrent_activities=64,
+        activity_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity"),
+        max_concurrent_activities=32,
     )
 
 

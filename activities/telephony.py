@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -39,8 +39,8 @@ def _application_error(e: ContinuityError) -> ApplicationError:
 
 
 def _aware(at: datetime) -> datetime:
-    # SQLite hands timestamps back naive; the store writes them in UTC.
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    # SQLite hands timestamps back naive; the store writes them in UTC. Twilio's filter wants UTC.
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _ring_timeout(seconds: float) -> int:
@@ -189,8 +189,8 @@ class TelephonyActivities:
         since = _aware(row.created_at) - CLOCK_SKEW
         with twilio_errors("list messages"):
             # Queued messages have no DateSent yet, so filter on creation time here instead.
-            messages = self._client.messages.list(to=row.to, from_=self._settings.twilio_from_number,
-                                                  limit=_LIST_LIMIT)
+            messages = self._client.messages.list(
+                to=row.to, from_=self._settings.twilio_from_number, limit=_LIST_LIMIT)
         candidates = [m for m in messages
                       if m.body == row.body
                       and (m.date_created is None or _aware(m.date_created) >= since)]

@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.deps import SettingsDep, StoreDep, TemporalDep
+from api import twilio
 from api.errors import install_handlers
 from api.routes import incidents
 from api.schemas import Health
@@ -49,7 +50,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         app.state.temporal = temporal
     install_handlers(app)
     app.include_router(incidents.router)
-    _include_twilio(app)
+    app.include_router(twilio.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def health(_settings: SettingsDep, st: StoreDep, client: TemporalDep) -> Health:
@@ -68,12 +69,6 @@ def create_app(settings: Settings, *, store: Store | None = None,
     if _STATIC.is_dir():
         app.mount("/console", StaticFiles(directory=_STATIC, html=True), name="console")
     return app
-
-
-def _include_twilio(app: FastAPI) -> None:
-    from api.twilio import router as twilio_router
-
-    app.include_router(twilio_router)
 
 
 __all__ = ["create_app"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from continuity.errors import ContinuityError, PlaybookError, StorageError, ValidationFailed
 
@@ -58,6 +59,12 @@ def install_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
         return JSONResponse({"error": e.type, "detail": e.message}, status_code=e.status,
                             headers=headers)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid(_: Request, e: ValidationError) -> JSONResponse:
+        return JSONResponse({"error": "ValidationFailed",
+                             "detail": e.errors(include_url=False, include_context=False)},
+                            status_code=422)
 
     @app.exception_handler(ContinuityError)
     async def _domain_error(_: Request, e: ContinuityError) -> JSONResponse:

@@ -20,7 +20,7 @@ class ReplayOutcome:
 
 def load_history(path: Path) -> WorkflowHistory:
     """A history file in Temporal's JSON format; its workflow id comes from a side file or its name."""
-    meta = path.with_suffix(".meta.json")
+    meta = path.with_suffix(".meta")
     workflow_id = path.stem
     if meta.exists():
         workflow_id = json.loads(meta.read_text(encoding="utf-8")).get("workflow_id", workflow_id)
@@ -41,7 +41,7 @@ async def export_history(client: Client, workflow_id: str, out: Path) -> Path:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(history.to_json(), encoding="utf-8")
-    out.with_suffix(".meta.json").write_text(json.dumps({"workflow_id": workflow_id}),
+    out.with_suffix(".meta").write_text(json.dumps({"workflow_id": workflow_id}),
                                              encoding="utf-8")
     return out
 

@@ -99,7 +99,7 @@ async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-
         history_file = data_dir / "histories" / f"{incident_id}.json"
         history_file.parent.mkdir(parents=True, exist_ok=True)
         history_file.write_text(r.text, encoding="utf-8")
-        (history_file.with_suffix(".meta.json")).write_text(
+        history_file.with_suffix(".meta").write_text(
             json.dumps({"workflow_id": incident_id}), encoding="utf-8")
         echo("")
         echo(f"workflow history saved to {history_file}")

@@ -217,7 +217,7 @@ class Incident(_Model):
     @field_validator("description")
     @classmethod
     def _description(cls, v: str) -> str:
-        return check_text(v, max_len=2000, allow_empty=True)
+        return check_text(v, max_len=2000, allow_empty=True, prose=True)
 
 
 class TimelineEntry(_Model):

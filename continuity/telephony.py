@@ -52,7 +52,7 @@ SMS_STATUS_PATH = "/twilio/sms/status"
 
 
 class RebasedTwilioHttpClient(TwilioHttpClient):
-    """Sends every request to another scheme and host, keeping the client's path, auth and encoding."""
+    """Sends every request to another scheme and host; path, auth and encoding stay the client's."""
 
     def __init__(self, base_url: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)

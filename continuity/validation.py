@@ -16,6 +16,7 @@ INTERFACE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,31}(?:[-/.:][A-Za-z0-9]{1,16}){0
 VRF = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 # Free text that ends up in a device description or report: printable, no CLI metacharacters.
 _TEXT_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f|;`$<>\\]")
+_PROSE_FORBIDDEN = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
 def check_ipv4_address(value: str) -> str:
@@ -57,12 +58,15 @@ def check_identifier(value: str) -> str:
     return value
 
 
-def check_text(value: str, *, max_len: int = 200, allow_empty: bool = False) -> str:
+def check_text(value: str, *, max_len: int = 200, allow_empty: bool = False,
+               prose: bool = False) -> str:
+    """Names and labels refuse CLI metacharacters; prose (never sent to a device) only control codes."""
     if not value and not allow_empty:
         raise ValidationFailed("empty text")
     if len(value) > max_len:
         raise ValidationFailed(f"text longer than {max_len} characters")
-    if _TEXT_FORBIDDEN.search(value):
+    forbidden = _PROSE_FORBIDDEN if prose else _TEXT_FORBIDDEN
+    if forbidden.search(value):
         raise ValidationFailed(f"text contains control or shell characters: {value[:40]!r}")
     return value
 

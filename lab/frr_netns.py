@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -96,7 +97,11 @@ def _address(node: str, peer: str) -> str:
 
 
 def _run(
-    argv: list[str], *, input: str | None = None, check: bool = True, timeout: float = _CMD_TIMEOUT_S
+    argv: list[str],
+    *,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = _CMD_TIMEOUT_S,
 ) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(
@@ -305,13 +310,14 @@ class FrrLab:
         for node in ROUTERS + HOSTS:
             lines.append(f"netns add {self.netns(node)}")
         lines.append(f"link add name {self.bridge} type bridge")
-        _run(["ip", "-batch", "-"], input="\n".join(lines) + "\n")
-        # Recorded only after success would leak on a half-made batch: record what now exists.
-        listed = _run(["ip", "netns", "list"]).stdout
+        made = _run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", check=False)
+        # A batch that fails halfway has still made some of them: record what exists, so that
+        # stop() removes exactly that (the tag was checked free, so all of it is ours).
+        listed = _run(["ip", "netns", "list"]).stdout.split()
         self._created_netns = [self.netns(n) for n in ROUTERS + HOSTS if self.netns(n) in listed]
         self._bridge_made = True
-        if len(self._created_netns) != len(ROUTERS + HOSTS):
-            raise FrrLabError(f"only {self._created_netns} of the lab's namespaces were created")
+        if made.returncode != 0:
+            raise FrrLabError(f"creating namespaces failed: {made.stderr.strip()[:500]}")
         self._claim_mgmt_subnet()
         lines = []
         for link in _LINKS:
@@ -363,10 +369,14 @@ class FrrLab:
         return False
 
     def _configure_namespaces(self) -> None:
-        assert self.mgmt_net is not None
+        if self.mgmt_net is None:
+            raise FrrLabError("no management subnet claimed")
         per_node: dict[str, list[str]] = {n: ["link set lo up"] for n in ROUTERS + HOSTS}
         for link in _LINKS:
-            for node, ifname, addr in ((link.a, link.a_if, link.a_addr), (link.b, link.b_if, link.b_addr)):
+            for node, ifname, addr in (
+                (link.a, link.a_if, link.a_addr),
+                (link.b, link.b_if, link.b_addr),
+            ):
                 per_node[node] += [f"addr add {addr} dev {ifname}", f"link set {ifname} up"]
         for router in ROUTERS:
             per_node[router] += [
@@ -378,7 +388,9 @@ class FrrLab:
             for link in _LINKS:
                 for node, ifname in ((link.a, link.a_if), (link.b, link.b_if)):
                     if node == router:
-                        per_node[router].append(f"rule add iif {ifname} to {self.mgmt_net} prohibit")
+                        per_node[router].append(
+                            f"rule add iif {ifname} to {self.mgmt_net} prohibit"
+                        )
         for host, gateway in _HOST_GATEWAY.items():
             per_node[host].append(f"route add default via {gateway}")
         for node, lines in per_node.items():
@@ -437,10 +449,14 @@ class FrrLab:
         """
         passwd = Path("/etc/passwd").read_text()
         group = Path("/etc/group").read_text()
-        used_uids = {int(line.split(":")[2]) for line in passwd.splitlines() if line.count(":") >= 6}
+        used_uids = {
+            int(line.split(":")[2]) for line in passwd.splitlines() if line.count(":") >= 6
+        }
         used_gids = {int(line.split(":")[2]) for line in group.splitlines() if line.count(":") >= 3}
         uid = next(i for i in range(60100, 61000) if i not in used_uids and i not in used_gids)
-        passwd = passwd.rstrip("\n") + f"\n{USERNAME}:x:{uid}:{uid}:FRR lab:/run/{USERNAME}:{_VTYSH}\n"
+        passwd = (
+            passwd.rstrip("\n") + f"\n{USERNAME}:x:{uid}:{uid}:FRR lab:/run/{USERNAME}:{_VTYSH}\n"
+        )
         lines = []
         for line in group.splitlines():
             name, pw, gid, members = line.split(":", 3)
@@ -596,7 +612,9 @@ class FrrLab:
             return False
 
     def _routes_installed(self, router: str) -> bool:
-        proc = _run(self._in_router(router, [str(_VTYSH), "-c", "show ip route static"]), check=False)
+        proc = _run(
+            self._in_router(router, [str(_VTYSH), "-c", "show ip route static"]), check=False
+        )
         if proc.returncode != 0:
             return False
         return all(
@@ -757,8 +775,6 @@ def _frr_conf(router: str) -> str:
 
 
 def _ids(name: str) -> tuple[int, int]:
-    import pwd
-
     entry = pwd.getpwnam(name)
     return entry.pw_uid, entry.pw_gid
 

@@ -273,7 +273,8 @@ class TelephonySandbox:
             return call is not None and call.ended_at is not None and not any(
                 t.get_name() == sid for t in self._tasks)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool],
+                       timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a bounded test helper
         """Return once predicate() holds; it is re-checked whenever the sandbox's state changes."""
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
@@ -284,9 +285,10 @@ class TelephonySandbox:
                     await waiter[1].wait()
                     waiter[1].clear()
         except TimeoutError:
+            seen = [(c.kind, c.field("CallStatus") or c.field("MessageStatus"), c.status_code,
+                     c.error) for c in self.callbacks]
             raise TimeoutError(f"sandbox condition not met within {timeout}s; callbacks: "
-                               f"{[(c.kind, c.field('CallStatus') or c.field('MessageStatus'), c.status_code, c.error) for c in self.callbacks]}"
-                               ) from None
+                               f"{seen}") from None
         finally:
             with self._lock:
                 self._waiters.discard(waiter)

@@ -55,14 +55,15 @@ class DutyCallWorkflow:
                         start_to_close_timeout=timedelta(seconds=30),
                         retry_policy=TELEPHONY_RETRY,
                     )
-                    record.call_sid, record.status = placed.call_sid, placed.status
+                    record.call_sid = placed.call_sid
+                    if record.status == "placed":  # a webhook may already have moved it on
+                        record.status = placed.status
                 except ActivityError as e:
                     record.status, record.error = "failed", str(e.cause or e)
                 if record.error is None:
                     try:
                         await workflow.wait_condition(
-                            lambda n=attempt: self._acked_by is not None
-                            or self._attempts[n].status in _FINAL_STATUSES,
+                            lambda: self._acked_by is not None or record.status in _FINAL_STATUSES,
                             timeout=timedelta(seconds=t.escalation_delay_s),
                             timeout_summary="await-acknowledgement",
                         )

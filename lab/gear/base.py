@@ -6,6 +6,7 @@ import asyncio
 import copy
 import ipaddress
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -13,8 +14,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, ClassVar, Self
-
-import time
 
 from continuity.models import Platform
 
@@ -498,10 +497,8 @@ class CliSession(ABC):
     def caret(self, line: str, word: int = 0) -> str:
         """A '^' under the offending word, as the device draws it below the echoed line."""
         prompt_width = len(self.mode_prompt().rsplit("\n", 1)[-1])
-        words = line.split()
-        offset = 0
-        if 0 < word < len(words):
-            offset = line.index(words[word], sum(len(w) + 1 for w in words[:word]) - 1)
+        starts = [m.start() for m in re.finditer(r"\S+", line)]
+        offset = starts[word] if word < len(starts) else len(line)
         return " " * (prompt_width + offset) + "^"
 
     def close(self) -> None:

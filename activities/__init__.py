@@ -1,0 +1,1 @@
+"""Activities: every side effect, one module per external system."""

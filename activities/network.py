@@ -45,7 +45,7 @@ _POLL_MAX_S = 2.0
 
 @contextlib.contextmanager
 def _as_application_error() -> Iterator[None]:
-    """Our errors leave an activity as ApplicationError(type, non_retryable): the retry policy's words."""
+    """Our errors leave as ApplicationError(type, non_retryable): what retry policies read."""
     try:
         yield
     except ContinuityError as e:
@@ -79,9 +79,11 @@ def _describe(states: Sequence[PathState], changes: Sequence[RouteChange]) -> st
     parts = []
     for s in states:
         p = by_id[s.circuit_id].path
+        primary = "up" if s.primary_present else "absent"
+        backup = "up" if s.backup_present else "absent"
         parts.append(
-            f"{s.circuit_id}: primary {p.primary.address} {'up' if s.primary_present else 'absent'},"
-            f" backup {p.backup.address} {'up' if s.backup_present else 'absent'}"
+            f"{s.circuit_id}: primary {p.primary.address} {primary},"
+            f" backup {p.backup.address} {backup}"
         )
     return "; ".join(parts)
 
@@ -114,6 +116,17 @@ class _Device:
             with contextlib.suppress(ContinuityError):
                 await self.cli.send(line)
 
+    async def still_pending(self) -> bool:
+        cmd = self.dialect.pending_command
+        if cmd is None:
+            return False
+        result = await self.cli.send(cmd)
+        if result.failed:
+            raise CommandRejected(
+                f"{self.cli.device.name} rejected {cmd!r}: {result.output.strip()[:300]}"
+            )
+        return self.dialect.parse_pending(result.output)
+
     async def read(self, changes: Sequence[RouteChange]) -> _Snapshot:
         outputs: dict[str, str] = {}
         for cmd in self.dialect.state_commands():
@@ -136,17 +149,24 @@ class _Device:
         *,
         until: Callable[[_Snapshot], bool],
         timeout_s: float,
+        while_pending: bool = False,
     ) -> tuple[bool, _Snapshot]:
-        """Re-read the device until `until` holds or `timeout_s` passes; never by a blind sleep."""
+        """Re-read the device until `until` holds or `timeout_s` passes; never by a blind sleep.
+
+        `while_pending`: only the (cheap) pending-commit command is polled while a change is
+        pending, so minutes of waiting for a device timer do not mean minutes of full configs.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         interval = min(_POLL_MAX_S, max(_POLL_MIN_S, timeout_s / 20))
         while True:
-            snap = await self.read(changes)
-            if until(snap):
-                return True, snap
-            if loop.time() >= deadline:
-                return False, snap
+            out_of_time = loop.time() >= deadline
+            if out_of_time or not (while_pending and await self.still_pending()):
+                snap = await self.read(changes)
+                if until(snap):
+                    return True, snap
+                if out_of_time:
+                    return False, snap
             await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
 
 
@@ -260,7 +280,9 @@ class NetworkActivities:
             revert_deadline_s=deadline_s,
         )
 
-    async def _await_new_path(self, dev: _Device, inp: DeviceSessionInput, timeout_s: float) -> None:
+    async def _await_new_path(
+        self, dev: _Device, inp: DeviceSessionInput, timeout_s: float
+    ) -> None:
         """Make before break: the new next hop must forward before the old one is removed."""
         routed = [
             c for c in inp.changes
@@ -292,7 +314,12 @@ class NetworkActivities:
             return _original(snap.configured, direction) and not snap.pending
 
         async def work(dev: _Device) -> tuple[bool, _Snapshot]:
-            return await dev.poll(s.changes, until=judge, timeout_s=inp.timeout_s)
+            return await dev.poll(
+                s.changes,
+                until=judge,
+                timeout_s=inp.timeout_s,
+                while_pending=inp.expect == "original",
+            )
 
         (ok, snap), ref = await self._session(s, step, work)
         state = _describe(snap.active, s.changes)
@@ -325,6 +352,11 @@ class NetworkActivities:
             after = await dev.read(inp.changes)
             if after.pending:
                 raise VerificationFailed(f"{inp.device.name}: still pending after {sent!r}")
+            if not _in_place(after.configured, inp.direction):
+                # The device's timer fired between our check and our confirm.
+                raise VerificationFailed(
+                    f"{inp.device.name}: the change reverted before the confirmation reached it"
+                )
             return sent, "confirmed and saved"
 
         (sent, detail), ref = await self._session(inp, "confirm", work)
@@ -339,7 +371,15 @@ class NetworkActivities:
             if _original(snap.configured, inp.direction) and not snap.pending:
                 return [], "already original; nothing sent"
             if snap.pending and dialect.native_auto_revert:
-                sent = await dev.run(dialect.render_rollback(inp.changes, inp.direction))
+                abort = dialect.render_rollback(inp.changes, inp.direction)
+                try:
+                    sent = await dev.run(abort)
+                except CommandRejected:
+                    # e.g. `abort trial` just after the trial ran out: fine if it is undone.
+                    late = await dev.read(inp.changes)
+                    if not (_original(late.configured, inp.direction) and not late.pending):
+                        raise
+                    return list(abort), "the device had reverted by itself"
                 how = "pending change aborted on the device"
             else:
                 sent = await dev.run(
@@ -394,7 +434,9 @@ class NetworkActivities:
                 raise
         return result, await self._save(inp, step, transcript)
 
-    async def _save(self, inp: DeviceSessionInput, step: str, transcript: Transcript) -> TranscriptRef:
+    async def _save(
+        self, inp: DeviceSessionInput, step: str, transcript: Transcript
+    ) -> TranscriptRef:
         tid, digest = await asyncio.to_thread(
             self._store.save_transcript,
             incident_id=inp.incident_id,

@@ -254,7 +254,7 @@ async def _connect(
                 username=credential.username,
                 password=password,
                 client_keys=keys,
-                known_hosts=_known_hosts(device, known_hosts),
+                known_hosts=None,
                 agent_path=None,
                 config=None,  # no ~/.ssh/config: what we connect to is what the inventory says
                 connect_timeout=connect_timeout_s,

@@ -1,1 +1,1 @@
-"""The simulated world for the demo, the tests and the benchmarks; never imported by production code."""
+"""The simulated world for the demo, tests and benchmarks; never imported by production code."""

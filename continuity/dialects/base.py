@@ -12,8 +12,13 @@ from typing import ClassVar, Literal
 
 from continuity.errors import ValidationFailed
 from continuity.messages import PathState, Timings
-from continuity.models import CircuitPath, Platform, RerouteMechanism, RouteChange
-from continuity.validation import check_identifier, check_interface, check_ipv4_address, check_ipv4_prefix
+from continuity.models import CircuitPath, NextHop, Platform, RerouteMechanism, RouteChange
+from continuity.validation import (
+    check_identifier,
+    check_interface,
+    check_ipv4_address,
+    check_ipv4_prefix,
+)
 
 Direction = Literal["reroute", "restore"]
 DIRECTIONS: tuple[Direction, ...] = ("reroute", "restore")
@@ -199,7 +204,9 @@ class Dialect(ABC):
         # Rounded UP: a shorter device timer could undo the change while an operator confirms.
         minutes = max(low, math.ceil(revert_s / 60 - 1e-9))
         if minutes > high:
-            raise ValidationFailed(f"{platform} revert timer tops out at {high} min, asked {minutes}")
+            raise ValidationFailed(
+                f"{platform} revert timer tops out at {high} min, asked {minutes}"
+            )
         return minutes
 
     # --- rendering --------------------------------------------------------------------
@@ -375,6 +382,11 @@ def stanzas(config: str) -> dict[str, list[str]]:
             continue
         current = out.setdefault(raw.strip(), [])
     return out
+
+
+def ends(path: CircuitPath, direction: Direction) -> tuple[NextHop, NextHop]:
+    """(new, old) next hop of a move: reroute goes to the backup, restore back to the primary."""
+    return (path.backup, path.primary) if direction == "reroute" else (path.primary, path.backup)
 
 
 def add_route(table: dict[str, set[str]], prefix: str | None, hops: Iterable[str]) -> None:

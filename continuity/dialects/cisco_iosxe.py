@@ -12,6 +12,7 @@ from continuity.dialects.base import (
     Dialect,
     Direction,
     add_route,
+    ends,
     is_ipv4,
     prefix_of,
     stanzas,
@@ -79,7 +80,7 @@ class CiscoIosXe(Dialect):
         self, circuit_id: str, path: CircuitPath, direction: Direction
     ) -> tuple[list[str], list[str]]:
         net, mask = netmask(path.prefix)
-        new, old = (path.backup, path.primary) if direction == "reroute" else (path.primary, path.backup)
+        new, old = ends(path, direction)
         if RerouteMechanism(path.mechanism) is RerouteMechanism.STATIC_ROUTE:
             return (
                 [f"ip route {net} {mask} {new.address}"],
@@ -177,10 +178,8 @@ class CiscoIosXe(Dialect):
             and f"ip policy route-map {name}" in body
             for header, body in blocks.items()
         )
-        routemap = next(
-            (b for h, b in blocks.items() if re.fullmatch(rf"route-map {re.escape(name)} permit \d+", h)),
-            [],
-        )
+        header = re.compile(rf"route-map {re.escape(name)} permit \d+")
+        routemap = next((b for h, b in blocks.items() if header.fullmatch(h)), [])
         return attached and f"set ip next-hop {path.backup.address}" in routemap
 
 

@@ -6,7 +6,15 @@ import re
 from collections.abc import Sequence
 from typing import ClassVar
 
-from continuity.dialects.base import IPV4, ApplyPlan, Dialect, Direction, add_route, stanzas
+from continuity.dialects.base import (
+    IPV4,
+    ApplyPlan,
+    Dialect,
+    Direction,
+    add_route,
+    ends,
+    stanzas,
+)
 from continuity.models import CircuitPath, Platform, RerouteMechanism, RouteChange
 
 _HEAD = re.compile(rf"^S([>*=]*)\s+({IPV4}/\d+)\s+\[\d+/\d+\]\s+via ({IPV4})(.*)$")
@@ -41,7 +49,7 @@ class Frr(Dialect):
     def _render_change(
         self, circuit_id: str, path: CircuitPath, direction: Direction
     ) -> tuple[list[str], list[str]]:
-        new, old = (path.backup, path.primary) if direction == "reroute" else (path.primary, path.backup)
+        new, old = ends(path, direction)
         if RerouteMechanism(path.mechanism) is RerouteMechanism.STATIC_ROUTE:
             return (
                 [f"ip route {path.prefix} {new.address}"],

@@ -13,6 +13,7 @@ from continuity.dialects.base import (
     Dialect,
     Direction,
     add_route,
+    ends,
     is_ipv4,
     prefix_of,
     stanzas,
@@ -69,7 +70,7 @@ class HuaweiVrp(Dialect):
     def _render_change(
         self, circuit_id: str, path: CircuitPath, direction: Direction
     ) -> tuple[list[str], list[str]]:
-        new, old = (path.backup, path.primary) if direction == "reroute" else (path.primary, path.backup)
+        new, old = ends(path, direction)
         net, length = path.prefix.split("/")
         if RerouteMechanism(path.mechanism) is RerouteMechanism.STATIC_ROUTE:
             return (

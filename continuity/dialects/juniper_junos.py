@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import ClassVar
 
-from continuity.dialects.base import IPV4, ApplyPlan, Dialect, Direction, add_route
+from continuity.dialects.base import IPV4, ApplyPlan, Dialect, Direction, add_route, ends
 from continuity.models import CircuitPath, Platform, RerouteMechanism, RouteChange
 
 _STATIC = re.compile(rf"^set routing-options static route ({IPV4}/\d+) next-hop ({IPV4})\s*$")
@@ -49,7 +49,7 @@ class JuniperJunos(Dialect):
     def _render_change(
         self, circuit_id: str, path: CircuitPath, direction: Direction
     ) -> tuple[list[str], list[str]]:
-        new, old = (path.backup, path.primary) if direction == "reroute" else (path.primary, path.backup)
+        new, old = ends(path, direction)
         if RerouteMechanism(path.mechanism) is RerouteMechanism.STATIC_ROUTE:
             return (
                 [f"set routing-options static route {path.prefix} next-hop {new.address}"],
@@ -95,12 +95,11 @@ class JuniperJunos(Dialect):
         )
 
     def render_rollback(self, changes: Sequence[RouteChange], direction: Direction) -> list[str]:
-        for c in changes:
-            self._checked(c)
-        self._direction(direction)
-        # rollback 1 = the configuration before the confirmed commit; committing it also
-        # ends the pending confirmation.
-        return ["configure exclusive", "rollback 1", "commit", "exit configuration-mode"]
+        # Not `rollback 1` + `commit`: if the confirmed commit's timer fires between our check
+        # and our command, Junos has already committed the old config and `rollback 1` is then
+        # the *changed* one, which we would re-commit with no timer. The inverse lines under a
+        # plain commit undo the change either way, and that commit ends the pending confirmation.
+        return self.render_inverse(changes, direction)
 
     def parse_pending(self, output: str) -> bool:
         for line in output.splitlines():

@@ -1,4 +1,4 @@
-"""The simulated network lab over real SSH: IOS-XE, Junos, VRPv8 and FRR devices per docs/device-cli.md."""
+"""The simulated network lab over real SSH: IOS-XE, Junos, VRPv8 and FRR per docs/device-cli.md."""
 
 from lab.gear.base import CliSession, DeviceClock, Fault, Interface, SimDevice
 from lab.gear.network import LabNetwork

@@ -1,4 +1,4 @@
-"""The device model every simulated platform shares: interfaces, routes, clock, timers, faults, CLI."""
+"""The device model simulated platforms share: interfaces, routes, clock, timers, faults, CLI."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import ipaddress
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from continuity.models import Platform
 
@@ -31,7 +31,7 @@ class Fault(StrEnum):
 
 
 class DeviceClock:
-    """Device time: starts at the wall clock and runs `time_scale` device seconds per real second."""
+    """Device time: starts at the wall clock, runs `time_scale` device seconds per real second."""
 
     def __init__(self, time_scale: float = 1.0, *, start: datetime | None = None) -> None:
         if time_scale <= 0:
@@ -139,7 +139,7 @@ def netmask_of(prefix: str) -> tuple[str, str]:
 
 
 def local_address_for(next_hop: str) -> IPv4Interface:
-    """Our side of the link to `next_hop`: the other host of its /30, else a neighbour in its /24."""
+    """Our side of the link to `next_hop`: the other host of its /30, else a /24 neighbour."""
     nh = IPv4Address(next_hop)
     net30 = IPv4Network(f"{nh}/30", strict=False)
     hosts = list(net30.hosts())
@@ -241,9 +241,9 @@ class StanzaConfig(DeviceConfig):
 
 
 class Interface:
-    """A port: addresses, a link that sabotage can cut, and admin state read from the running config."""
+    """A port: addresses, a link sabotage can cut, and admin state read from the running config."""
 
-    def __init__(self, device: SimDevice, name: str, address: IPv4Interface) -> None:
+    def __init__(self, device: SimDevice[Any], name: str, address: IPv4Interface) -> None:
         self._device = device
         self.name = name
         self.addresses: list[IPv4Interface] = [address]
@@ -270,7 +270,10 @@ class Interface:
         return f"<Interface {self.name} {self.address} {state}>"
 
 
-class SimDevice(ABC):
+ConfigT = TypeVar("ConfigT", bound=DeviceConfig)
+
+
+class SimDevice(ABC, Generic[ConfigT]):
     """One simulated router; subclasses bring the platform's config shape and CLI."""
 
     platform: ClassVar[Platform]
@@ -282,8 +285,8 @@ class SimDevice(ABC):
         self.hostname = name
         self.clock = clock
         self.interfaces: dict[str, Interface] = {}
-        self.running: DeviceConfig = self.new_config()
-        self.saved: DeviceConfig = self.running.copy()
+        self.running: ConfigT = self.new_config()  # running (IOS, FRR) or committed (Junos, VRP)
+        self.saved: ConfigT = self.running.copy()  # what survives a reload
         self.fault: Fault | None = None
         self.fault_params: dict[str, Any] = {}
         self.sessions: set[CliSession] = set()
@@ -295,13 +298,13 @@ class SimDevice(ABC):
     # --- platform hooks ---
 
     @abstractmethod
-    def new_config(self) -> DeviceConfig: ...
+    def new_config(self) -> ConfigT: ...
 
     @abstractmethod
     def open_cli(self, username: str) -> CliSession: ...
 
     @abstractmethod
-    def render_config(self, config: DeviceConfig) -> str: ...
+    def render_config(self, config: ConfigT) -> str: ...
 
     def interface_key(self, name: str) -> str:
         """How the CLI compares interface names (abbreviations, case)."""
@@ -423,11 +426,11 @@ class SimDevice(ABC):
         """A revert timer, confirmed commit or commit trial is armed."""
         return self._revert is not None
 
-    async def wait_for_revert(self, *, timeout: float) -> None:
+    async def wait_for_revert(self, *, within_s: float) -> None:
         """Wait until the most recently armed auto-revert fires; TimeoutError if it does not."""
         if self._revert_done is None:
             self._revert_done = asyncio.Event()
-        await asyncio.wait_for(self._revert_done.wait(), timeout)
+        await asyncio.wait_for(self._revert_done.wait(), within_s)
 
     # --- faults ---
 
@@ -447,7 +450,7 @@ class CliSession(ABC):
     # What a device says when every vty is taken (Fault.SESSION_LIMIT).
     busy_message: ClassVar[str]
 
-    def __init__(self, device: SimDevice, username: str) -> None:
+    def __init__(self, device: SimDevice[Any], username: str) -> None:
         self.device = device
         self.username = username
         self.closed = False
@@ -501,7 +504,7 @@ class CliSession(ABC):
         offset = starts[word] if word < len(starts) else len(line)
         return " " * (prompt_width + offset) + "^"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook most platforms do not need
         """The session ended (logout or dropped connection)."""
 
 
@@ -511,11 +514,32 @@ def split_pipe(line: str) -> tuple[str, list[str]]:
     return parts[0], [p for p in parts[1:] if p]
 
 
-def words_match(words: list[str], pattern: Iterable[str]) -> bool:
-    pattern = list(pattern)
-    return len(words) == len(pattern) and all(
-        p == "*" or w == p for w, p in zip(words, pattern, strict=True)
-    )
+def filter_lines(lines: list[str], pipes: list[str]) -> list[str] | None:
+    """Output pipes: include/exclude/begin (IOS, FRR, VRP), match/except/no-more (Junos).
+
+    None when a pipe is not one of these, so the caller answers with its error marker.
+    """
+    for pipe in pipes:
+        verb, _, arg = pipe.partition(" ")
+        arg = arg.strip()
+        if verb == "no-more" and not arg:
+            continue
+        if not arg:
+            return None
+        try:
+            pattern = re.compile(arg)
+        except re.error:
+            pattern = re.compile(re.escape(arg))
+        if verb in ("include", "inc", "i", "match"):
+            lines = [x for x in lines if pattern.search(x)]
+        elif verb in ("exclude", "exc", "e", "except"):
+            lines = [x for x in lines if not pattern.search(x)]
+        elif verb in ("begin", "b"):
+            start = next((i for i, x in enumerate(lines) if pattern.search(x)), len(lines))
+            lines = lines[start:]
+        else:
+            return None
+    return lines
 
 
 def is_ipv4_interface(text: str) -> bool:
@@ -542,5 +566,6 @@ __all__ = [
     "parse_mask",
     "parse_prefix",
     "parse_wildcard",
+    "filter_lines",
     "split_pipe",
 ]

@@ -9,8 +9,10 @@ from typing import ClassVar
 from continuity.models import Platform
 from lab.gear.base import (
     CliSession,
+    DeviceClock,
     SimDevice,
     StanzaConfig,
+    filter_lines,
     netmask_of,
     network,
     parse_ip,
@@ -67,7 +69,9 @@ def _acl_address_ok(tokens: list[str]) -> bool:
         elif tokens[i] == "host" and i + 1 < len(tokens) and parse_ip(tokens[i + 1]):
             i += 2
         elif (
-            parse_ip(tokens[i]) and i + 1 < len(tokens) and parse_wildcard(tokens[i + 1]) is not None
+            parse_ip(tokens[i])
+            and i + 1 < len(tokens)
+            and parse_wildcard(tokens[i + 1]) is not None
         ):
             i += 2
         else:
@@ -75,14 +79,12 @@ def _acl_address_ok(tokens: list[str]) -> bool:
     return True
 
 
-class IosXeDevice(SimDevice):
+class IosXeDevice(SimDevice[StanzaConfig]):
     platform = Platform.CISCO_IOSXE
     interface_template = "GigabitEthernet0/0/{}"
-    running: StanzaConfig
-    saved: StanzaConfig
 
-    def __init__(self, name: str, **kwargs: object) -> None:
-        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, name: str, *, clock: DeviceClock) -> None:
+        super().__init__(name, clock=clock)
         self._snapshot: StanzaConfig | None = None  # the config a revert timer restores
 
     def new_config(self) -> StanzaConfig:
@@ -117,7 +119,7 @@ class IosXeDevice(SimDevice):
             self.running = self._snapshot
             self._snapshot = None
 
-    def render_config(self, config: StanzaConfig) -> str:  # type: ignore[override]
+    def render_config(self, config: StanzaConfig) -> str:
         lines = ["!", "version 17.9", f"hostname {self.hostname}", "!"]
         for name, iface in self.interfaces.items():
             lines.append(f"interface {name}")
@@ -204,7 +206,11 @@ class IosXeCli(CliSession):
         if w[0] == "configure":
             return self._configure(line, w)
         if w[0] == "show":
-            return self._show(line, w, pipes)
+            out = self._show(line, w)
+            if out is None or not pipes:
+                return out
+            filtered = filter_lines(out, pipes)
+            return filtered if filtered is not None else self._invalid(line, len(command.split()))
         if w in (["write", "memory"], ["write"], ["copy", "running-config", "startup-config"]):
             self.device.save()
             return ["Building configuration...", "[OK]"]
@@ -239,7 +245,7 @@ class IosXeCli(CliSession):
             return [_INCOMPLETE, ""]
         return self._invalid(line, 1)
 
-    def _show(self, line: str, w: list[str], pipes: list[str]) -> list[str] | None:
+    def _show(self, line: str, w: list[str]) -> list[str] | None:
         dev = self.device
         if w in (["show", "running-config"], ["show", "run"]):
             return self._config_listing(dev.running_config())
@@ -426,9 +432,17 @@ class IosXeCli(CliSession):
             return None
         if entry[0] != "remark":
             if len(entry) < 2 or entry[1] not in ("ip", "tcp", "udp", "icmp"):
-                return [_INCOMPLETE, ""] if len(entry) < 2 else self._invalid(line, len(w) - len(entry) + 1)
+                return (
+                    [_INCOMPLETE, ""]
+                    if len(entry) < 2
+                    else self._invalid(line, len(w) - len(entry) + 1)
+                )
             if not _acl_address_ok(entry[2:]):
-                return [_INCOMPLETE, ""] if len(entry) < 4 else self._invalid(line, len(w) - len(entry) + 2)
+                return (
+                    [_INCOMPLETE, ""]
+                    if len(entry) < 4
+                    else self._invalid(line, len(w) - len(entry) + 2)
+                )
         text = " ".join(body)
         if negate:
             entries[:] = [e for e in entries if e != text]

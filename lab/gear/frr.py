@@ -10,6 +10,7 @@ from lab.gear.base import (
     CliSession,
     SimDevice,
     StanzaConfig,
+    filter_lines,
     parse_ip,
     parse_mask,
     split_pipe,
@@ -36,11 +37,9 @@ def _prefix(text: str) -> str | None:
         return None
 
 
-class FrrDevice(SimDevice):
+class FrrDevice(SimDevice[StanzaConfig]):
     platform = Platform.FRR
     interface_template = "eth{}"
-    running: StanzaConfig
-    saved: StanzaConfig
 
     def new_config(self) -> StanzaConfig:
         return StanzaConfig()
@@ -48,7 +47,7 @@ class FrrDevice(SimDevice):
     def open_cli(self, username: str) -> FrrCli:
         return FrrCli(self, username)
 
-    def render_config(self, config: StanzaConfig) -> str:  # type: ignore[override]
+    def render_config(self, config: StanzaConfig) -> str:
         lines = [
             "frr version 8.4.4",
             "frr defaults traditional",
@@ -61,7 +60,9 @@ class FrrDevice(SimDevice):
             lines += [f"ip route {prefix} {nh}" for nh in hops]
         lines.append("!")
         names = list(self.interfaces) + [
-            n for n in (*config.interface_lines, *sorted(config.shutdown)) if n not in self.interfaces
+            n
+            for n in (*config.interface_lines, *sorted(config.shutdown))
+            if n not in self.interfaces
         ]
         for name in dict.fromkeys(names):
             body = [f" {x}" for x in config.interface_lines.get(name, [])]
@@ -89,7 +90,10 @@ class FrrCli(CliSession):
         self.context = ""
 
     def greeting(self) -> str:
-        return "\nHello, this is FRRouting (version 8.4.4).\nCopyright 1996-2005 Kunihiro Ishiguro, et al.\n\n"
+        return (
+            "\nHello, this is FRRouting (version 8.4.4).\n"
+            "Copyright 1996-2005 Kunihiro Ishiguro, et al.\n\n"
+        )
 
     def mode_prompt(self) -> str:
         host = self.device.hostname
@@ -121,7 +125,12 @@ class FrrCli(CliSession):
 
     def _exec(self, line: str) -> list[str] | None:
         command, pipes = split_pipe(line)
-        w = command.split()
+        out = self._exec_command(line, command.split())
+        if out is None or not pipes or not command.startswith("show"):
+            return out
+        return filter_lines(out, pipes)
+
+    def _exec_command(self, line: str, w: list[str]) -> list[str] | None:
         if w[0] == "terminal" and len(w) == 3 and w[1] in ("length", "width") and w[2].isdigit():
             return []
         if w in (["configure", "terminal"], ["configure"]):
@@ -133,12 +142,21 @@ class FrrCli(CliSession):
         if w in (["end"], ["enable"]):
             return []
         if w in (["show", "running-config"], ["show", "run"]):
-            return ["Building configuration...", "", "Current configuration:", "!",
-                    *self.device.running_config().split("\n")]
+            return [
+                "Building configuration...",
+                "",
+                "Current configuration:",
+                "!",
+                *self.device.running_config().split("\n"),
+            ]
         if w in (["show", "ip", "route", "static"], ["show", "ip", "route"]):
             return self._routes()
-        if w in (["write", "memory"], ["write"], ["write", "file"],
-                 ["copy", "running-config", "startup-config"]):
+        if w in (
+            ["write", "memory"],
+            ["write"],
+            ["write", "file"],
+            ["copy", "running-config", "startup-config"],
+        ):
             self.device.save()
             return [
                 "Building Configuration...",
@@ -162,7 +180,8 @@ class FrrCli(CliSession):
             first = True
             for nh in up:
                 iface = dev.interface_for(nh)
-                via = f"via {nh}, {iface.name if iface else '?'}, weight 1, {dev.route_age(prefix, nh)}"
+                name = iface.name if iface else "?"
+                via = f"via {nh}, {name}, weight 1, {dev.route_age(prefix, nh)}"
                 out.append((lead if first else "  *" + pad[3:]) + via)
                 first = False
             for nh in down:
@@ -327,6 +346,9 @@ class FrrCli(CliSession):
             return None
         clauses[:] = [c for c in clauses if not c.startswith(key)]
         if not negate:
-            clauses.append(" ".join(body[:2] + [str(_prefix(body[2]) or body[2])]
-                                    if body[0] == "match" else body))
+            clauses.append(
+                " ".join(
+                    body[:2] + [str(_prefix(body[2]) or body[2])] if body[0] == "match" else body
+                )
+            )
         return []

@@ -1,4 +1,4 @@
-"""Huawei VRPv8 as docs/device-cli.md describes it: two-stage commit, commit trial, Y/N questions."""
+"""Huawei VRPv8 per docs/device-cli.md: two-stage commit, commit trial, Y/N questions."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from collections.abc import Callable
 from continuity.models import Platform
 from lab.gear.base import (
     CliSession,
+    DeviceClock,
     SimDevice,
     StanzaConfig,
+    filter_lines,
     netmask_of,
     network,
     parse_ip,
@@ -28,7 +30,7 @@ _RETURN_QUESTION = (
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
-Change = Callable[[StanzaConfig], None]
+Change = Callable[[StanzaConfig], object]  # what it returns is ignored
 
 
 def _yes(reply: str) -> bool:
@@ -49,14 +51,12 @@ def _interface_policy(interface: str, direction: str, line: str | None) -> Chang
     return change
 
 
-class HuaweiDevice(SimDevice):
+class HuaweiDevice(SimDevice[StanzaConfig]):
     platform = Platform.HUAWEI_VRP
     interface_template = "GE0/0/{}"
-    running: StanzaConfig
-    saved: StanzaConfig
 
-    def __init__(self, name: str, **kwargs: object) -> None:
-        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, name: str, *, clock: DeviceClock) -> None:
+        super().__init__(name, clock=clock)
         self._trial_from: StanzaConfig | None = None
 
     def new_config(self) -> StanzaConfig:
@@ -99,7 +99,7 @@ class HuaweiDevice(SimDevice):
             self.running = self._trial_from
             self._trial_from = None
 
-    def render_config(self, config: StanzaConfig) -> str:  # type: ignore[override]
+    def render_config(self, config: StanzaConfig) -> str:
         lines = ["!Software Version V800R021C10SPC600", "#", f"sysname {self.hostname}", "#"]
         for kind in ("acl", "traffic classifier", "traffic behavior", "traffic policy"):
             for header, body in config.sections.items():
@@ -163,7 +163,8 @@ class HuaweiCli(CliSession):
         command, pipes = split_pipe(line)
         w = command.split()
         if w[0] == "display":
-            return self._display(line, w)
+            filtered = filter_lines(self._display(line, w), pipes)
+            return filtered if filtered is not None else self._error(line, len(w))
         if self.view == "user":
             return self._user(line, w)
         out = self._view_command(line, w)
@@ -173,7 +174,9 @@ class HuaweiCli(CliSession):
 
     def _user(self, line: str, w: list[str]) -> list[str]:
         if w == ["screen-length", "0", "temporary"]:
-            return ["Info: The configuration takes effect on the current user terminal interface only."]
+            return [
+                "Info: The configuration takes effect on the current user terminal interface only."
+            ]
         if w == ["system-view"]:
             self.view, self.label = "system", ""
             return ["Enter system view, return user view with return command."]
@@ -195,7 +198,10 @@ class HuaweiCli(CliSession):
                 return ["Info: Save the configuration successfully."]
             return []
 
-        self.ask("Warning: The current configuration will be written to the device. Continue? [Y/N]:", answer)
+        self.ask(
+            "Warning: The current configuration will be written to the device. Continue? [Y/N]:",
+            answer,
+        )
         return []
 
     # --- system view and sub-views ---
@@ -306,10 +312,14 @@ class HuaweiCli(CliSession):
             header = f"acl number {number}"
             if undo:
                 return self._change(lambda c: c.remove_sections(lambda h: h == header))
-            self._change(lambda c: c.sections.setdefault(header, []) and None)
+            self._change(lambda c: c.sections.setdefault(header, []))
             kind = "adv" if int(number) >= 3000 else "basic"
             return self._enter("acl", f"acl-{kind}-{number}", header)
-        if body[0] == "traffic" and len(body) >= 2 and body[1] in ("classifier", "behavior", "policy"):
+        if (
+            body[0] == "traffic"
+            and len(body) >= 2
+            and body[1] in ("classifier", "behavior", "policy")
+        ):
             return self._traffic(line, body, n, undo)
         return None
 
@@ -334,7 +344,7 @@ class HuaweiCli(CliSession):
             hops = self.candidate().routes.get(prefix, [])
             if not hops or (next_hop is not None and next_hop not in hops):
                 return ["Error: The route does not exist."]
-            return self._change(lambda c: c.remove_route(prefix, next_hop) and None)
+            return self._change(lambda c: c.remove_route(prefix, next_hop))
         assert next_hop is not None
         return self._change(lambda c: c.add_route(prefix, next_hop))
 
@@ -351,7 +361,7 @@ class HuaweiCli(CliSession):
             return h == prefix or h.startswith(prefix + " ")
 
         if undo:
-            return self._change(lambda c: c.remove_sections(same) and None)
+            return self._change(lambda c: c.remove_sections(same))
         header = prefix
         if kind == "classifier":
             operator = "or"
@@ -370,7 +380,9 @@ class HuaweiCli(CliSession):
                 c.sections[header] = body_lines
 
             self._change(create)
-        label = {"classifier": "classifier", "behavior": "behavior", "policy": "trafficpolicy"}[kind]
+        label = {"classifier": "classifier", "behavior": "behavior", "policy": "trafficpolicy"}[
+            kind
+        ]
         return self._enter(kind, f"{label}-{name}", header)
 
     def _body(self, line: str, *, key: str, replace: bool = True) -> list[str]:
@@ -414,7 +426,7 @@ class HuaweiCli(CliSession):
                 lambda c: c.add_interface_line(name, line, replace_prefix="description")
             )
         if w == ["undo", "description"]:
-            return self._change(lambda c: c.remove_interface_lines(name, "description") and None)
+            return self._change(lambda c: c.remove_interface_lines(name, "description"))
         return None
 
     def _acl_line(self, line: str, w: list[str]) -> list[str] | None:
@@ -503,7 +515,8 @@ class HuaweiCli(CliSession):
         count = sum(len(h) for h in active.values())
         configured = sum(len(h) for h in dev.static_routes().values())
         out = [
-            "Route Flags: R - relay, D - download to fib, T - to vpn-instance, B - black hole route",
+            "Route Flags: R - relay, D - download to fib, T - to vpn-instance, "
+            "B - black hole route",
             "-" * 78,
             "Public routing table : Static",
             f"         Destinations : {len(active)}        Routes : {count}"

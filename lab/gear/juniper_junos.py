@@ -1,4 +1,4 @@
-"""Junos as docs/device-cli.md describes it: candidate vs committed, exclusive lock, commit confirmed."""
+"""Junos per docs/device-cli.md: candidate vs committed, exclusive lock, commit confirmed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from continuity.models import Platform
 from lab.gear.base import (
     CliSession,
+    DeviceClock,
     DeviceConfig,
     SimDevice,
+    filter_lines,
     is_ipv4_interface,
     parse_ip,
     parse_prefix,
@@ -133,7 +135,9 @@ class SetConfig(DeviceConfig):
         keyword, _, value = st[-1].partition(" ")
         if value and keyword not in _MULTI:
             self.statements = [
-                s for s in self.statements if not (s[:-1] == st[:-1] and s[-1].split()[0] == keyword)
+                s
+                for s in self.statements
+                if not (s[:-1] == st[:-1] and s[-1].split()[0] == keyword)
             ]
         self.statements.append(st)
 
@@ -185,14 +189,12 @@ class _Commit:
     comment: str = ""
 
 
-class JunosDevice(SimDevice):
+class JunosDevice(SimDevice[SetConfig]):
     platform = Platform.JUNIPER_JUNOS
     interface_template = "ge-0/0/{}.0"
-    running: SetConfig  # the committed configuration
-    saved: SetConfig
 
-    def __init__(self, name: str, **kwargs: object) -> None:
-        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, name: str, *, clock: DeviceClock) -> None:
+        super().__init__(name, clock=clock)
         self.candidate = SetConfig()  # the shared candidate database
         self.rollbacks: list[SetConfig] = []  # rollback 0 = the committed configuration
         self.commits: list[_Commit] = []
@@ -228,14 +230,15 @@ class JunosDevice(SimDevice):
             ]
         return out
 
-    def render_config(self, config: SetConfig) -> str:  # type: ignore[override]
+    def render_config(self, config: SetConfig) -> str:
         return "\n".join(_tree(self.implied() + config.statements))
 
     def display_set(self, config: SetConfig) -> list[str]:
         return ["set " + " ".join(st) for st in _ordered(self.implied() + config.statements)]
 
-    def commit(self, new: SetConfig, *, user: str, confirm_minutes: int | None = None,
-               comment: str = "") -> None:
+    def commit(
+        self, new: SetConfig, *, user: str, confirm_minutes: int | None = None, comment: str = ""
+    ) -> None:
         previous = self.running
         self.running = new.copy()
         self.rollbacks = [self.running.copy(), *self.rollbacks][:50]
@@ -281,7 +284,7 @@ class JunosCli(CliSession):
         self._private_base: SetConfig | None = None
 
     def greeting(self) -> str:
-        return "--- JUNOS 21.4R3.15 Kernel 64-bit  JNPR-12.1-20221130.5c8e5d2_buil\n"
+        return "--- JUNOS 21.4R3.15 built 2022-11-30 05:51:21 UTC\n"
 
     def mode_prompt(self) -> str:
         who = f"{self.username}@{self.device.hostname}"
@@ -354,23 +357,26 @@ class JunosCli(CliSession):
 
     def _show(self, w: list[str], pipes: list[str]) -> list[str] | None:
         dev = self.device
-        pipes = [p for p in pipes if p != "no-more"]
+        display_set = "display set" in pipes
+        rest = [p for p in pipes if p != "display set"]
+        out: list[str] | None = None
         if w == ["show", "configuration"]:
-            if pipes == ["display set"]:
-                return dev.display_set(dev.running)
-            return dev.render_config(dev.running).split("\n") if not pipes else None
-        if pipes:
+            out = (
+                dev.display_set(dev.running)
+                if display_set
+                else dev.render_config(dev.running).split("\n")
+            )
+        elif display_set:
             return None
-        if w in (["show", "route", "protocol", "static"], ["show", "route", "static"]):
-            return self._routes()
-        if w == ["show", "system", "commit"]:
-            lines = []
-            for i, c in enumerate(dev.commits):
-                stamp = self._stamp(c.at)
-                tail = f" {c.comment}" if c.comment else ""
-                lines.append(f"{i:<3} {stamp} by {c.user} via {c.via}{tail}")
-            return lines
-        return None
+        elif w in (["show", "route", "protocol", "static"], ["show", "route", "static"]):
+            out = self._routes()
+        elif w == ["show", "system", "commit"]:
+            out = [
+                f"{i:<3} {self._stamp(c.at)} by {c.user} via {c.via}"
+                + (f" {c.comment}" if c.comment else "")
+                for i, c in enumerate(dev.commits)
+            ]
+        return None if out is None else filter_lines(out, rest)
 
     def _stamp(self, device_time: float) -> str:
         return f"{datetime.fromtimestamp(device_time, UTC):%Y-%m-%d %H:%M:%S} UTC"
@@ -442,16 +448,17 @@ class JunosCli(CliSession):
         return []
 
     def _config_show(self, line: str, words: list[str], pipes: list[str]) -> list[str]:
-        pipes = [p for p in pipes if p != "no-more"]
         if len(words) != 1:
             return [self.caret(line, 1), "syntax error."]
-        if pipes == ["compare"]:
-            return self._compare()
-        if pipes == ["display set"]:
-            return self.device.display_set(self.candidate)
-        if not pipes:
-            return self.device.render_config(self.candidate).split("\n")
-        return [self.caret(line, 2), "syntax error."]
+        rest = [p for p in pipes if p not in ("compare", "display set")]
+        if "compare" in pipes:
+            out = self._compare()
+        elif "display set" in pipes:
+            out = self.device.display_set(self.candidate)
+        else:
+            out = self.device.render_config(self.candidate).split("\n")
+        filtered = filter_lines(out, rest)
+        return filtered if filtered is not None else [self.caret(line, 2), "syntax error."]
 
     def _compare(self) -> list[str]:
         before = self.device.running.statements
@@ -539,7 +546,7 @@ class JunosCli(CliSession):
         return ["load complete"]
 
     def _leave(self) -> list[str]:
-        if self._dirty() and self.kind in ("exclusive", "private", ""):
+        if self._dirty():
 
             def answer(reply: str) -> list[str]:
                 if reply.lower() in ("", "y", "yes"):

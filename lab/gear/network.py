@@ -1,4 +1,4 @@
-"""LabNetwork: the simulated devices of an inventory, their links and the faults injected into them."""
+"""LabNetwork: an inventory's simulated devices, their links and the faults injected into them."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ class LabNetwork:
                     first = next(users.hosts(), users.network_address)
                     if dev.find_interface(path.ingress_interface) is None:
                         dev.add_interface(
-                            path.ingress_interface, ipaddress.IPv4Interface(f"{first}/{users.prefixlen}")
+                            path.ingress_interface,
+                            ipaddress.IPv4Interface(f"{first}/{users.prefixlen}"),
                         )
                 dev.running.add_route(path.prefix, path.primary.address)
         for dev in devices.values():

@@ -1,4 +1,4 @@
-"""LabServer: one real SSH listener per simulated device on 127.0.0.1, with faults the operator can see."""
+"""LabServer: one real SSH listener per simulated device on 127.0.0.1, faults and all."""
 
 from __future__ import annotations
 
@@ -78,9 +78,8 @@ class _Gate(asyncssh.SSHServer):
 
     def validate_password(self, username: str, password: str) -> bool:
         lab = self._endpoint.lab
-        return (
-            self._allowed(username)
-            and hmac.compare_digest(password.encode(), lab.password.encode())
+        return self._allowed(username) and hmac.compare_digest(
+            password.encode(), lab.password.encode()
         )
 
     def public_key_auth_supported(self) -> bool:
@@ -107,8 +106,13 @@ class _Terminal:
         self._last_cr = False
         self._hung = False
 
-    def _write(self, text: str) -> None:
-        self._process.stdout.write(text.replace("\r\n", "\n").replace("\n", "\r\n"))
+    def _write(self, text: str) -> bool:
+        """False once the client is gone (it may drop while a SLOW answer is pending)."""
+        try:
+            self._process.stdout.write(text.replace("\r\n", "\n").replace("\n", "\r\n"))
+        except (BrokenPipeError, OSError, asyncssh.Error):
+            return False
+        return True
 
     async def _slow(self) -> None:
         if self._device.has_fault(Fault.SLOW):
@@ -136,10 +140,11 @@ class _Terminal:
         if process.command is not None:
             await self._slow()
             self._write(self._answer(process.command))
-            process.exit(0)
+            self._exit()
             return
         await self._slow()
-        self._write(self._cli.greeting() + self._cli.prompt())
+        if not self._write(self._cli.greeting() + self._cli.prompt()):
+            return
         while not self._cli.closed:
             try:
                 data = await process.stdin.read(_READ_CHUNK)
@@ -152,16 +157,20 @@ class _Terminal:
             for line in self._lines(data):
                 if self._hung:
                     continue
-                self._write(line + "\n")  # the echo, as a terminal shows it at once
+                if not self._write(line + "\n"):  # the echo, as a terminal shows it at once
+                    return
                 if self._hangs_on(line):
                     self._hung = True
                     self._device.record(f"CLI hung on {line!r}")
                     continue
                 await self._slow()
-                self._write(self._answer(line))
-                if self._cli.closed:
+                if not self._write(self._answer(line)) or self._cli.closed:
                     break
-        process.exit(0)
+        self._exit()
+
+    def _exit(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError, asyncssh.Error):
+            self._process.exit(0)
 
     def _lines(self, data: str) -> list[str]:
         """Complete lines so far; CR, LF and CRLF all end a line, even split across reads."""
@@ -398,14 +407,17 @@ async def serve(
     username: str = "netops",
     password: str = "lab-secret",
 ) -> None:
-    """Serve the inventory's devices until cancelled; writes data_dir/inventory.json with the ports."""
-    inventory = Inventory.model_validate_json(Path(inventory_path).read_text())
+    """Serve the inventory's devices until cancelled; data_dir/inventory.json gets the ports."""
+    text = await asyncio.to_thread(Path(inventory_path).read_text)
+    inventory = Inventory.model_validate_json(text)
     net = LabNetwork.from_inventory(inventory, time_scale=time_scale)
     server = LabServer(net, Path(data_dir), username=username, password=password)
     await server.start()
     try:
         served = Path(data_dir) / "inventory.json"
-        served.write_text(server.inventory().model_dump_json(indent=2))
+        tmp = served.with_suffix(".tmp")
+        tmp.write_text(server.inventory().model_dump_json(indent=2))
+        os.replace(tmp, served)
         log.info("lab inventory with ports: %s; known hosts: %s", served, server.known_hosts_path)
         await asyncio.Event().wait()
     finally:

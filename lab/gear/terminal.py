@@ -1,4 +1,4 @@
-"""LabTerminal: an operator's interactive SSH session to a device, read until the prompt like a human."""
+"""LabTerminal: an operator's interactive SSH session, read up to each prompt like a human does."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class LabTerminal:
         password: str | None = "lab-secret",
         client_keys: list[asyncssh.SSHKey] | None = None,
         host: str = "127.0.0.1",
-        timeout: float = 5.0,
+        wait_s: float = 5.0,
     ) -> Self:
         conn = await asyncio.wait_for(
             asyncssh.connect(
@@ -82,44 +82,44 @@ class LabTerminal:
                 agent_path=None,
                 config=None,
             ),
-            timeout,
+            wait_s,
         )
         try:
             process = await conn.create_process(
                 term_type="vt100", term_size=(200, 48), encoding="utf-8"
             )
             term = cls(conn, process)
-            term.greeting = await term._read_prompt(timeout)
+            term.greeting = await term._read_prompt(wait_s)
         except BaseException:
             conn.close()
             raise
         return term
 
-    async def send(self, line: str, *, timeout: float = 5.0) -> str:
+    async def send(self, line: str, *, wait_s: float = 5.0) -> str:
         """Type one line; return the answer without the echo and the prompt."""
         self.process.stdin.write(line + "\n")
-        return _answer(await self._read_prompt(timeout))
+        return _answer(await self._read_prompt(wait_s))
 
     def write(self, raw: str) -> None:
         """Bytes as typed, line endings and all (for testing how the device splits lines)."""
         self.process.stdin.write(raw)
 
-    async def read_answer(self, *, timeout: float = 5.0) -> str:
+    async def read_answer(self, *, wait_s: float = 5.0) -> str:
         """The answer to a line sent with `write`, up to the next prompt."""
-        return _answer(await self._read_prompt(timeout))
+        return _answer(await self._read_prompt(wait_s))
 
-    async def type_ahead(self, lines: list[str], *, timeout: float = 5.0) -> list[str]:
+    async def type_ahead(self, lines: list[str], *, wait_s: float = 5.0) -> list[str]:
         """Send several lines in one write, as a paste does; one answer per line."""
         self.process.stdin.write("".join(f"{x}\n" for x in lines))
         answers = []
         for i in range(len(lines)):
             after = _prompt_before(lines[i + 1]) if i + 1 < len(lines) else PROMPT
-            answers.append(_answer(await self._read_prompt(timeout, after)))
+            answers.append(_answer(await self._read_prompt(wait_s, after)))
         return answers
 
-    async def _read_prompt(self, timeout: float, prompt: re.Pattern[str] = PROMPT) -> str:
+    async def _read_prompt(self, wait_s: float, prompt: re.Pattern[str] = PROMPT) -> str:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + wait_s
         while True:
             match = prompt.search(self._buffer)
             if match:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from continuity.dialects import Dialect, dialect_for, revert_window_s
@@ -44,9 +46,9 @@ def change(
     )
 
 
-def tampered(**fields: object) -> RouteChange:
+def tampered(**fields: Any) -> RouteChange:
     """A change that skipped pydantic validation, as if built with model_construct upstream."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "device": "R",
         "prefix": "10.20.0.0/16",
         "primary": NextHop.model_construct(address="192.0.2.1", interface=None),
@@ -148,7 +150,12 @@ def test_render_apply_batch_keeps_every_make_before_any_break() -> None:
         "ip route 10.30.0.0/16 198.51.100.1",
         "end",
     ]
-    assert second[1:3] == ["no ip route 10.20.0.0/16 192.0.2.1", "no ip route 10.30.0.0/16 192.0.2.1"]
+    assert second == [
+        "configure terminal",
+        "no ip route 10.20.0.0/16 192.0.2.1",
+        "no ip route 10.30.0.0/16 192.0.2.1",
+        "end",
+    ]
 
 
 def test_render_apply_with_make_done_sends_only_the_break() -> None:
@@ -301,11 +308,13 @@ def test_render_confirm_persists_where_commit_is_not_persistent() -> None:
     assert frr().render_confirm() == ["write memory"]
 
 
-def test_render_rollback_aborts_on_device_or_inverts_on_frr() -> None:
+def test_render_rollback_aborts_on_device_or_inverts_on_junos_and_frr() -> None:
     assert ios().render_rollback([change()], "reroute") == ["configure revert now"]
+    # Junos: inverse lines under a plain commit, never `rollback 1` (see the dialect).
     assert junos().render_rollback([change(Platform.JUNIPER_JUNOS)], "reroute") == [
         "configure exclusive",
-        "rollback 1",
+        "set routing-options static route 10.20.0.0/16 next-hop 192.0.2.1",
+        "delete routing-options static route 10.20.0.0/16 next-hop 198.51.100.1",
         "commit",
         "exit configuration-mode",
     ]
@@ -328,7 +337,8 @@ def test_render_inverse_commits_plainly_without_a_timer() -> None:
         "commit",
         "exit configuration-mode",
     ]
-    assert vrp().render_inverse([change(Platform.HUAWEI_VRP)], "reroute")[-2:] == ["commit", "return"]
+    inverse = vrp().render_inverse([change(Platform.HUAWEI_VRP)], "reroute")
+    assert inverse[-2:] == ["commit", "return"]
     assert ios().render_inverse([change()], "reroute")[0] == "configure terminal"
 
 
@@ -531,7 +541,10 @@ def test_vrp_parse_state_skips_inactive_section_and_strips_cursor_moves() -> Non
     )
     routes = vrp().parse_routes(vrp().clean(raw))
     assert routes == {"10.20.0.0/16": {"198.51.100.1", "192.0.2.1"}}
-    config = "ip route-static 10.20.0.0 255.255.0.0 198.51.100.1\nip route-static 10.30.0.0 16 192.0.2.1\n"
+    config = (
+        "ip route-static 10.20.0.0 255.255.0.0 198.51.100.1\n"
+        "ip route-static 10.30.0.0 16 192.0.2.1\n"
+    )
     assert vrp().parse_config_routes(config) == {
         "10.20.0.0/16": {"198.51.100.1"},
         "10.30.0.0/16": {"192.0.2.1"},
@@ -558,7 +571,8 @@ def test_prompts_match_every_mode_and_not_output() -> None:
     assert ios().is_prompt("R#") and ios().is_prompt("R(config-if)#")
     assert not ios().is_prompt("S        10.20.0.0/16 [1/0] via 198.51.100.1")
     assert junos().is_prompt("netops@R> ") and junos().is_prompt("netops@R# ")
-    assert vrp().is_prompt("<R>") and vrp().is_prompt("[*R-acl-adv-3001]") and vrp().is_prompt("[~R]")
+    assert vrp().is_prompt("<R>") and vrp().is_prompt("[~R]")
+    assert vrp().is_prompt("[*R-acl-adv-3001]")
     assert frr().is_prompt("R(config-pbr-map)#")
     assert not junos().is_prompt("set routing-options static route 10.20.0.0/16 next-hop 1.2.3.4")
 
@@ -575,7 +589,8 @@ def test_is_failure_ignores_removal_of_what_is_absent() -> None:
 
 
 def test_interactive_answers_yes_no_questions() -> None:
-    assert vrp().answer_for("Warning: The current configuration will be written to the device. Continue? [Y/N]:") == "Y"
+    save = "Warning: The current configuration will be written to the device. Continue? [Y/N]:"
+    assert vrp().answer_for(save) == "Y"
     assert vrp().answer_for(
         "Warning: Uncommitted configurations found. Are you sure to commit them before exiting? "
         "[Y(yes)/N(no)/C(cancel)]:"

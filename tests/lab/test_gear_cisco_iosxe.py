@@ -16,12 +16,10 @@ TIME_SCALE = 60.0  # one device minute passes in one real second
 ENTER_CONFIG = "Enter configuration commands, one per line.  End with CNTL/Z."
 
 ROUTES_NORMAL = (
-    "S        10.20.0.0/16 [1/0] via 192.0.2.1\n"
-    "S        10.21.0.0/16 [1/0] via 192.0.2.1"
+    "S        10.20.0.0/16 [1/0] via 192.0.2.1\nS        10.21.0.0/16 [1/0] via 192.0.2.1"
 )
 ROUTES_REROUTED = (
-    "S        10.20.0.0/16 [1/0] via 198.51.100.1\n"
-    "S        10.21.0.0/16 [1/0] via 192.0.2.1"
+    "S        10.20.0.0/16 [1/0] via 198.51.100.1\nS        10.21.0.0/16 [1/0] via 192.0.2.1"
 )
 
 
@@ -85,7 +83,7 @@ async def test_iosxe_reroute_under_revert_timer_moves_route_to_backup(lab: Lab) 
 async def test_iosxe_revert_timer_expiry_restores_primary_route(lab: Lab) -> None:
     async with await lab.login() as r1:
         await reroute_under_timer(r1)
-        await lab.r1.wait_for_revert(timeout=5)  # one device minute is one real second
+        await lab.r1.wait_for_revert(within_s=5)  # one device minute is one real second
         assert await r1.send("show ip route static") == ROUTES_NORMAL
         assert await r1.send("show archive config rollback timer") == (
             "No Rollback Confirmed Change pending"
@@ -99,7 +97,7 @@ async def test_iosxe_configure_confirm_keeps_backup_route_past_the_timer(lab: La
         assert await r1.send("configure confirm") == ""
         assert not lab.r1.pending_revert()
         with pytest.raises(TimeoutError):
-            await lab.r1.wait_for_revert(timeout=1.5)  # past the minute the timer had
+            await lab.r1.wait_for_revert(within_s=1.5)  # past the minute the timer had
         assert await r1.send("show ip route static") == ROUTES_REROUTED
         assert await r1.send("configure confirm") == "% No Rollback Confirmed Change pending"
 
@@ -190,8 +188,8 @@ async def test_iosxe_policy_route_objects_show_and_can_be_removed(lab: Lab) -> N
         )
         assert " permit ip 10.5.0.0 0.0.255.255 any" in config
         assert await r1.type_ahead(detach) == [ENTER_CONFIG] + [""] * (len(detach) - 1)
-        config = await r1.send("show running-config")
-    assert "CT-r1-c2" not in config
+        after = await r1.send("show running-config")
+    assert "CT-r1-c2" not in after
     assert "CT-r1-c2" not in lab.r1.running_config()
 
 

@@ -1,4 +1,4 @@
-"""The lab's FRR router as an operator meets it in vtysh: every line applies at once, nothing reverts."""
+"""The lab's FRR router as met in vtysh: every line applies at once, nothing reverts."""
 
 from __future__ import annotations
 
@@ -67,9 +67,10 @@ async def test_frr_route_change_applies_immediately_without_a_timer(lab: Lab) ->
         assert await r1.send("end") == ""
         [line] = await routes(r1)
         assert line.startswith("S>* 10.20.0.0/16 [1/0] via 198.51.100.1, eth2, weight 1, ")
-        assert "ip route 10.20.0.0/16 198.51.100.1" in (
-            await r1.send("show running-config")
-        ).splitlines()
+        assert (
+            "ip route 10.20.0.0/16 198.51.100.1"
+            in (await r1.send("show running-config")).splitlines()
+        )
     assert not lab.r1.pending_revert()
 
 
@@ -105,9 +106,7 @@ async def test_frr_write_memory_saves_running_config(lab: Lab) -> None:
     async with await lab.login() as r1:
         await r1.type_ahead(["configure terminal", "ip route 10.20.0.0/16 198.51.100.1", "end"])
         assert await r1.send("write memory") == (
-            "Building Configuration...\n"
-            "Integrated configuration saved to /etc/frr/frr.conf\n"
-            "[OK]"
+            "Building Configuration...\nIntegrated configuration saved to /etc/frr/frr.conf\n[OK]"
         )
     assert "ip route 10.20.0.0/16 198.51.100.1" in lab.r1.saved_config().splitlines()
 

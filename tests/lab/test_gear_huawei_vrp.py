@@ -97,7 +97,7 @@ async def test_vrp_unconfirmed_trial_reverts_after_its_seconds(lab: Lab) -> None
     async with await lab.login() as r1:
         await stage_reroute(r1)
         await r1.send("commit trial 60")
-        await lab.r1.wait_for_revert(timeout=5)  # 60 device seconds are one real second
+        await lab.r1.wait_for_revert(within_s=5)  # 60 device seconds are one real second
         assert await routes(r1) == [PRIMARY]
         assert r1.prompt == "[~r1]"
         assert await r1.send("display configuration trial status") == "Trial status: none"
@@ -111,7 +111,7 @@ async def test_vrp_commit_confirms_the_trial(lab: Lab) -> None:
         assert r1.prompt == "[~r1]"
         assert not lab.r1.pending_revert()
         with pytest.raises(TimeoutError):
-            await lab.r1.wait_for_revert(timeout=1.5)
+            await lab.r1.wait_for_revert(within_s=1.5)
         assert await routes(r1) == [BACKUP]
 
 
@@ -221,8 +221,8 @@ async def test_vrp_traffic_policy_shows_and_can_be_removed(lab: Lab) -> None:
         )
         assert " rule 5 permit ip source 10.5.0.0 0.0.255.255" in config
         assert [a for a in await r1.type_ahead(detach) if a] == []
-        config = await r1.send("display current-configuration")
-    assert "CT-r1-c2" not in config and "acl number 3001" not in config
+        after = await r1.send("display current-configuration")
+    assert "CT-r1-c2" not in after and "acl number 3001" not in after
 
 
 async def test_vrp_cli_error_fault_rejects_route_lines(lab: Lab) -> None:

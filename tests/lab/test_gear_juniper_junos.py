@@ -111,7 +111,7 @@ async def test_junos_unconfirmed_commit_rolls_back_after_its_minutes(lab: Lab) -
         await stage_reroute(r1)
         await r1.send("commit confirmed 1")
         await r1.send("exit configuration-mode")
-        await lab.r1.wait_for_revert(timeout=5)
+        await lab.r1.wait_for_revert(within_s=5)
         routes = await r1.send("show route protocol static")
         assert route_lines(routes) == ["*[Static/5]", ">  to 192.0.2.1 via ge-0/0/1.0"]
         latest = (await r1.send("show system commit")).splitlines()[0]
@@ -129,7 +129,7 @@ async def test_junos_plain_commit_confirms_and_keeps_backup(lab: Lab) -> None:
         await r1.send("exit configuration-mode")
         assert not lab.r1.pending_revert()
         with pytest.raises(TimeoutError):
-            await lab.r1.wait_for_revert(timeout=1.5)
+            await lab.r1.wait_for_revert(within_s=1.5)
         routes = await r1.send("show route protocol static")
         assert route_lines(routes) == ["*[Static/5]", ">  to 198.51.100.1 via ge-0/0/2.0"]
     assert "next-hop 198.51.100.1;" in lab.r1.saved_config()  # a Junos commit is persistent
@@ -174,11 +174,13 @@ async def test_junos_error_markers_for_bad_lines(lab: Lab) -> None:
     async with await lab.login() as r1:
         assert (await r1.send("show rout")).endswith("unknown command.")
         await r1.send("configure exclusive")
-        assert (await r1.send("set routing-options static route 10.20.0.0/16 nexthop 1.2.3.4")
-                ).endswith("syntax error.")
-        assert await r1.send(
-            "delete routing-options static route 10.99.0.0/16 next-hop 192.0.2.1"
-        ) == "warning: statement not found"
+        assert (
+            await r1.send("set routing-options static route 10.20.0.0/16 nexthop 1.2.3.4")
+        ).endswith("syntax error.")
+        assert (
+            await r1.send("delete routing-options static route 10.99.0.0/16 next-hop 192.0.2.1")
+            == "warning: statement not found"
+        )
 
 
 async def test_junos_disabled_interface_makes_its_routes_inactive(lab: Lab) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from continuity.models import Inventory
 from lab.gear import Fault, LabNetwork, LabServer, serve
 from lab.gear.network import generate_inventory
 from lab.gear.terminal import LabTerminal, NoPrompt
@@ -30,7 +31,9 @@ class Lab:
 
     async def login(self, device: str = "r1", **kwargs: object) -> LabTerminal:
         return await LabTerminal.open(
-            self.port(device), known_hosts=self.server.known_hosts_path, **kwargs  # type: ignore[arg-type]
+            self.port(device),
+            known_hosts=self.server.known_hosts_path,
+            **kwargs,  # type: ignore[arg-type]
         )
 
 
@@ -93,9 +96,7 @@ async def test_server_accepts_an_allowed_public_key_only(tmp_path: Path) -> None
     allowed = asyncssh.generate_private_key("ssh-ed25519")
     stranger = asyncssh.generate_private_key("ssh-ed25519")
     net = LabNetwork.from_inventory(generate_inventory(1))
-    server = LabServer(
-        net, tmp_path, client_public_keys=[allowed.export_public_key().decode()]
-    )
+    server = LabServer(net, tmp_path, client_public_keys=[allowed.export_public_key().decode()])
     await server.start()
     try:
         port = server.inventory().device("r1").port
@@ -146,10 +147,10 @@ async def test_server_hang_fault_goes_silent_after_a_config_line(lab: Lab) -> No
         assert await r1.send("show ip route static") == PRIMARY_ROUTE
         await r1.send("configure terminal")
         with pytest.raises(NoPrompt) as hung:
-            await r1.send("ip route 10.20.0.0 255.255.0.0 198.51.100.1", timeout=0.5)
+            await r1.send("ip route 10.20.0.0 255.255.0.0 198.51.100.1", wait_s=0.5)
         assert hung.value.output == "ip route 10.20.0.0 255.255.0.0 198.51.100.1\n"  # echo only
         with pytest.raises(NoPrompt):
-            await r1.send("end", timeout=0.3)
+            await r1.send("end", wait_s=0.3)
     assert lab.net.devices["r1"].static_routes()["10.20.0.0/16"] == ["192.0.2.1"]
 
 
@@ -158,7 +159,7 @@ async def test_server_hang_fault_on_a_pattern_hangs_on_that_line(lab: Lab) -> No
     async with await lab.login("r4") as r4:
         await r4.send("terminal length 0")
         with pytest.raises(NoPrompt):
-            await r4.send("write memory", timeout=0.5)
+            await r4.send("write memory", wait_s=0.5)
 
 
 async def test_server_slow_fault_delays_every_answer(lab: Lab) -> None:
@@ -205,7 +206,7 @@ async def test_server_runs_a_single_command_exec_request(lab: Lab) -> None:
         config=None,
     ) as conn:
         result = await conn.run("show ip route static")
-    assert result.stdout.splitlines()[0] == PRIMARY_ROUTE
+    assert str(result.stdout).splitlines()[0] == PRIMARY_ROUTE
 
 
 async def test_server_uses_the_inventory_port_or_a_free_one_when_taken(tmp_path: Path) -> None:
@@ -274,9 +275,7 @@ async def test_serve_runs_until_cancelled(tmp_path: Path) -> None:
         assert not task.done(), task
         assert loop.time() < deadline, "lab did not come up"
         await asyncio.sleep(0.02)
-    port = LabNetwork.from_inventory(
-        type(generate_inventory(1)).model_validate_json(served.read_text())
-    ).inventory.device("r2").port
+    port = Inventory.model_validate_json(served.read_text()).device("r2").port
     async with await LabTerminal.open(port, known_hosts=data_dir / "known_hosts") as r2:
         assert r2.prompt == "netops@r2> "
     task.cancel()

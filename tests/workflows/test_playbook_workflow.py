@@ -68,9 +68,11 @@ async def test_device_with_changed_host_key_refused_nothing_changed(stack):
         st = await _until_active(stack, incident_id)
     finally:
         stack.network.set_fault(device, None)
-    [rec] = st.changes
-    assert rec.state is ChangeState.FAILED
-    assert rec.error_type == "HostKeyRejected"
-    assert rec.retryable is False
+    assert st.changes
+    for rec in st.changes:
+        assert rec.state is ChangeState.FAILED
+        assert rec.error_type == "HostKeyRejected"
+        assert rec.retryable is False
+        assert rec.commands == []
     assert stack.network.devices[device].static_routes() == before
     await _close(stack, incident_id)

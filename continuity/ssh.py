@@ -184,9 +184,6 @@ class CliSession:
                 if tail and self.dialect.is_prompt(tail):
                     self._transcript.received(text[recorded:])
                     return text
-                if opening and self.dialect.is_session_limit(text):
-                    self._transcript.received(text[recorded:])
-                    raise SessionLimit(f"{self.device.name}: {text.strip()[-200:]!r}")
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError
@@ -202,12 +199,16 @@ class CliSession:
                     )
                 raw += chunk
         except TimeoutError as e:
-            self._transcript.received(self.dialect.clean(raw)[recorded:])
+            text = self.dialect.clean(raw)
+            self._transcript.received(text[recorded:])
             self._transcript.note(f"no prompt within {self._timeout:g}s after {what}")
+            if opening and self.dialect.is_session_limit(text):
+                raise SessionLimit(f"{self.device.name}: {text.strip()[-200:]!r}") from e
             raise SessionLost(
                 f"{self.device.name}: no prompt within {self._timeout:g}s after {what}"
             ) from e
         except (asyncssh.Error, OSError) as e:
+            self._transcript.received(self.dialect.clean(raw)[recorded:])
             self._transcript.note(f"session lost: {e}")
             raise SessionLost(f"{self.device.name}: session lost: {e}") from e
 
@@ -254,7 +255,7 @@ async def _connect(
                 username=credential.username,
                 password=password,
                 client_keys=keys,
-                known_hosts=None,
+                known_hosts=_known_hosts(device, known_hosts),
                 agent_path=None,
                 config=None,  # no ~/.ssh/config: what we connect to is what the inventory says
                 connect_timeout=connect_timeout_s,

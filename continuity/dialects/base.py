@@ -93,12 +93,16 @@ class Dialect(ABC):
     benign_markers: ClassVar[tuple[str, ...]] = ()
     # An error that means someone else holds the configuration: retry later, not a bad command.
     busy_markers: ClassVar[tuple[str, ...]] = ()
-    # Text a device prints instead of a prompt when it has no free session.
+    # Text a device prints instead of a prompt when it has no free session (matched only
+    # when no prompt follows, so a banner mentioning limits is harmless).
     session_limit_markers: ClassVar[tuple[str, ...]] = (
+        "lines are busy",
         "session limit",
         "sessions has reached",
+        "maximum number of sessions",
         "too many sessions",
-        "maximum number of",
+        "too many vty",
+        "reached the upper limit",
     )
     # (question at the end of the output, what we type) — Y/N and similar.
     interactive: ClassVar[tuple[tuple[re.Pattern[str], str], ...]] = ()

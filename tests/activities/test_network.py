@@ -164,6 +164,20 @@ async def test_apply_with_primary_link_cut_still_removes_primary_route(
     assert routes(lab, platform) == [BACKUP]  # the dead primary is gone from the config too
 
 
+@pytest.mark.parametrize("platform", LINE_BY_LINE)
+async def test_apply_with_backup_link_cut_keeps_primary_route(
+    lab: Lab, env: ActivityEnvironment, platform: Platform
+) -> None:
+    # Make before break: a backup that never forwards must not cost the circuit its primary.
+    device = lab.net.devices[DEVICE_OF[platform]]
+    lab.net.cut_link(device.name, device.interface_for(BACKUP).name)  # type: ignore[union-attr]
+
+    err = await failure(env, lab.activities.apply_change, lab.session(platform))
+
+    assert err.type == "VerificationFailed" and err.non_retryable
+    assert PRIMARY in routes(lab, platform)
+
+
 @pytest.mark.parametrize("platform", ALL)
 async def test_policy_route_apply_verify_rollback(
     lab: Lab, env: ActivityEnvironment, platform: Platform

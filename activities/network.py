@@ -116,31 +116,25 @@ class _Device:
             with contextlib.suppress(ContinuityError):
                 await self.cli.send(line)
 
-    async def still_pending(self) -> bool:
-        cmd = self.dialect.pending_command
-        if cmd is None:
-            return False
+    async def show(self, cmd: str) -> str:
         result = await self.cli.send(cmd)
         if result.failed:
             raise CommandRejected(
                 f"{self.cli.device.name} rejected {cmd!r}: {result.output.strip()[:300]}"
             )
-        return self.dialect.parse_pending(result.output)
+        return result.output
+
+    async def still_pending(self) -> bool:
+        cmd = self.dialect.pending_command
+        return cmd is not None and self.dialect.parse_pending(await self.show(cmd))
 
     async def read(self, changes: Sequence[RouteChange]) -> _Snapshot:
-        outputs: dict[str, str] = {}
-        for cmd in self.dialect.state_commands():
-            result = await self.cli.send(cmd)
-            if result.failed:
-                raise CommandRejected(
-                    f"{self.cli.device.name} rejected {cmd!r}: {result.output.strip()[:300]}"
-                )
-            outputs[cmd] = result.output
-        pending_cmd = self.dialect.pending_command
+        outputs = {cmd: await self.show(cmd) for cmd in self.dialect.state_commands()}
+        cmd = self.dialect.pending_command
         return _Snapshot(
             active=self.dialect.parse_state(outputs, changes),
             configured=self.dialect.parse_config_state(outputs, changes),
-            pending=bool(pending_cmd) and self.dialect.parse_pending(outputs[pending_cmd or ""]),
+            pending=cmd is not None and self.dialect.parse_pending(outputs[cmd]),
         )
 
     async def poll(

@@ -35,6 +35,8 @@ class Timings(_Msg):
     revert_wait_grace_s: float = 60.0  # extra time allowed for a device's own revert to show
     ssh_step_timeout_s: float = 120.0  # start-to-close of one SSH activity
     heartbeat_timeout_s: float = 15.0
+    ssh_attempts: int = Field(default=4, ge=1, le=20)  # tries of one SSH step on retryable errors
+    ssh_retry_initial_s: float = 1.0  # first back-off; doubles, capped at 10 s
     ring_timeout_s: float = 30.0  # how long Twilio lets a phone ring
     escalation_delay_s: float = 120.0  # wait for "press 1" before the next officer
     max_parallel_devices: int = Field(default=8, ge=1, le=64)

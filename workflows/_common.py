@@ -23,15 +23,20 @@ PLACE_CALL = "place_call"
 SEND_SMS = "send_sms"
 WRITE_REPORT = "write_report"
 
-# SSH steps: a dropped session or an unreachable device is worth a few tries; an auth failure,
-# a host-key mismatch or a CLI rejection is not.
-SSH_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=4,
-    non_retryable_error_types=NON_RETRYABLE_TYPES,
-)
+
+
+def ssh_retry(*, attempts: int, initial_s: float) -> RetryPolicy:
+    """A dropped session or an unreachable device is worth a few tries; an auth failure,
+    a host-key mismatch or a CLI rejection is not."""
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=initial_s),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=10),
+        maximum_attempts=attempts,
+        non_retryable_error_types=NON_RETRYABLE_TYPES,
+    )
+
+
 # Waiting for another incident's change on the same device to finish.
 LOCK_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),

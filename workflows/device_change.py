@@ -31,9 +31,9 @@ from workflows._common import (
     LOCK_RETRY,
     PRECHECK_DEVICE,
     ROLLBACK_CHANGE,
-    SSH_RETRY,
     UNLOCK_DEVICE,
     VERIFY_CHANGE,
+    ssh_retry,
 )
 
 CHANGE_UPDATED_SIGNAL = "change_updated"
@@ -152,7 +152,7 @@ class DeviceChangeWorkflow:
             result_type=result_type,
             start_to_close_timeout=timedelta(seconds=timeout_s or t.ssh_step_timeout_s),
             heartbeat_timeout=timedelta(seconds=t.heartbeat_timeout_s) if heartbeat else None,
-            retry_policy=SSH_RETRY,
+            retry_policy=ssh_retry(attempts=t.ssh_attempts, initial_s=t.ssh_retry_initial_s),
         )
 
     async def _verify(self, session: DeviceSessionInput, *, expect: str, timeout_s: float) -> VerifyResult:

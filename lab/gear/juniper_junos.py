@@ -344,6 +344,12 @@ class JunosCli(CliSession):
         owner = self._locked_by_other()
         if owner is not None and kind:
             return [_LOCKED.format(owner)]
+        if (
+            kind == "exclusive"
+            and self.device.candidate.statements != self.device.running.statements
+        ):
+            # Someone left edits in the shared database: Junos will not lock it under them.
+            return ["error: shared configuration database modified"]
         self.mode, self.kind = "config", kind
         out = ["Entering configuration mode"]
         if kind == "exclusive":

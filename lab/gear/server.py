@@ -224,10 +224,10 @@ class _Endpoint:
             log.warning("%s: port %d unavailable (%s); using a free one", self.device.name, port, e)
             sock = _bind(self.lab.host, 0)
         self.port = sock.getsockname()[1]
+        self._opening_sock = sock
         await self._listen(sock)
 
     async def _listen(self, sock: socket.socket) -> None:
-        self._opening_sock = sock
         try:
             self._acceptor = await asyncssh.listen(
                 sock=sock,
@@ -236,11 +236,14 @@ class _Endpoint:
                 process_factory=self._session,
                 line_editor=False,
                 encoding="utf-8",
-                keepalive_interval=0,
+                errors="replace",  # a stray byte is a typo, not a reason to drop the session
             )
         finally:
-            self._opening_sock = None
-            self._opening = None
+            # A cancelled opening must not clear the state of the one that replaced it.
+            if self._opening_sock is sock:
+                self._opening_sock = None
+            if self._opening is asyncio.current_task():
+                self._opening = None
 
     def close_listener(self) -> None:
         """Stop accepting: new connections are refused; sessions already open stay."""
@@ -255,9 +258,11 @@ class _Endpoint:
             self._acceptor = None
 
     def reopen(self) -> None:
+        """Listen again on the same port; the socket accepts at once, SSH follows on the loop."""
         if self.listening:
             return
         sock = _bind(self.lab.host, self.port)
+        self._opening_sock = sock
         self._opening = asyncio.get_running_loop().create_task(self._listen(sock))
 
     def present(self, key: asyncssh.SSHKey) -> None:
@@ -282,9 +287,10 @@ class _Endpoint:
         cli = device.open_cli(process.get_extra_info("username") or self.lab.username)
         limit = int(device.fault_params.get("max_sessions", 1))
         if device.has_fault(Fault.SESSION_LIMIT) and len(device.sessions) >= limit:
-            process.stdout.write(cli.busy_message + "\r\n")
             device.record("session refused: all lines busy")
-            process.exit(1)
+            with contextlib.suppress(BrokenPipeError, OSError, asyncssh.Error):
+                process.stdout.write(cli.busy_message + "\r\n")
+                process.exit(1)
             return
         device.sessions.add(cli)
         try:

@@ -161,6 +161,21 @@ async def test_junos_second_exclusive_session_is_refused_until_the_first_leaves(
         assert await second.send("show | compare") == ""  # the first one's edits were discarded
 
 
+async def test_junos_exclusive_is_refused_over_stray_shared_edits(lab: Lab) -> None:
+    async with await lab.login() as r1:
+        assert await r1.send("configure") == "Entering configuration mode"
+        await r1.send(SET_BACKUP)
+        assert await r1.send("exit") == ""
+        assert await r1.send("yes") == "Exiting configuration mode"  # edits stay shared
+        assert await r1.send("configure exclusive") == (
+            "error: shared configuration database modified"
+        )
+        await r1.send("configure")
+        await r1.send("rollback 0")
+        await r1.send("exit")
+        assert await r1.send("configure exclusive") == "Entering configuration mode"
+
+
 async def test_junos_dropped_session_releases_the_lock(lab: Lab) -> None:
     first = await lab.login()
     await stage_reroute(first)

@@ -123,6 +123,16 @@ async def test_server_unreachable_device_refuses_connections_until_cleared(lab: 
         assert r2.prompt == "netops@r2> "
 
 
+async def test_server_unreachable_toggled_quickly_ends_in_the_last_state(lab: Lab) -> None:
+    for fault in (Fault.UNREACHABLE, None, Fault.UNREACHABLE, None, Fault.UNREACHABLE):
+        lab.net.set_fault("r4", fault)
+    with pytest.raises(ConnectionRefusedError):
+        await lab.login("r4")
+    lab.net.set_fault("r4", None)
+    async with await lab.login("r4") as r4:
+        assert r4.prompt == "r4#"
+
+
 async def test_server_auth_failure_fault_refuses_the_right_password(lab: Lab) -> None:
     lab.net.set_fault("r3", Fault.AUTH_FAILURE)
     with pytest.raises(asyncssh.PermissionDenied):
@@ -163,16 +173,16 @@ async def test_server_hang_fault_on_a_pattern_hangs_on_that_line(lab: Lab) -> No
 
 
 async def test_server_slow_fault_delays_every_answer(lab: Lab) -> None:
-    lab.net.set_fault("r1", Fault.SLOW, delay_s=0.3)
+    lab.net.set_fault("r1", Fault.SLOW, delay_s=0.5)
     loop = asyncio.get_running_loop()
     async with await lab.login("r1") as r1:
         started = loop.time()
         assert await r1.send("show ip route static") == PRIMARY_ROUTE
-        assert loop.time() - started >= 0.3
+        assert loop.time() - started >= 0.5
         lab.net.set_fault("r1", None)
         started = loop.time()
         await r1.send("show ip route static")
-        assert loop.time() - started < 0.3
+        assert loop.time() - started < 0.5
 
 
 async def test_server_lines_split_across_packets_and_crlf_are_one_line_each(lab: Lab) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -27,6 +28,10 @@ def _up(args: argparse.Namespace) -> int:
     async def run() -> None:
         stack = Stack(data_dir=args.data_dir.resolve(), api_port=args.api_port,
                       temporal_port=args.temporal_port, ui_port=args.ui_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         try:
             await stack.start()
             print(f"API docs:          {stack.api_url}/docs", flush=True)
@@ -36,14 +41,12 @@ def _up(args: argparse.Namespace) -> int:
             for role, token in stack.tokens.items():
                 print(f"token {role.value:<13} {token}", flush=True)
             print("Ctrl-C stops everything.", flush=True)
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await stack.stop()
+            print("stopped.", flush=True)
 
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(run())
     return 0
 
 

@@ -183,8 +183,8 @@ class Stack:
         self._stops.append(lambda: _stop_worker(worker, worker_task))
 
         app = create_app(settings, store=store, temporal=client)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.api_port,
-                                               log_level="warning", lifespan="on"))
+        server = _EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=self.api_port,
+                                                log_level="warning", lifespan="on"))
         api_task = asyncio.create_task(server.serve())
         self._stops.append(lambda: _stop_uvicorn(server, api_task))
         while not server.started:
@@ -201,6 +201,14 @@ class Stack:
                 await stop()
             except Exception:  # noqa: BLE001 - keep stopping the rest
                 log.exception("while stopping the stack")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the stack: the stack, not uvicorn, owns SIGINT/SIGTERM and stop order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def, override]
+        yield
 
 
 def _async(fn):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""The Temporal worker entry point: workflows plus every activity, against settings.temporal_address."""
+"""The Temporal worker entry point: every workflow and activity, on settings.temporal_address."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from continuity.store import Store
 from workflows import ALL_WORKFLOWS
 
 
-def build_worker(client: Client, settings: Settings, store: Store, *,
-                 task_queue: str | None = None) -> Worker:
-    """One worker hosts the workflows and all activities; telephony is blocking, so it gets threads."""
+def build_worker(
+    client: Client, settings: Settings, store: Store, *, task_queue: str | None = None
+) -> Worker:
+    """One worker hosts the workflows and all activities; blocking telephony gets threads."""
     network = NetworkActivities(store, settings)
     telephony = TelephonyActivities(store, settings)
     records = StoreActivities(store)
@@ -47,8 +48,11 @@ def build_worker(client: Client, settings: Settings, store: Store, *,
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=pydantic_data_converter)
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
 
 
 async def run(settings: Settings) -> None:
@@ -57,7 +61,8 @@ async def run(settings: Settings) -> None:
     client = await connect(settings)
     async with build_worker(client, settings, store):
         logging.getLogger("continuity.worker").info(
-            "worker polling %s on %s", settings.task_queue, settings.temporal_address)
+            "worker polling %s on %s", settings.task_queue, settings.temporal_address
+        )
         await asyncio.Event().wait()
 
 

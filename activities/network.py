@@ -105,9 +105,7 @@ class _Device:
                 if self.dialect.is_busy(result.output):
                     raise DeviceBusy(f"{self.cli.device.name}: {answer[:300]}")
                 await self._leave_config()
-                raise CommandRejected(
-                    f"{self.cli.device.name} rejected {line!r}: {answer[:300]}"
-                )
+                raise CommandRejected(f"{self.cli.device.name} rejected {line!r}: {answer[:300]}")
         return sent
 
     async def _leave_config(self) -> None:
@@ -190,9 +188,7 @@ class NetworkActivities:
     @activity.defn(name="unlock_device")
     async def unlock_device(self, inp: LockInput) -> None:
         with _as_application_error():
-            await asyncio.to_thread(
-                self._store.unlock_device, device=inp.device, holder=inp.holder
-            )
+            await asyncio.to_thread(self._store.unlock_device, device=inp.device, holder=inp.holder)
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -279,7 +275,8 @@ class NetworkActivities:
     ) -> None:
         """Make before break: the new next hop must forward before the old one is removed."""
         routed = [
-            c for c in inp.changes
+            c
+            for c in inp.changes
             if RerouteMechanism(c.path.mechanism) is RerouteMechanism.STATIC_ROUTE
         ]
         if not routed:
@@ -319,7 +316,8 @@ class NetworkActivities:
         state = _describe(snap.active, s.changes)
         if ok:
             detail = (
-                f"{direction} in place: {state}" if inp.expect == "changed"
+                f"{direction} in place: {state}"
+                if inp.expect == "changed"
                 else f"original configuration back: {state}"
             )
         else:

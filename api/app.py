@@ -12,8 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from api.deps import SettingsDep, StoreDep, TemporalDep
 from api import twilio
+from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import install_handlers
 from api.routes import incidents
 from api.schemas import Health
@@ -23,8 +23,9 @@ from continuity.store import Store
 _STATIC = Path(__file__).parent / "static"
 
 
-def create_app(settings: Settings, *, store: Store | None = None,
-               temporal: Client | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, store: Store | None = None, temporal: Client | None = None
+) -> FastAPI:
     """Collaborators may be passed in (tests, the embedded stack) or are built from settings."""
 
     @asynccontextmanager
@@ -35,14 +36,20 @@ def create_app(settings: Settings, *, store: Store | None = None,
             app.state.store.create_schema()
         if temporal is None:
             app.state.temporal = await Client.connect(
-                settings.temporal_address, namespace=settings.temporal_namespace,
-                data_converter=pydantic_data_converter)
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter,
+            )
         yield
         if own_store:
             app.state.store.close()
 
-    app = FastAPI(title="continuity", version="0.1.0", lifespan=lifespan,
-                  description="Emergency communications continuity orchestrator")
+    app = FastAPI(
+        title="continuity",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Emergency communications continuity orchestrator",
+    )
     app.state.settings = settings
     if store is not None:
         app.state.store = store
@@ -63,8 +70,11 @@ def create_app(settings: Settings, *, store: Store | None = None,
             await client.service_client.check_health()
         except Exception:  # noqa: BLE001
             temporal_ok = False
-        return Health(status="ok" if db_ok and temporal_ok else "degraded",
-                      temporal=temporal_ok, database=db_ok)
+        return Health(
+            status="ok" if db_ok and temporal_ok else "degraded",
+            temporal=temporal_ok,
+            database=db_ok,
+        )
 
     if _STATIC.is_dir():
         app.mount("/console", StaticFiles(directory=_STATIC, html=True), name="console")

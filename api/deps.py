@@ -50,8 +50,11 @@ def _principal(
 def require(*roles: Role) -> Callable[..., ApiToken]:
     def _check(who: Annotated[ApiToken, Depends(_principal)]) -> ApiToken:
         if who.role not in roles:
-            raise Forbidden(f"role {who.role.value} may not do this; needs {', '.join(r.value for r in roles)}")
+            raise Forbidden(
+                f"role {who.role.value} may not do this; needs {', '.join(r.value for r in roles)}"
+            )
         return who
+
     return _check
 
 

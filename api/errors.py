@@ -57,14 +57,19 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-        return JSONResponse({"error": e.type, "detail": e.message}, status_code=e.status,
-                            headers=headers)
+        return JSONResponse(
+            {"error": e.type, "detail": e.message}, status_code=e.status, headers=headers
+        )
 
     @app.exception_handler(ValidationError)
     async def _invalid(_: Request, e: ValidationError) -> JSONResponse:
-        return JSONResponse({"error": "ValidationFailed",
-                             "detail": e.errors(include_url=False, include_context=False)},
-                            status_code=422)
+        return JSONResponse(
+            {
+                "error": "ValidationFailed",
+                "detail": e.errors(include_url=False, include_context=False),
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(ContinuityError)
     async def _domain_error(_: Request, e: ContinuityError) -> JSONResponse:

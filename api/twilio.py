@@ -37,8 +37,19 @@ _XML = "application/xml"
 # Twilio gives up on a webhook after 15 s; a stuck signal must fail well before that.
 _SIGNAL_TIMEOUT = timedelta(seconds=5)
 # Message statuses only move forward; a late or repeated callback must not move one back.
-_SMS_RANK = {"creating": 0, "accepted": 1, "scheduled": 1, "queued": 2, "sending": 3, "sent": 4,
-             "delivered": 6, "undelivered": 6, "failed": 6, "canceled": 6, "read": 7}
+_SMS_RANK = {
+    "creating": 0,
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 2,
+    "sending": 3,
+    "sent": 4,
+    "delivered": 6,
+    "undelivered": 6,
+    "failed": 6,
+    "canceled": 6,
+    "read": 7,
+}
 
 
 class _Gate:
@@ -75,8 +86,12 @@ def _gate(request: Request) -> _Gate:
 async def _signed_form(request: Request, settings: Settings) -> FormData:
     form = await request.form()
     valid = validate_twilio_signature(
-        settings, path=request.url.path, raw_query=request.url.query, form_multidict=form,
-        signature=request.headers.get("X-Twilio-Signature"))
+        settings,
+        path=request.url.path,
+        raw_query=request.url.query,
+        form_multidict=form,
+        signature=request.headers.get("X-Twilio-Signature"),
+    )
     if not valid or form.get("AccountSid") != settings.twilio_account_sid:
         log.warning("Twilio webhook %s refused: missing or invalid signature", request.url.path)
         raise Forbidden("invalid Twilio signature")
@@ -109,16 +124,24 @@ async def _handle_call_event(request: Request, kind: Literal["status", "gather"]
     call_sid, status = _str(form, "CallSid"), _str(form, "CallStatus")
     digits = _str(form, "Digits") if kind == "gather" else ""
     answered_by = _str(form, "AnsweredBy")
-    event = CallEvent(call_sid=call_sid, attempt=attempt, kind=kind, status=status,
-                      digits=digits, answered_by=answered_by)
+    event = CallEvent(
+        call_sid=call_sid,
+        attempt=attempt,
+        kind=kind,
+        status=status,
+        digits=digits,
+        answered_by=answered_by,
+    )
     key = f"{kind}|{call_sid}|{status}|{digits}"
     gate = _gate(request)
     async with gate.hold(f"call/{incident}/{attempt}"):
         row = await run_in_threadpool(store.call_for_attempt, incident, attempt)
-        if row is None or not nonce_matches(settings, nonce, kind="call", incident_id=incident,
-                                            ref=str(attempt), row_id=row.id):
-            log.warning("Twilio %s callback for unknown attempt %s/%d refused", kind, incident,
-                        attempt)
+        if row is None or not nonce_matches(
+            settings, nonce, kind="call", incident_id=incident, ref=str(attempt), row_id=row.id
+        ):
+            log.warning(
+                "Twilio %s callback for unknown attempt %s/%d refused", kind, incident, attempt
+            )
             raise Forbidden("unknown call attempt")
         duplicate = any(e.get("key") == key for e in row.events)
         if duplicate and key not in gate.unsignalled:
@@ -127,40 +150,64 @@ async def _handle_call_event(request: Request, kind: Literal["status", "gather"]
         if not duplicate:
             if row.call_sid is None:
                 # This callback beat place_call's own write; its signed URL names the attempt.
-                await run_in_threadpool(store.record_call_created, incident_id=incident,
-                                        attempt=attempt, call_sid=call_sid, status=row.status)
+                await run_in_threadpool(
+                    store.record_call_created,
+                    incident_id=incident,
+                    attempt=attempt,
+                    call_sid=call_sid,
+                    status=row.status,
+                )
             elif row.call_sid != call_sid:
-                log.warning("callback for call %s on attempt %s/%d, which placed %s", call_sid,
-                            incident, attempt, row.call_sid)
-            raw: dict[str, Any] = {"kind": kind, "key": key, "call_sid": call_sid,
-                                   "call_status": status, "answered_by": answered_by,
-                                   "idempotency_token":
-                                       request.headers.get("I-Twilio-Idempotency-Token", "")}
+                log.warning(
+                    "callback for call %s on attempt %s/%d, which placed %s",
+                    call_sid,
+                    incident,
+                    attempt,
+                    row.call_sid,
+                )
+            raw: dict[str, Any] = {
+                "kind": kind,
+                "key": key,
+                "call_sid": call_sid,
+                "call_status": status,
+                "answered_by": answered_by,
+                "idempotency_token": request.headers.get("I-Twilio-Idempotency-Token", ""),
+            }
             # A late "ringing" must not overwrite "completed" (callbacks can arrive reordered).
-            moves = kind == "status" and not (row.status in TERMINAL_CALL_STATUSES
-                                              and status not in TERMINAL_CALL_STATUSES)
-            await run_in_threadpool(store.record_call_event, call_sid=call_sid,
-                                    status=status if moves else "", digits=digits, raw=raw)
+            moves = kind == "status" and not (
+                row.status in TERMINAL_CALL_STATUSES and status not in TERMINAL_CALL_STATUSES
+            )
+            await run_in_threadpool(
+                store.record_call_event,
+                call_sid=call_sid,
+                status=status if moves else "",
+                digits=digits,
+                raw=raw,
+            )
         await _signal(request, incident, event, gate, key)
     return digits
 
 
-async def _signal(request: Request, incident: str, event: CallEvent, gate: _Gate,
-                  key: str) -> None:
+async def _signal(request: Request, incident: str, event: CallEvent, gate: _Gate, key: str) -> None:
     temporal = getattr(request.app.state, "temporal", None)
     if temporal is None:
         gate.unsignalled.add(key)
         raise Unavailable("the workflow engine is not connected")
     wid = calls_workflow_id(incident)
     try:
-        await temporal.get_workflow_handle(wid).signal(CALL_EVENT_SIGNAL, event,
-                                                       rpc_timeout=_SIGNAL_TIMEOUT)
+        await temporal.get_workflow_handle(wid).signal(
+            CALL_EVENT_SIGNAL, event, rpc_timeout=_SIGNAL_TIMEOUT
+        )
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
             # The escalation is over (or never ran): recorded for audit, nothing to tell.
             gate.unsignalled.discard(key)
-            log.warning("workflow %s not found; %s event of %s recorded only", wid, event.kind,
-                        event.call_sid)
+            log.warning(
+                "workflow %s not found; %s event of %s recorded only",
+                wid,
+                event.kind,
+                event.call_sid,
+            )
             return
         gate.unsignalled.add(key)
         log.error("signalling %s failed (%s); Twilio's retry will signal again", wid, e.status)
@@ -191,18 +238,19 @@ async def sms_status(request: Request) -> Response:
     sid, status = _str(form, "MessageSid"), _str(form, "MessageStatus")
     async with _gate(request).hold(f"sms/{incident}/{key}"):
         row = await run_in_threadpool(store.message_for_key, incident, key)
-        if row is None or not nonce_matches(settings, nonce, kind="sms", incident_id=incident,
-                                            ref=key, row_id=row.id):
+        if row is None or not nonce_matches(
+            settings, nonce, kind="sms", incident_id=incident, ref=key, row_id=row.id
+        ):
             log.warning("Twilio SMS callback for unknown message %s/%s refused", incident, key)
             raise Forbidden("unknown message")
         if row.sid not in (None, sid):
-            log.warning("SMS callback for %s on %s/%s, which sent %s", sid, incident, key,
-                        row.sid)
+            log.warning("SMS callback for %s on %s/%s, which sent %s", sid, incident, key, row.sid)
         elif _SMS_RANK.get(status, 5) <= _SMS_RANK.get(row.status, 0):
             log.info("SMS callback %s for %s ignored: already %s", status, sid, row.status)
         else:
-            await run_in_threadpool(store.record_message_sent, incident_id=incident, key=key,
-                                    sid=sid, status=status)
+            await run_in_threadpool(
+                store.record_message_sent, incident_id=incident, key=key, sid=sid, status=status
+            )
     return Response(empty_twiml(), media_type=_XML)
 
 

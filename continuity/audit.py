@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ class ReplayOutcome:
 
 
 def load_history(path: Path) -> WorkflowHistory:
-    """A history file in Temporal's JSON format; its workflow id comes from a side file or its name."""
+    """A history in Temporal's JSON format; the workflow id is in a side file or the name."""
     meta = path.with_suffix(".meta")
     workflow_id = path.stem
     if meta.exists():
@@ -33,21 +34,32 @@ async def replay(history: WorkflowHistory) -> ReplayOutcome:
     replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     failure = result.replay_failure
-    return ReplayOutcome(workflow_id=history.workflow_id, ok=failure is None,
-                         failure=None if failure is None else f"{type(failure).__name__}: {failure}")
+    return ReplayOutcome(
+        workflow_id=history.workflow_id,
+        ok=failure is None,
+        failure=None if failure is None else f"{type(failure).__name__}: {failure}",
+    )
 
 
 async def export_history(client: Client, workflow_id: str, out: Path) -> Path:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return await asyncio.to_thread(save_history, history, out)
+
+
+def save_history(history: WorkflowHistory, out: Path) -> Path:
+    """Write a history and, beside it, its workflow id (Temporal's JSON omits it)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(history.to_json(), encoding="utf-8")
-    out.with_suffix(".meta").write_text(json.dumps({"workflow_id": workflow_id}),
-                                             encoding="utf-8")
+    out.with_suffix(".meta").write_text(
+        json.dumps({"workflow_id": history.workflow_id}), encoding="utf-8"
+    )
     return out
 
 
 async def connect(address: str, namespace: str = "default") -> Client:
-    return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+    return await Client.connect(
+        address, namespace=namespace, data_converter=pydantic_data_converter
+    )
 
 
-__all__ = ["ReplayOutcome", "export_history", "load_history", "replay"]
+__all__ = ["ReplayOutcome", "export_history", "load_history", "replay", "save_history"]

@@ -26,18 +26,22 @@ def _up(args: argparse.Namespace) -> int:
     from continuity.stack import Stack
 
     async def run() -> None:
-        stack = Stack(data_dir=args.data_dir.resolve(), api_port=args.api_port,
-                      temporal_port=args.temporal_port, ui_port=args.ui_port)
+        stack = Stack(
+            data_dir=args.data_dir.resolve(),
+            api_port=args.api_port,
+            temporal_port=args.temporal_port,
+            ui_port=args.ui_port,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await stack.start()
+            settings = await stack.start()
             print(f"API docs:          {stack.api_url}/docs", flush=True)
             print(f"Console:           {stack.api_url}/console/", flush=True)
             print(f"Temporal Web UI:   http://127.0.0.1:{args.ui_port}", flush=True)
-            print(f"Temporal frontend: {stack.settings.temporal_address}", flush=True)
+            print(f"Temporal frontend: {settings.temporal_address}", flush=True)
             for role, token in stack.tokens.items():
                 print(f"token {role.value:<13} {token}", flush=True)
             print("Ctrl-C stops everything.", flush=True)
@@ -60,8 +64,10 @@ def _inventory_load(args: argparse.Namespace) -> int:
     store = Store(settings.sqlalchemy_url)
     store.create_schema()
     store.replace_inventory(inv)
-    print(f"loaded {len(inv.devices)} devices, {len(inv.circuits)} circuits, "
-          f"{len(inv.duty_officers)} duty officers, {len(inv.operators)} operators")
+    print(
+        f"loaded {len(inv.devices)} devices, {len(inv.circuits)} circuits, "
+        f"{len(inv.duty_officers)} duty officers, {len(inv.operators)} operators"
+    )
     return 0
 
 
@@ -132,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--ui-port", type=int, default=8233)
     up.set_defaults(fn=_up)
 
-    inv = sub.add_parser("inventory", help="inventory commands").add_subparsers(dest="sub", required=True)
+    inv = sub.add_parser("inventory", help="inventory commands").add_subparsers(
+        dest="sub", required=True
+    )
     load = inv.add_parser("load", help="load an inventory JSON file into the store")
     load.add_argument("file", type=Path)
     load.set_defaults(fn=_inventory_load)
@@ -159,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=os.environ.get("CONTINUITY_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("CONTINUITY_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     args = build_parser().parse_args(argv)
     try:
         code = args.fn(args)

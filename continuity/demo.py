@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 
 import httpx
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 
+from continuity.audit import save_history
 from continuity.errors import ContinuityError
 from continuity.messages import Timings
 from continuity.models import ChangeState, IncidentStatus, Role
@@ -22,20 +22,33 @@ DEMO_AREA = "thanh-pho-kon-tum"
 # Short durations so the demo takes seconds; the lab's clocks run 60x so that
 # minute-granular device timers (IOS-XE, Junos) fit too.
 DEMO_TIMINGS = Timings(
-    confirm_window_s=60, revert_margin_s=30, verify_timeout_s=15, revert_wait_grace_s=30,
-    ssh_step_timeout_s=60, heartbeat_timeout_s=15, ring_timeout_s=10, escalation_delay_s=8,
-    max_parallel_devices=4, device_time_scale=60.0,
+    confirm_window_s=60,
+    revert_margin_s=30,
+    verify_timeout_s=15,
+    revert_wait_grace_s=30,
+    ssh_step_timeout_s=60,
+    heartbeat_timeout_s=15,
+    ring_timeout_s=10,
+    escalation_delay_s=8,
+    max_parallel_devices=4,
+    device_time_scale=60.0,
 )
-_FINAL = {ChangeState.CONFIRMED, ChangeState.ROLLED_BACK, ChangeState.REVERTED_BY_DEVICE,
-          ChangeState.FAILED}
+_FINAL = {
+    ChangeState.CONFIRMED,
+    ChangeState.ROLLED_BACK,
+    ChangeState.REVERTED_BY_DEVICE,
+    ChangeState.FAILED,
+}
 
 
 async def run_demo(data_dir: Path, *, echo=print, timeout_s: float = 240.0) -> int:  # type: ignore[no-untyped-def]
     stack = Stack(data_dir=data_dir, timings=DEMO_TIMINGS, lab_time_scale=60.0)
     try:
-        await stack.start()
-        echo(f"embedded stack up: API {stack.api_url}, Temporal {stack.settings.temporal_address}, "
-             f"data in {data_dir}")
+        settings = await stack.start()
+        echo(
+            f"embedded stack up: API {stack.api_url}, Temporal {settings.temporal_address}, "
+            f"data in {data_dir}"
+        )
         officers = stack.store.inventory().duty_officers
         if len(officers) > 1:
             # The first officer does not pick up; escalation reaches the second, who presses 1.
@@ -51,11 +64,16 @@ async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-
         return {"Authorization": f"Bearer {stack.tokens[role]}"}
 
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
-        r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER), json={
-            "kind": "sabotage", "area": DEMO_AREA,
-            "description": "Fibre route Kon Tum - Pleiku cut at two points near Ya Chim; "
-                           "suspected sabotage.",
-        })
+        r = await api.post(
+            "/incidents",
+            headers=auth(Role.DUTY_OFFICER),
+            json={
+                "kind": "sabotage",
+                "area": DEMO_AREA,
+                "description": "Fibre route Kon Tum - Pleiku cut at two points near Ya Chim; "
+                "suspected sabotage.",
+            },
+        )
         if r.status_code != 201:
             raise ContinuityError(f"declaring the incident failed: {r.status_code} {r.text}")
         incident_id = r.json()["id"]
@@ -72,17 +90,23 @@ async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-
                     d = await api.post(
                         f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
                         headers=auth(Role.OPERATOR),
-                        json={"decision": "confirm", "reason": "backup path verified from the NOC"})
+                        json={"decision": "confirm", "reason": "backup path verified from the NOC"},
+                    )
                     if d.status_code != 200:
-                        raise ContinuityError(f"confirming {rec.change_id}: {d.status_code} {d.text}")
+                        raise ContinuityError(
+                            f"confirming {rec.change_id}: {d.status_code} {d.text}"
+                        )
                     decided.add(rec.change_id)
                     echo(f"operator confirmed {rec.change_id}")
             if status.phase == "active":
                 break
             await asyncio.sleep(0.3)
 
-        r = await api.post(f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER),
-                           json={"reason": "cable route repaired; police investigation handed over"})
+        r = await api.post(
+            f"/incidents/{incident_id}/stand-down",
+            headers=auth(Role.DUTY_OFFICER),
+            json={"reason": "cable route repaired; police investigation handed over"},
+        )
         r.raise_for_status()
         echo("duty officer stood the incident down")
 
@@ -96,17 +120,20 @@ async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-
 
         r = await api.get(f"/incidents/{incident_id}/history", headers=auth(Role.AUDITOR))
         r.raise_for_status()
-        history_file = data_dir / "histories" / f"{incident_id}.json"
-        history_file.parent.mkdir(parents=True, exist_ok=True)
-        history_file.write_text(r.text, encoding="utf-8")
-        history_file.with_suffix(".meta").write_text(
-            json.dumps({"workflow_id": incident_id}), encoding="utf-8")
+        # What the auditor's export endpoint serves is what gets replayed.
+        history_file = save_history(
+            WorkflowHistory.from_json(incident_id, r.text),
+            data_dir / "histories" / f"{incident_id}.json",
+        )
         echo("")
         echo(f"workflow history saved to {history_file}")
         echo(f"replay it offline: continuity audit replay {history_file}")
 
         rerouted = [r for r in status.changes if r.change_id.startswith("change-")]
-        ok = (desc.status is WorkflowExecutionStatus.COMPLETED
-              and rerouted and all(r.state is ChangeState.CONFIRMED for r in rerouted)
-              and status.acknowledged_by is not None)
+        ok = (
+            desc.status is WorkflowExecutionStatus.COMPLETED
+            and rerouted
+            and all(r.state is ChangeState.CONFIRMED for r in rerouted)
+            and status.acknowledged_by is not None
+        )
         return 0 if ok else 1

@@ -1,4 +1,4 @@
-"""One pydantic model in, one out: the inputs and results of workflows, activities, updates and signals."""
+"""One pydantic model in, one out: workflow, activity, update and signal inputs and results."""
 
 from __future__ import annotations
 

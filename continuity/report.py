@@ -14,8 +14,10 @@ def _change_lines(rec: ChangeRecord) -> list[str]:
     if rec.verification:
         lines.append(f"    verified: {rec.verification}")
     if rec.decided_by:
-        lines.append(f"    {rec.decision.value if rec.decision else 'decided'} by {rec.decided_by}"
-                     + (f": {rec.decision_reason}" if rec.decision_reason else ""))
+        lines.append(
+            f"    {rec.decision.value if rec.decision else 'decided'} by {rec.decided_by}"
+            + (f": {rec.decision_reason}" if rec.decision_reason else "")
+        )
     if rec.error:
         kind = "retryable" if rec.retryable else "not retryable"
         lines.append(f"    error ({rec.error_type}, {kind}): {rec.error}")
@@ -41,9 +43,11 @@ def render_text(status: IncidentStatus) -> str:
         out += _change_lines(rec)
     out += ["", "Calls:"]
     for c in status.calls:
-        out.append(f"  {c.officer_name} ({c.officer_id}): call {c.call_sid or '-'} {c.status}"
-                   + (f", SMS {c.sms_sid}" if c.sms_sid else "")
-                   + (f", error {c.error}" if c.error else ""))
+        out.append(
+            f"  {c.officer_name} ({c.officer_id}): call {c.call_sid or '-'} {c.status}"
+            + (f", SMS {c.sms_sid}" if c.sms_sid else "")
+            + (f", error {c.error}" if c.error else "")
+        )
     out.append(f"  acknowledged by: {status.acknowledged_by or 'nobody'}")
     out += ["", f"Outcome: {status.outcome or status.phase}"]
     return "\n".join(out)
@@ -51,8 +55,12 @@ def render_text(status: IncidentStatus) -> str:
 
 def render_markdown(status: IncidentStatus, *, form: str = "timeline") -> str:
     inc = status.incident
-    title = ("Dossier for police and the Department of Information and Communications "
-             "(06/2009/CT-UBND item 2c)" if form == "dossier_2c" else "Incident timeline")
+    title = (
+        "Dossier for police and the Department of Information and Communications "
+        "(06/2009/CT-UBND item 2c)"
+        if form == "dossier_2c"
+        else "Incident timeline"
+    )
     md = [
         f"# {title}",
         "",
@@ -79,7 +87,9 @@ def render_markdown(status: IncidentStatus, *, form: str = "timeline") -> str:
         if rec.verification:
             md.append(f"\nVerification: {rec.verification}")
         if rec.decided_by:
-            md.append(f"\nDecision: {rec.decision.value if rec.decision else '-'} by {rec.decided_by}")
+            md.append(
+                f"\nDecision: {rec.decision.value if rec.decision else '-'} by {rec.decided_by}"
+            )
         if rec.error:
             md.append(f"\nError ({rec.error_type}): {rec.error}")
         for t in rec.transcripts:
@@ -88,8 +98,13 @@ def render_markdown(status: IncidentStatus, *, form: str = "timeline") -> str:
     md += ["## Calls", "", "| officer | call | status | SMS |", "|---|---|---|---|"]
     for c in status.calls:
         md.append(f"| {c.officer_name} | {c.call_sid or '-'} | {c.status} | {c.sms_sid or '-'} |")
-    md += ["", f"Acknowledged by: {status.acknowledged_by or 'nobody'}", "",
-           f"**Outcome:** {status.outcome or status.phase}", ""]
+    md += [
+        "",
+        f"Acknowledged by: {status.acknowledged_by or 'nobody'}",
+        "",
+        f"**Outcome:** {status.outcome or status.phase}",
+        "",
+    ]
     return "\n".join(md)
 
 

@@ -61,22 +61,41 @@ class TemporalDevServer:
         return f"127.0.0.1:{self.port}"
 
     async def start(self, *, timeout_s: float = 30.0) -> Client:
-        args = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1",
-                "--port", str(self.port), "--db-filename", str(self.db_file),
-                "--namespace", "default", "--log-level", "error"]
-        args += ["--ui-ip", "127.0.0.1", "--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
+        args = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db-filename",
+            str(self.db_file),
+            "--namespace",
+            "default",
+            "--log-level",
+            "error",
+        ]
+        args += (
+            ["--ui-ip", "127.0.0.1", "--ui-port", str(self.ui_port)]
+            if self.ui_port
+            else ["--headless"]
+        )
         if self.fast_timers:
             args += ["--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"']
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.db_file.with_suffix(".log"), "ab")  # noqa: SIM115 - lives with the process
+        log_file = open(self.db_file.with_suffix(".log"), "ab")  # noqa: ASYNC230 - at start-up only
         self._proc = await asyncio.create_subprocess_exec(
-            *args, stdout=log_file, stderr=log_file, start_new_session=True)
+            *args, stdout=log_file, stderr=log_file, start_new_session=True
+        )
         log_file.close()
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             if self._proc.returncode is not None:
-                raise ContinuityError(f"temporal dev server exited with {self._proc.returncode}; "
-                                      f"see {self.db_file.with_suffix('.log')}")
+                raise ContinuityError(
+                    f"temporal dev server exited with {self._proc.returncode}; "
+                    f"see {self.db_file.with_suffix('.log')}"
+                )
             try:
                 return await Client.connect(self.address, data_converter=pydantic_data_converter)
             except RuntimeError:
@@ -92,7 +111,7 @@ class TemporalDevServer:
             os.killpg(self._proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(self._proc.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
             await self._proc.wait()
@@ -146,8 +165,11 @@ class Stack:
         operator = inventory.operators[0].id if inventory.operators else "operator"
         settings = Settings(
             data_dir=self.data_dir,
-            temporal_address=(self.temporal_client.service_client.config.target_host
-                              if self.temporal_client else f"127.0.0.1:{self.temporal_port}"),
+            temporal_address=(
+                self.temporal_client.service_client.config.target_host
+                if self.temporal_client
+                else f"127.0.0.1:{self.temporal_port}"
+            ),
             api_port=self.api_port,
             public_base_url=api_url,
             api_tokens={
@@ -155,8 +177,9 @@ class Stack:
                 self.tokens[Role.OPERATOR]: ApiToken(subject=operator, role=Role.OPERATOR),
                 self.tokens[Role.AUDITOR]: ApiToken(subject="auditor", role=Role.AUDITOR),
             },
-            device_credentials={LAB_CREDENTIAL: DeviceCredential(username=LAB_USER,
-                                                                 password=lab_password)},
+            device_credentials={
+                LAB_CREDENTIAL: DeviceCredential(username=LAB_USER, password=lab_password)
+            },
             known_hosts=lab.known_hosts_path,
             twilio_account_sid=account_sid,
             twilio_auth_token=auth_token,
@@ -172,8 +195,12 @@ class Stack:
         self.store = store
 
         if self.temporal_client is None:
-            temporal = TemporalDevServer(self.data_dir / "temporal.db", self.temporal_port,
-                                         ui_port=self.ui_port, fast_timers=True)
+            temporal = TemporalDevServer(
+                self.data_dir / "temporal.db",
+                self.temporal_port,
+                ui_port=self.ui_port,
+                fast_timers=True,
+            )
             self._stops.append(temporal.stop)
             self.temporal_client = await temporal.start()
         client = self.client = self.temporal_client
@@ -183,8 +210,11 @@ class Stack:
         self._stops.append(lambda: _stop_worker(worker, worker_task))
 
         app = create_app(settings, store=store, temporal=client)
-        server = _EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=self.api_port,
-                                                log_level="warning", lifespan="on"))
+        server = _EmbeddedServer(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.api_port, log_level="warning", lifespan="on"
+            )
+        )
         api_task = asyncio.create_task(server.serve())
         self._stops.append(lambda: _stop_uvicorn(server, api_task))
         while not server.started:
@@ -214,6 +244,7 @@ class _EmbeddedServer(uvicorn.Server):
 def _async(fn):  # type: ignore[no-untyped-def]
     async def _run() -> None:
         fn()
+
     return _run
 
 

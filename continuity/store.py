@@ -1,4 +1,4 @@
-"""The SQLAlchemy store: inventory, device transcripts, call records, locks, reports; one write path."""
+"""The SQLAlchemy store: inventory, transcripts, calls, locks, reports; one write path."""
 
 from __future__ import annotations
 
@@ -192,8 +192,10 @@ class Store:
             s.flush()
             s.add_all(DeviceRow(**d.model_dump(mode="json")) for d in inv.devices)
             s.add_all(
-                CircuitRow(**c.model_dump(mode="json", exclude={"paths"}),
-                           paths=[p.model_dump(mode="json") for p in c.paths])
+                CircuitRow(
+                    **c.model_dump(mode="json", exclude={"paths"}),
+                    paths=[p.model_dump(mode="json") for p in c.paths],
+                )
                 for c in inv.circuits
             )
             s.add_all(DutyOfficerRow(**o.model_dump(mode="json")) for o in inv.duty_officers)
@@ -206,25 +208,44 @@ class Store:
                 province=meta.value if meta else "",
                 areas=[Area(id=r.id, name=r.name) for r in s.scalars(select(AreaRow))],
                 devices=[
-                    Device(name=r.name, platform=r.platform, host=r.host, port=r.port,  # type: ignore[arg-type]
-                           site=r.site, credential=r.credential, host_key=r.host_key)
+                    Device(
+                        name=r.name,
+                        platform=r.platform,
+                        host=r.host,
+                        port=r.port,  # type: ignore[arg-type]
+                        site=r.site,
+                        credential=r.credential,
+                        host_key=r.host_key,
+                    )
                     for r in s.scalars(select(DeviceRow).order_by(DeviceRow.name))
                 ],
                 circuits=[
                     Circuit.model_validate(
-                        {"id": r.id, "name": r.name, "owner": r.owner,
-                         "priority_class": r.priority_class,
-                         "restoration_level": r.restoration_level, "area": r.area,
-                         "paths": r.paths}
+                        {
+                            "id": r.id,
+                            "name": r.name,
+                            "owner": r.owner,
+                            "priority_class": r.priority_class,
+                            "restoration_level": r.restoration_level,
+                            "area": r.area,
+                            "paths": r.paths,
+                        }
                     )
                     for r in s.scalars(select(CircuitRow).order_by(CircuitRow.id))
                 ],
                 duty_officers=[
                     DutyOfficer.model_validate(
-                        {"id": r.id, "name": r.name, "phone": r.phone, "language": r.language,
-                         "escalation_order": r.escalation_order}
+                        {
+                            "id": r.id,
+                            "name": r.name,
+                            "phone": r.phone,
+                            "language": r.language,
+                            "escalation_order": r.escalation_order,
+                        }
                     )
-                    for r in s.scalars(select(DutyOfficerRow).order_by(DutyOfficerRow.escalation_order))
+                    for r in s.scalars(
+                        select(DutyOfficerRow).order_by(DutyOfficerRow.escalation_order)
+                    )
                 ],
                 operators=[Operator(id=r.id, name=r.name) for r in s.scalars(select(OperatorRow))],
             )
@@ -238,8 +259,17 @@ class Store:
         digest = sha256_text(text)
         tid = f"tr-{uuid.uuid4().hex[:20]}"
         with self._session() as s:
-            s.add(TranscriptRow(id=tid, incident_id=incident_id, change_id=change_id,
-                                device=device, step=step, sha256=digest, text=text))
+            s.add(
+                TranscriptRow(
+                    id=tid,
+                    incident_id=incident_id,
+                    change_id=change_id,
+                    device=device,
+                    step=step,
+                    sha256=digest,
+                    text=text,
+                )
+            )
         return tid, digest
 
     def transcript(self, tid: str) -> TranscriptRow | None:
@@ -248,36 +278,63 @@ class Store:
 
     def transcripts(self, incident_id: str) -> list[TranscriptRow]:
         with self._session() as s:
-            return list(s.scalars(select(TranscriptRow)
-                                  .where(TranscriptRow.incident_id == incident_id)
-                                  .order_by(TranscriptRow.created_at)))
+            return list(
+                s.scalars(
+                    select(TranscriptRow)
+                    .where(TranscriptRow.incident_id == incident_id)
+                    .order_by(TranscriptRow.created_at)
+                )
+            )
 
     # --- calls and messages --------------------------------------------------------------
 
     def call_for_attempt(self, incident_id: str, attempt: int) -> CallRow | None:
         with self._session() as s:
-            return s.scalars(select(CallRow).where(CallRow.incident_id == incident_id,
-                                                   CallRow.attempt == attempt)).first()
+            return s.scalars(
+                select(CallRow).where(
+                    CallRow.incident_id == incident_id, CallRow.attempt == attempt
+                )
+            ).first()
 
     def reserve_call(self, *, incident_id: str, attempt: int, officer_id: str, to: str) -> CallRow:
         """Claim the (incident, attempt) slot before dialling; a retry finds the claim."""
         with self._session() as s:
-            row = s.scalars(select(CallRow).where(CallRow.incident_id == incident_id,
-                                                  CallRow.attempt == attempt)).first()
+            row = s.scalars(
+                select(CallRow).where(
+                    CallRow.incident_id == incident_id, CallRow.attempt == attempt
+                )
+            ).first()
             if row is None:
-                row = CallRow(incident_id=incident_id, attempt=attempt, officer_id=officer_id,
-                              to=to, status="creating", events=[])
+                row = CallRow(
+                    incident_id=incident_id,
+                    attempt=attempt,
+                    officer_id=officer_id,
+                    to=to,
+                    status="creating",
+                    events=[],
+                )
                 s.add(row)
             return row
 
-    def record_call_created(self, *, incident_id: str, attempt: int, call_sid: str, status: str) -> None:
+    def record_call_created(
+        self, *, incident_id: str, attempt: int, call_sid: str, status: str
+    ) -> None:
         with self._session() as s:
-            row = s.scalars(select(CallRow).where(CallRow.incident_id == incident_id,
-                                                  CallRow.attempt == attempt)).one()
+            row = s.scalars(
+                select(CallRow).where(
+                    CallRow.incident_id == incident_id, CallRow.attempt == attempt
+                )
+            ).one()
             row.call_sid, row.status = call_sid, status
 
-    def record_call_event(self, *, call_sid: str, status: str = "", digits: str = "",
-                          raw: dict[str, str] | None = None) -> CallRow | None:
+    def record_call_event(
+        self,
+        *,
+        call_sid: str,
+        status: str = "",
+        digits: str = "",
+        raw: dict[str, str] | None = None,
+    ) -> CallRow | None:
         with self._session() as s:
             row = s.scalars(select(CallRow).where(CallRow.call_sid == call_sid)).first()
             if row is None:
@@ -286,40 +343,65 @@ class Store:
                 row.status = status
             if digits:
                 row.digits = digits
-            row.events = [*row.events, {"at": _now().isoformat(), "status": status,
-                                        "digits": digits, **(raw or {})}]
+            row.events = [
+                *row.events,
+                {"at": _now().isoformat(), "status": status, "digits": digits, **(raw or {})},
+            ]
             return row
 
     def calls(self, incident_id: str) -> list[CallRow]:
         with self._session() as s:
-            return list(s.scalars(select(CallRow).where(CallRow.incident_id == incident_id)
-                                  .order_by(CallRow.attempt)))
+            return list(
+                s.scalars(
+                    select(CallRow)
+                    .where(CallRow.incident_id == incident_id)
+                    .order_by(CallRow.attempt)
+                )
+            )
 
-    def reserve_message(self, *, incident_id: str, key: str, officer_id: str, to: str,
-                        body: str) -> MessageRow:
+    def reserve_message(
+        self, *, incident_id: str, key: str, officer_id: str, to: str, body: str
+    ) -> MessageRow:
         with self._session() as s:
-            row = s.scalars(select(MessageRow).where(MessageRow.incident_id == incident_id,
-                                                     MessageRow.key == key)).first()
+            row = s.scalars(
+                select(MessageRow).where(
+                    MessageRow.incident_id == incident_id, MessageRow.key == key
+                )
+            ).first()
             if row is None:
-                row = MessageRow(incident_id=incident_id, key=key, officer_id=officer_id, to=to,
-                                 body=body, status="creating")
+                row = MessageRow(
+                    incident_id=incident_id,
+                    key=key,
+                    officer_id=officer_id,
+                    to=to,
+                    body=body,
+                    status="creating",
+                )
                 s.add(row)
             return row
 
     def message_for_key(self, incident_id: str, key: str) -> MessageRow | None:
         with self._session() as s:
-            return s.scalars(select(MessageRow).where(MessageRow.incident_id == incident_id,
-                                                      MessageRow.key == key)).first()
+            return s.scalars(
+                select(MessageRow).where(
+                    MessageRow.incident_id == incident_id, MessageRow.key == key
+                )
+            ).first()
 
     def record_message_sent(self, *, incident_id: str, key: str, sid: str, status: str) -> None:
         with self._session() as s:
-            row = s.scalars(select(MessageRow).where(MessageRow.incident_id == incident_id,
-                                                     MessageRow.key == key)).one()
+            row = s.scalars(
+                select(MessageRow).where(
+                    MessageRow.incident_id == incident_id, MessageRow.key == key
+                )
+            ).one()
             row.sid, row.status = sid, status
 
     # --- device locks --------------------------------------------------------------------
 
-    def try_lock_device(self, *, device: str, holder: str, lease_s: float, now: float) -> str | None:
+    def try_lock_device(
+        self, *, device: str, holder: str, lease_s: float, now: float
+    ) -> str | None:
         """Take or renew the device's lease; returns the current other holder if busy."""
         try:
             with self._session() as s:
@@ -338,8 +420,11 @@ class Store:
 
     def unlock_device(self, *, device: str, holder: str) -> None:
         with self._session() as s:
-            s.execute(delete(DeviceLockRow).where(DeviceLockRow.device == device,
-                                                  DeviceLockRow.holder == holder))
+            s.execute(
+                delete(DeviceLockRow).where(
+                    DeviceLockRow.device == device, DeviceLockRow.holder == holder
+                )
+            )
 
     # --- reports -------------------------------------------------------------------------
 
@@ -347,8 +432,11 @@ class Store:
         """Idempotent: the same report text for the same incident is stored once."""
         digest = sha256_text(text)
         with self._session() as s:
-            existing = s.scalars(select(ReportRow).where(ReportRow.incident_id == incident_id,
-                                                         ReportRow.sha256 == digest)).first()
+            existing = s.scalars(
+                select(ReportRow).where(
+                    ReportRow.incident_id == incident_id, ReportRow.sha256 == digest
+                )
+            ).first()
             if existing is not None:
                 return existing.id, digest
             rid = f"rp-{uuid.uuid4().hex[:20]}"
@@ -365,7 +453,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
-
 
 
 __all__ = ["Store", "sha256_text"]

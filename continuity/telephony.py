@@ -58,8 +58,9 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         super().__init__(**kwargs)
         base = urlsplit(base_url)
         if base.scheme not in ("http", "https") or not base.netloc:
-            raise TelephonyError(f"twilio_api_base must be an http(s) URL, got {base_url!r}",
-                                 retryable=False)
+            raise TelephonyError(
+                f"twilio_api_base must be an http(s) URL, got {base_url!r}", retryable=False
+            )
         self._base = base
         if self.session is not None:
             # The sandbox is local: an HTTP(S)_PROXY from the environment must not capture it.
@@ -79,40 +80,62 @@ def build_client(settings: Settings, *, timeout_s: float = REST_TIMEOUT_S) -> Cl
     else:
         # No max_retries: a retried POST /Calls.json would ring the officer twice.
         http_client = TwilioHttpClient(timeout=timeout_s)
-    return Client(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
-                  account_sid=settings.twilio_account_sid, http_client=http_client)
+    return Client(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token.get_secret_value(),
+        account_sid=settings.twilio_account_sid,
+        http_client=http_client,
+    )
 
 
 # --- TwiML ---------------------------------------------------------------------------------
 
 
 def _spoken_order(officer: DutyOfficer) -> list[Language]:
-    return [Language.EN, Language.VI] if officer.language == Language.EN else [Language.VI,
-                                                                               Language.EN]
+    return (
+        [Language.EN, Language.VI]
+        if officer.language == Language.EN
+        else [Language.VI, Language.EN]
+    )
 
 
 def _voice(settings: Settings, lang: Language) -> str:
     return settings.voice_en if lang == Language.EN else settings.voice_vi
 
 
-def ack_twiml(settings: Settings, *, officer: DutyOfficer, message_vi: str, message_en: str,
-              gather_url: str, gather_timeout_s: int = GATHER_TIMEOUT_S) -> str:
+def ack_twiml(
+    settings: Settings,
+    *,
+    officer: DutyOfficer,
+    message_vi: str,
+    message_en: str,
+    gather_url: str,
+    gather_timeout_s: int = GATHER_TIMEOUT_S,
+) -> str:
     """The call's script: both languages (the officer's first), then wait for one key."""
     if not gather_url.startswith(("http://", "https://")):
         # Inline TwiML has no document URL to resolve a relative action against.
-        raise TelephonyError(f"gather action must be absolute, got {gather_url!r}",
-                             retryable=False)
-    text = {Language.VI: f"{message_vi} {PROMPT_VI}".strip(),
-            Language.EN: f"{message_en} {PROMPT_EN}".strip()}
+        raise TelephonyError(f"gather action must be absolute, got {gather_url!r}", retryable=False)
+    text = {
+        Language.VI: f"{message_vi} {PROMPT_VI}".strip(),
+        Language.EN: f"{message_en} {PROMPT_EN}".strip(),
+    }
     vr = VoiceResponse()
-    gather = vr.gather(num_digits=1, timeout=gather_timeout_s, method="POST", action=gather_url,
-                       action_on_empty_result=True)
+    gather = vr.gather(
+        num_digits=1,
+        timeout=gather_timeout_s,
+        method="POST",
+        action=gather_url,
+        action_on_empty_result=True,
+    )
     for lang in _spoken_order(officer):
         gather.say(text[lang], language=_LANG_CODE[lang], voice=_voice(settings, lang))
     twiml = str(vr)
     if len(twiml) > TWIML_MAX_CHARS:
-        raise TelephonyError(f"call script is {len(twiml)} characters; Twilio accepts at most "
-                             f"{TWIML_MAX_CHARS}", retryable=False)
+        raise TelephonyError(
+            f"call script is {len(twiml)} characters; Twilio accepts at most {TWIML_MAX_CHARS}",
+            retryable=False,
+        )
     return twiml
 
 
@@ -133,18 +156,19 @@ def empty_twiml() -> str:
 # --- callback URLs and nonces --------------------------------------------------------------
 
 
-def callback_nonce(settings: Settings, *, kind: str, incident_id: str, ref: str,
-                   row_id: int) -> str:
+def callback_nonce(
+    settings: Settings, *, kind: str, incident_id: str, ref: str, row_id: int
+) -> str:
     """A per-reservation nonce; derived, so a retried activity rebuilds the very same URLs."""
     msg = f"continuity-callback|{kind}|{incident_id}|{ref}|{row_id}".encode()
     key = settings.twilio_auth_token.get_secret_value().encode()
     return hmac.new(key, msg, hashlib.sha256).hexdigest()[:24]
 
 
-def nonce_matches(settings: Settings, nonce: str, *, kind: str, incident_id: str, ref: str,
-                  row_id: int) -> bool:
-    expected = callback_nonce(settings, kind=kind, incident_id=incident_id, ref=ref,
-                              row_id=row_id)
+def nonce_matches(
+    settings: Settings, nonce: str, *, kind: str, incident_id: str, ref: str, row_id: int
+) -> bool:
+    expected = callback_nonce(settings, kind=kind, incident_id=incident_id, ref=ref, row_id=row_id)
     return hmac.compare_digest(expected, nonce)
 
 
@@ -153,18 +177,25 @@ def _public(settings: Settings, path: str, query: list[tuple[str, str]]) -> str:
 
 
 def voice_status_url(settings: Settings, *, incident_id: str, attempt: int, nonce: str) -> str:
-    return _public(settings, VOICE_STATUS_PATH,
-                   [("incident", incident_id), ("attempt", str(attempt)), ("nonce", nonce)])
+    return _public(
+        settings,
+        VOICE_STATUS_PATH,
+        [("incident", incident_id), ("attempt", str(attempt)), ("nonce", nonce)],
+    )
 
 
 def voice_gather_url(settings: Settings, *, incident_id: str, attempt: int, nonce: str) -> str:
-    return _public(settings, VOICE_GATHER_PATH,
-                   [("incident", incident_id), ("attempt", str(attempt)), ("nonce", nonce)])
+    return _public(
+        settings,
+        VOICE_GATHER_PATH,
+        [("incident", incident_id), ("attempt", str(attempt)), ("nonce", nonce)],
+    )
 
 
 def sms_status_url(settings: Settings, *, incident_id: str, key: str, nonce: str) -> str:
-    return _public(settings, SMS_STATUS_PATH,
-                   [("incident", incident_id), ("key", key), ("nonce", nonce)])
+    return _public(
+        settings, SMS_STATUS_PATH, [("incident", incident_id), ("key", key), ("nonce", nonce)]
+    )
 
 
 # --- webhook signatures --------------------------------------------------------------------
@@ -175,8 +206,9 @@ def public_url(settings: Settings, *, path: str, raw_query: str) -> str:
     return settings.public_base_url.rstrip("/") + path + (f"?{raw_query}" if raw_query else "")
 
 
-def validate_twilio_signature(settings: Settings, *, path: str, raw_query: str,
-                              form_multidict: Any, signature: str | None) -> bool:
+def validate_twilio_signature(
+    settings: Settings, *, path: str, raw_query: str, form_multidict: Any, signature: str | None
+) -> bool:
     """True only for a request signed with our auth token over exactly this URL and form.
 
     form_multidict must keep repeated keys (Starlette's FormData does; dict() does not).
@@ -209,14 +241,19 @@ def translate_error(e: Exception, *, action: str) -> TelephonyError:
         code = int(e.code) if e.code is not None else status
         detail = e.msg if isinstance(e, TwilioRestException) else (e.detail or e.title)
         retryable = code in _RETRYABLE_CODES or status == 429 or status >= 500
-        return _telephony_error(f"twilio {action}: HTTP {status}, code {code}: {detail}",
-                                retryable=retryable, code=code)
+        return _telephony_error(
+            f"twilio {action}: HTTP {status}, code {code}: {detail}", retryable=retryable, code=code
+        )
     if isinstance(e, requests.Timeout | requests.ConnectionError):
-        return _telephony_error(f"twilio {action}: {type(e).__name__}: unreachable or timed out",
-                                retryable=True, code=None)
+        return _telephony_error(
+            f"twilio {action}: {type(e).__name__}: unreachable or timed out",
+            retryable=True,
+            code=None,
+        )
     # A body the client could not parse, a bad parameter: retrying changes nothing.
-    return _telephony_error(f"twilio {action}: {type(e).__name__}: {e}".splitlines()[0],
-                            retryable=False, code=None)
+    return _telephony_error(
+        f"twilio {action}: {type(e).__name__}: {e}".splitlines()[0], retryable=False, code=None
+    )
 
 
 @contextmanager

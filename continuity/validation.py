@@ -58,9 +58,10 @@ def check_identifier(value: str) -> str:
     return value
 
 
-def check_text(value: str, *, max_len: int = 200, allow_empty: bool = False,
-               prose: bool = False) -> str:
-    """Names and labels refuse CLI metacharacters; prose (never sent to a device) only control codes."""
+def check_text(
+    value: str, *, max_len: int = 200, allow_empty: bool = False, prose: bool = False
+) -> str:
+    """Names refuse CLI metacharacters; prose (never sent to a device) only control codes."""
     if not value and not allow_empty:
         raise ValidationFailed("empty text")
     if len(value) > max_len:

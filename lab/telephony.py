@@ -67,18 +67,32 @@ class SandboxCall(_Fields):
     ended_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        duration = (str(int((self.ended_at - self.date_created).total_seconds()))
-                    if self.ended_at else None)
+        duration = (
+            str(int((self.ended_at - self.date_created).total_seconds())) if self.ended_at else None
+        )
         return {
-            "sid": self.sid, "account_sid": self.account_sid, "parent_call_sid": None,
-            "to": self.to, "to_formatted": self.to, "from": self.from_,
-            "from_formatted": self.from_, "phone_number_sid": None, "status": self.status,
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "parent_call_sid": None,
+            "to": self.to,
+            "to_formatted": self.to,
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "phone_number_sid": None,
+            "status": self.status,
             "start_time": _rfc2822(self.date_created),
             "end_time": _rfc2822(self.ended_at) if self.ended_at else None,
-            "duration": duration, "price": None, "price_unit": "USD",
-            "direction": "outbound-api", "answered_by": self.answered_by,
-            "api_version": API_VERSION, "forwarded_from": None, "group_sid": None,
-            "caller_name": None, "queue_time": "0", "trunk_sid": None,
+            "duration": duration,
+            "price": None,
+            "price_unit": "USD",
+            "direction": "outbound-api",
+            "answered_by": self.answered_by,
+            "api_version": API_VERSION,
+            "forwarded_from": None,
+            "group_sid": None,
+            "caller_name": None,
+            "queue_time": "0",
+            "trunk_sid": None,
             "date_created": _rfc2822(self.date_created),
             "date_updated": _rfc2822(self.ended_at or self.date_created),
             "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}.json",
@@ -101,11 +115,20 @@ class SandboxMessage(_Fields):
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "sid": self.sid, "account_sid": self.account_sid, "to": self.to,
-            "from": self.from_, "body": self.body, "status": self.status,
-            "num_segments": "1", "num_media": "0", "direction": "outbound-api",
-            "api_version": API_VERSION, "price": None, "price_unit": "USD",
-            "error_code": self.error_code, "error_message": None,
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "to": self.to,
+            "from": self.from_,
+            "body": self.body,
+            "status": self.status,
+            "num_segments": "1",
+            "num_media": "0",
+            "direction": "outbound-api",
+            "api_version": API_VERSION,
+            "price": None,
+            "price_unit": "USD",
+            "error_code": self.error_code,
+            "error_message": None,
             "messaging_service_sid": None,
             "date_created": _rfc2822(self.date_created),
             "date_updated": _rfc2822(self.date_sent or self.date_created),
@@ -152,8 +175,16 @@ class TelephonySandbox:
     The thread keeps it answering while a test's event loop is blocked in the sync twilio client.
     """
 
-    def __init__(self, *, account_sid: str, auth_token: str, host: str = "127.0.0.1",
-                 port: int = 0, step_s: float = 0.05, deliver_to: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        step_s: float = 0.05,
+        deliver_to: str | None = None,
+    ) -> None:
         self.account_sid = account_sid
         self._token = auth_token
         self._host = host
@@ -187,11 +218,11 @@ class TelephonySandbox:
         # Listening before uvicorn runs: early clients wait in the backlog instead of failing.
         sock.listen(128)
         self.base_url = f"http://{self._host}:{sock.getsockname()[1]}"
-        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off",
-                                access_log=False)
+        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, args=(sock,),
-                                        name="telephony-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(sock,), name="telephony-sandbox", daemon=True
+        )
         self._thread.start()
 
     def _run(self, sock: socket.socket) -> None:
@@ -234,8 +265,15 @@ class TelephonySandbox:
         """How the person at this number behaves on the next calls (default: presses 1)."""
         self._callees[phone] = behaviour
 
-    def fail_next(self, resource: Resource = "Calls", *, status: int = 429, code: int = 20429,
-                  message: str = "Too Many Requests", created: bool = False) -> None:
+    def fail_next(
+        self,
+        resource: Resource = "Calls",
+        *,
+        status: int = 429,
+        code: int = 20429,
+        message: str = "Too Many Requests",
+        created: bool = False,
+    ) -> None:
         """Answer the next create on resource with this Twilio error.
 
         created=True commits the record first, like a server that crashed after the insert.
@@ -270,11 +308,13 @@ class TelephonySandbox:
         """The sandbox has played this call to its end and every callback was answered."""
         with self._lock:
             call = self._calls.get(sid)
-            return call is not None and call.ended_at is not None and not any(
-                t.get_name() == sid for t in self._tasks)
+            return (
+                call is not None
+                and call.ended_at is not None
+                and not any(t.get_name() == sid for t in self._tasks)
+            )
 
-    async def wait_for(self, predicate: Callable[[], bool],
-                       timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a bounded test helper
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a bounded test helper
         """Return once predicate() holds; it is re-checked whenever the sandbox's state changes."""
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
@@ -285,10 +325,13 @@ class TelephonySandbox:
                     await waiter[1].wait()
                     waiter[1].clear()
         except TimeoutError:
-            seen = [(c.kind, c.field("CallStatus") or c.field("MessageStatus"), c.status_code,
-                     c.error) for c in self.callbacks]
-            raise TimeoutError(f"sandbox condition not met within {timeout}s; callbacks: "
-                               f"{seen}") from None
+            seen = [
+                (c.kind, c.field("CallStatus") or c.field("MessageStatus"), c.status_code, c.error)
+                for c in self.callbacks
+            ]
+            raise TimeoutError(
+                f"sandbox condition not met within {timeout}s; callbacks: {seen}"
+            ) from None
         finally:
             with self._lock:
                 self._waiters.discard(waiter)
@@ -304,12 +347,14 @@ class TelephonySandbox:
 
     def _app(self) -> Starlette:
         base = f"/{API_VERSION}/Accounts/{{account_sid}}"
-        return Starlette(routes=[
-            Route(f"{base}/Calls.json", self._calls_endpoint, methods=["GET", "POST"]),
-            Route(f"{base}/Calls/{{sid}}.json", self._fetch_call, methods=["GET"]),
-            Route(f"{base}/Messages.json", self._messages_endpoint, methods=["GET", "POST"]),
-            Route(f"{base}/Messages/{{sid}}.json", self._fetch_message, methods=["GET"]),
-        ])
+        return Starlette(
+            routes=[
+                Route(f"{base}/Calls.json", self._calls_endpoint, methods=["GET", "POST"]),
+                Route(f"{base}/Calls/{{sid}}.json", self._fetch_call, methods=["GET"]),
+                Route(f"{base}/Messages.json", self._messages_endpoint, methods=["GET", "POST"]),
+                Route(f"{base}/Messages/{{sid}}.json", self._fetch_message, methods=["GET"]),
+            ]
+        )
 
     def _log(self, request: Request, status: int) -> None:
         with self._lock:
@@ -324,15 +369,23 @@ class TelephonySandbox:
             user, _, password = base64.b64decode(encoded).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return (hmac.compare_digest(user.encode(), self.account_sid.encode())
-                and hmac.compare_digest(password.encode(), self._token.encode())
-                and request.path_params["account_sid"] == self.account_sid)
+        return (
+            hmac.compare_digest(user.encode(), self.account_sid.encode())
+            and hmac.compare_digest(password.encode(), self._token.encode())
+            and request.path_params["account_sid"] == self.account_sid
+        )
 
     def _error(self, request: Request, status: int, code: int, message: str) -> JSONResponse:
         self._log(request, status)
-        return JSONResponse(status_code=status, content={
-            "code": code, "message": message, "status": status,
-            "more_info": f"https://www.twilio.com/docs/errors/{code}"})
+        return JSONResponse(
+            status_code=status,
+            content={
+                "code": code,
+                "message": message,
+                "status": status,
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            },
+        )
 
     def _unauthorized(self, request: Request) -> JSONResponse:
         return self._error(request, 401, 20003, "Authenticate")
@@ -363,8 +416,14 @@ class TelephonySandbox:
         injected = self._take_injected("Calls")
         if injected is not None and not injected.created:
             return self._error(request, injected.status, injected.code, injected.message)
-        call = SandboxCall(sid="CA" + uuid.uuid4().hex, account_sid=self.account_sid, to=to,
-                           from_=from_, fields=fields, date_created=datetime.now(UTC))
+        call = SandboxCall(
+            sid="CA" + uuid.uuid4().hex,
+            account_sid=self.account_sid,
+            to=to,
+            from_=from_,
+            fields=fields,
+            date_created=datetime.now(UTC),
+        )
         with self._lock:
             self._calls[call.sid] = call
         self._spawn(call.sid, self._play_call(call))
@@ -375,21 +434,33 @@ class TelephonySandbox:
 
     def _list_calls(self, request: Request) -> Response:
         q = request.query_params
-        calls = [c for c in self.calls
-                 if (not q.get("To") or c.to == q["To"])
-                 and (not q.get("From") or c.from_ == q["From"])
-                 and (not q.get("Status") or c.status == q["Status"])
-                 and _after(c.date_created, q.get("StartTime>"))]
+        calls = [
+            c
+            for c in self.calls
+            if (not q.get("To") or c.to == q["To"])
+            and (not q.get("From") or c.from_ == q["From"])
+            and (not q.get("Status") or c.status == q["Status"])
+            and _after(c.date_created, q.get("StartTime>"))
+        ]
         calls.sort(key=lambda c: c.date_created, reverse=True)  # Twilio lists newest first
         return self._page(request, "calls", [c.to_json() for c in calls])
 
     def _page(self, request: Request, key: str, records: list[dict[str, Any]]) -> Response:
         size = int(request.query_params.get("PageSize", "50"))
         self._log(request, 200)
-        return JSONResponse({
-            key: records[:size], "start": 0, "end": max(0, min(size, len(records)) - 1),
-            "page": 0, "page_size": size, "first_page_uri": request.url.path,
-            "previous_page_uri": None, "next_page_uri": None, "uri": request.url.path})
+        return JSONResponse(
+            {
+                key: records[:size],
+                "start": 0,
+                "end": max(0, min(size, len(records)) - 1),
+                "page": 0,
+                "page_size": size,
+                "first_page_uri": request.url.path,
+                "previous_page_uri": None,
+                "next_page_uri": None,
+                "uri": request.url.path,
+            }
+        )
 
     async def _fetch_call(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -406,9 +477,12 @@ class TelephonySandbox:
             return self._unauthorized(request)
         if request.method == "GET":
             q = request.query_params
-            messages = [m for m in self.messages
-                        if (not q.get("To") or m.to == q["To"])
-                        and (not q.get("From") or m.from_ == q["From"])]
+            messages = [
+                m
+                for m in self.messages
+                if (not q.get("To") or m.to == q["To"])
+                and (not q.get("From") or m.from_ == q["From"])
+            ]
             messages.sort(key=lambda m: m.date_created, reverse=True)
             return self._page(request, "messages", [m.to_json() for m in messages])
         fields = parse_qsl((await request.body()).decode(), keep_blank_values=True)
@@ -423,9 +497,15 @@ class TelephonySandbox:
         injected = self._take_injected("Messages")
         if injected is not None and not injected.created:
             return self._error(request, injected.status, injected.code, injected.message)
-        msg = SandboxMessage(sid="SM" + uuid.uuid4().hex, account_sid=self.account_sid, to=to,
-                             from_=form["From"], body=form["Body"], fields=fields,
-                             date_created=datetime.now(UTC))
+        msg = SandboxMessage(
+            sid="SM" + uuid.uuid4().hex,
+            account_sid=self.account_sid,
+            to=to,
+            from_=form["From"],
+            body=form["Body"],
+            fields=fields,
+            date_created=datetime.now(UTC),
+        )
         with self._lock:
             self._messages[msg.sid] = msg
         self._spawn(msg.sid, self._deliver_message(msg))
@@ -475,13 +555,19 @@ class TelephonySandbox:
             if not url or not (final or event in wanted):
                 return
             params = self._call_params(call, new)
-            params.update({"CallbackSource": "call-progress-events",
-                           "SequenceNumber": str(seq), "Timestamp": _rfc2822(datetime.now(UTC))})
+            params.update(
+                {
+                    "CallbackSource": "call-progress-events",
+                    "SequenceNumber": str(seq),
+                    "Timestamp": _rfc2822(datetime.now(UTC)),
+                }
+            )
             if call.answered_by:
                 params["AnsweredBy"] = call.answered_by
             if final and call.answered_by:
-                duration = str(int((call.ended_at - call.date_created).total_seconds())
-                               if call.ended_at else 0)
+                duration = str(
+                    int((call.ended_at - call.date_created).total_seconds()) if call.ended_at else 0
+                )
                 params.update({"CallDuration": duration, "Duration": duration})
             seq += 1
             await self._post("call-status", call.sid, url, params)
@@ -508,9 +594,15 @@ class TelephonySandbox:
         await status("completed", event="completed", final=True)
 
     def _call_params(self, call: SandboxCall, status: str) -> dict[str, str]:
-        return {"CallSid": call.sid, "AccountSid": call.account_sid, "From": call.from_,
-                "To": call.to, "CallStatus": status, "Direction": "outbound-api",
-                "ApiVersion": API_VERSION}
+        return {
+            "CallSid": call.sid,
+            "AccountSid": call.account_sid,
+            "From": call.from_,
+            "To": call.to,
+            "CallStatus": status,
+            "Direction": "outbound-api",
+            "ApiVersion": API_VERSION,
+        }
 
     async def _run_twiml(self, call: SandboxCall, digits: str) -> None:
         twiml = call.field("Twiml")
@@ -519,8 +611,9 @@ class TelephonySandbox:
         root = ET.fromstring(twiml)
         gather = root.find("Gather")
         for say in root.iter("Say"):
-            call.said.append((say.get("language", ""), say.get("voice", ""),
-                              (say.text or "").strip()))
+            call.said.append(
+                (say.get("language", ""), say.get("voice", ""), (say.text or "").strip())
+            )
         self._changed()
         if gather is None:
             return
@@ -547,9 +640,16 @@ class TelephonySandbox:
             self._changed()
             if not url:
                 return
-            params = {"MessageSid": msg.sid, "SmsSid": msg.sid, "AccountSid": msg.account_sid,
-                      "From": msg.from_, "To": msg.to, "MessageStatus": new, "SmsStatus": new,
-                      "ApiVersion": API_VERSION}
+            params = {
+                "MessageSid": msg.sid,
+                "SmsSid": msg.sid,
+                "AccountSid": msg.account_sid,
+                "From": msg.from_,
+                "To": msg.to,
+                "MessageStatus": new,
+                "SmsStatus": new,
+                "ApiVersion": API_VERSION,
+            }
             if msg.error_code is not None:
                 params["ErrorCode"] = str(msg.error_code)
             await self._post("sms-status", msg.sid, url, params)
@@ -566,19 +666,32 @@ class TelephonySandbox:
     async def _step(self) -> None:
         await asyncio.sleep(self._step_s)  # the callee's pace, not a wait for an event
 
-    async def _post(self, kind: Literal["call-status", "gather", "sms-status"], sid: str,
-                    url: str, params: dict[str, str]) -> None:
+    async def _post(
+        self,
+        kind: Literal["call-status", "gather", "sms-status"],
+        sid: str,
+        url: str,
+        params: dict[str, str],
+    ) -> None:
         signature = self._validator.compute_signature(url, params)
         target = url
         if self._deliver_to is not None:
             u = urlsplit(url)
-            target = urlunsplit((self._deliver_to.scheme, self._deliver_to.netloc, u.path,
-                                 u.query, ""))
-        cb = SandboxCallback(kind=kind, sid=sid, url=url, delivered_to=target,
-                             fields=list(params.items()), signature=signature)
+            target = urlunsplit(
+                (self._deliver_to.scheme, self._deliver_to.netloc, u.path, u.query, "")
+            )
+        cb = SandboxCallback(
+            kind=kind,
+            sid=sid,
+            url=url,
+            delivered_to=target,
+            fields=list(params.items()),
+            signature=signature,
+        )
         try:
-            r = await self._http.post(target, data=params,
-                                      headers={"X-Twilio-Signature": signature})
+            r = await self._http.post(
+                target, data=params, headers={"X-Twilio-Signature": signature}
+            )
             cb.status_code, cb.response_text = r.status_code, r.text
         except httpx.HTTPError as e:
             cb.error = f"{type(e).__name__}: {e}"

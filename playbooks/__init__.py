@@ -16,7 +16,9 @@ def get_playbook(name: str) -> PlaybookSpec:
     try:
         return CATALOGUE[name]()
     except KeyError:
-        raise PlaybookError(f"unknown playbook {name!r}; known: {', '.join(sorted(CATALOGUE))}") from None
+        raise PlaybookError(
+            f"unknown playbook {name!r}; known: {', '.join(sorted(CATALOGUE))}"
+        ) from None
 
 
 __all__ = ["CATALOGUE", "DEFAULT_PLAYBOOK", "get_playbook"]

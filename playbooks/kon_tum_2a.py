@@ -1,4 +1,4 @@
-"""Directive 06/2009/CT-UBND item 2a: keep command communications up during unrest, riots or sabotage.
+"""Directive 06/2009/CT-UBND item 2a: keep command communications up in unrest, riot, sabotage.
 
 Use when a duty officer declares unrest, a riot or sabotage (cable cut) in a district. It selects
 the district's circuits serving the armed forces, the Party and the State, moves them to their
@@ -28,21 +28,29 @@ def build() -> PlaybookSpec:
         incident_kinds=[IncidentKind.UNREST, IncidentKind.RIOT, IncidentKind.SABOTAGE],
         steps=[
             SelectCircuits(
-                priority_classes=[PriorityClass.ARMED_FORCES, PriorityClass.PARTY,
-                                  PriorityClass.STATE],
+                priority_classes=[
+                    PriorityClass.ARMED_FORCES,
+                    PriorityClass.PARTY,
+                    PriorityClass.STATE,
+                ],
                 max_restoration_level=5,
             ),
             CallDutyOfficers(
-                message_vi=("Cảnh báo khẩn cấp: sự cố thông tin liên lạc. Hệ thống đang chuyển các "
-                            "kênh ưu tiên sang tuyến dự phòng."),
-                message_en=("Emergency: communications incident. Priority circuits are being moved "
-                            "to their backup paths."),
+                message_vi=(
+                    "Cảnh báo khẩn cấp: sự cố thông tin liên lạc. Hệ thống đang chuyển các "
+                    "kênh ưu tiên sang tuyến dự phòng."
+                ),
+                message_en=(
+                    "Emergency: communications incident. Priority circuits are being moved "
+                    "to their backup paths."
+                ),
                 sms_fallback=True,
                 rounds=2,
             ),
             RerouteWave(name="command circuits (levels 1-2)", restoration_levels=[1, 2]),
-            RerouteWave(name="remaining priority circuits (levels 3-5)",
-                        restoration_levels=[3, 4, 5]),
+            RerouteWave(
+                name="remaining priority circuits (levels 3-5)", restoration_levels=[3, 4, 5]
+            ),
             Report(form="dossier_2c"),
         ],
         restore_on_stand_down=True,

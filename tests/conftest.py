@@ -1,4 +1,4 @@
-"""Session fixtures: one real Temporal dev server and one embedded stack (lab, sandbox, worker, API)."""
+"""Session fixtures: a real Temporal dev server and the embedded stack (lab, sandbox, API)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,16 @@ from continuity.stack import Stack, temporal_binary
 # minute timers (IOS-XE, Junos) take seconds.
 LAB_TIME_SCALE = 60.0
 TEST_TIMINGS = Timings(
-    confirm_window_s=30, revert_margin_s=3, verify_timeout_s=5, revert_wait_grace_s=15,
-    ssh_step_timeout_s=20, heartbeat_timeout_s=5, ring_timeout_s=5, escalation_delay_s=3,
-    max_parallel_devices=4, device_time_scale=LAB_TIME_SCALE,
+    confirm_window_s=30,
+    revert_margin_s=3,
+    verify_timeout_s=5,
+    revert_wait_grace_s=15,
+    ssh_step_timeout_s=20,
+    heartbeat_timeout_s=5,
+    ring_timeout_s=5,
+    escalation_delay_s=3,
+    max_parallel_devices=4,
+    device_time_scale=LAB_TIME_SCALE,
 )
 
 
@@ -31,18 +38,25 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         data_converter=pydantic_data_converter,
         # Timers on a 10 ms grid instead of 1 s, so sub-second windows behave.
-        dev_server_extra_args=["--dynamic-config-value",
-                               'history.timerProcessorMaxTimeShift="10ms"'],
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            'history.timerProcessorMaxTimeShift="10ms"',
+        ],
     )
     yield env
     await env.shutdown()
 
 
 @pytest_asyncio.fixture(scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory,
-                temporal_env: WorkflowEnvironment) -> AsyncIterator[Stack]:
-    s = Stack(data_dir=tmp_path_factory.mktemp("stack"), timings=TEST_TIMINGS,
-              lab_time_scale=LAB_TIME_SCALE, temporal_client=temporal_env.client)
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, temporal_env: WorkflowEnvironment
+) -> AsyncIterator[Stack]:
+    s = Stack(
+        data_dir=tmp_path_factory.mktemp("stack"),
+        timings=TEST_TIMINGS,
+        lab_time_scale=LAB_TIME_SCALE,
+        temporal_client=temporal_env.client,
+    )
     await s.start()
     yield s
     await s.stop()
@@ -58,11 +72,17 @@ async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 def auth(stack: Stack) -> Callable[[Role], dict[str, str]]:
     def _auth(role: Role) -> dict[str, str]:
         return {"Authorization": f"Bearer {stack.tokens[role]}"}
+
     return _auth
 
 
-async def wait_until(predicate: Callable[[], object], *, timeout_s: float = 30,
-                     interval_s: float = 0.2, what: str = "condition") -> object:
+async def wait_until(
+    predicate: Callable[[], object],
+    *,
+    timeout_s: float = 30,
+    interval_s: float = 0.2,
+    what: str = "condition",
+) -> object:
     """Poll an async or sync predicate until it is truthy; fail with `what` after the deadline."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:

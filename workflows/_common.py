@@ -24,7 +24,6 @@ SEND_SMS = "send_sms"
 WRITE_REPORT = "write_report"
 
 
-
 def ssh_retry(*, attempts: int, initial_s: float) -> RetryPolicy:
     """A dropped session or an unreachable device is worth a few tries; an auth failure,
     a host-key mismatch or a CLI rejection is not."""

@@ -1,8 +1,7 @@
-"""DeviceChangeWorkflow: one device, one wave: precheck, apply with auto-revert, verify, confirm or roll back."""
+"""DeviceChangeWorkflow: one device, one wave: precheck, apply, verify, confirm or roll back."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -65,12 +64,16 @@ class DeviceChangeWorkflow:
         )
         # The lease outlives the longest honest step sequence, so a dead worker's lock expires.
         lease_s = (
-            t.confirm_window_s + t.verify_timeout_s + t.revert_margin_s
-            + t.revert_wait_grace_s + 4 * t.ssh_step_timeout_s
+            t.confirm_window_s
+            + t.verify_timeout_s
+            + t.revert_margin_s
+            + t.revert_wait_grace_s
+            + 4 * t.ssh_step_timeout_s
         )
         lock = LockInput(device=inp.device.name, holder=inp.change_id, lease_s=lease_s)
         await workflow.execute_activity(
-            LOCK_DEVICE, lock,
+            LOCK_DEVICE,
+            lock,
             start_to_close_timeout=timedelta(seconds=30),
             schedule_to_close_timeout=timedelta(seconds=lease_s + 60),
             retry_policy=LOCK_RETRY,
@@ -105,7 +108,7 @@ class DeviceChangeWorkflow:
                     timeout=timedelta(seconds=t.confirm_window_s),
                     timeout_summary="operator-confirmation",
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self._no_confirmation(session, applied)
                 return self._record
             decision = self._decision
@@ -120,21 +123,29 @@ class DeviceChangeWorkflow:
                 await self._set(ChangeState.ROLLED_BACK, f"rejected by {decision.operator_id}")
             return self._record
         except ActivityError as e:
-            await self._failed(e, session, applied_maybe=self._record.state is not ChangeState.PENDING)
+            await self._failed(
+                e, session, applied_maybe=self._record.state is not ChangeState.PENDING
+            )
             return self._record
         finally:
             await workflow.execute_activity(
-                UNLOCK_DEVICE, lock,
+                UNLOCK_DEVICE,
+                lock,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )
 
     @workflow.signal(name="decide")
     def decide(self, decision: ChangeDecisionInput) -> None:
-        if self._decision is not None or self._record.state is not ChangeState.AWAITING_CONFIRMATION:
+        if (
+            self._decision is not None
+            or self._record.state is not ChangeState.AWAITING_CONFIRMATION
+        ):
             # A late or second answer: accepted by the playbook, recorded here, changes nothing.
-            self._note(f"late decision {decision.decision} by {decision.operator_id} ignored "
-                       f"(change {self._record.state})")
+            self._note(
+                f"late decision {decision.decision} by {decision.operator_id} ignored "
+                f"(change {self._record.state})"
+            )
             return
         self._decision = decision
 
@@ -144,22 +155,35 @@ class DeviceChangeWorkflow:
 
     # --- steps ---------------------------------------------------------------------------
 
-    async def _ssh(self, name: str, arg: object, result_type: type, *, heartbeat: bool = False,
-                   timeout_s: float | None = None):  # type: ignore[no-untyped-def]
+    async def _ssh(
+        self,
+        name: str,
+        arg: object,
+        result_type: type,
+        *,
+        heartbeat: bool = False,
+        timeout_s: float | None = None,
+    ):  # type: ignore[no-untyped-def]
         t = self._inp.timings
         return await workflow.execute_activity(
-            name, arg,
+            name,
+            arg,
             result_type=result_type,
             start_to_close_timeout=timedelta(seconds=timeout_s or t.ssh_step_timeout_s),
             heartbeat_timeout=timedelta(seconds=t.heartbeat_timeout_s) if heartbeat else None,
             retry_policy=ssh_retry(attempts=t.ssh_attempts, initial_s=t.ssh_retry_initial_s),
         )
 
-    async def _verify(self, session: DeviceSessionInput, *, expect: str, timeout_s: float) -> VerifyResult:
+    async def _verify(
+        self, session: DeviceSessionInput, *, expect: str, timeout_s: float
+    ) -> VerifyResult:
         t = self._inp.timings
         res: VerifyResult = await self._ssh(
-            VERIFY_CHANGE, VerifyInput(session=session, expect=expect, timeout_s=timeout_s),  # type: ignore[arg-type]
-            VerifyResult, heartbeat=True, timeout_s=timeout_s + t.ssh_step_timeout_s,
+            VERIFY_CHANGE,
+            VerifyInput(session=session, expect=expect, timeout_s=timeout_s),  # type: ignore[arg-type]
+            VerifyResult,
+            heartbeat=True,
+            timeout_s=timeout_s + t.ssh_step_timeout_s,
         )
         if res.transcript:
             self._record.transcripts.append(res.transcript)
@@ -177,8 +201,11 @@ class DeviceChangeWorkflow:
         if res.transcript:
             self._record.transcripts.append(res.transcript)
         self._record.commands = [*self._record.commands, *res.commands]
-        back = await self._verify(session, expect="original", timeout_s=self._inp.timings.verify_timeout_s)
-        self._note(f"rolled back ({reason}); original path {'verified' if back.ok else 'NOT verified: ' + back.detail}")
+        back = await self._verify(
+            session, expect="original", timeout_s=self._inp.timings.verify_timeout_s
+        )
+        verdict = "verified" if back.ok else f"NOT verified: {back.detail}"
+        self._note(f"rolled back ({reason}); original path {verdict}")
 
     async def _no_confirmation(self, session: DeviceSessionInput, applied: ApplyResult) -> None:
         t = self._inp.timings
@@ -188,20 +215,28 @@ class DeviceChangeWorkflow:
             reverted: VerifyResult = await self._ssh(
                 AWAIT_DEVICE_REVERT,
                 VerifyInput(session=session, expect="original", timeout_s=window),
-                VerifyResult, heartbeat=True, timeout_s=window + t.ssh_step_timeout_s,
+                VerifyResult,
+                heartbeat=True,
+                timeout_s=window + t.ssh_step_timeout_s,
             )
             if reverted.transcript:
                 self._record.transcripts.append(reverted.transcript)
             if reverted.ok:
-                await self._set(ChangeState.REVERTED_BY_DEVICE,
-                                f"no confirmation in {t.confirm_window_s:g}s; {reverted.detail}")
+                await self._set(
+                    ChangeState.REVERTED_BY_DEVICE,
+                    f"no confirmation in {t.confirm_window_s:g}s; {reverted.detail}",
+                )
                 return
             self._note(f"device did not revert by itself: {reverted.detail}")
         await self._rollback(session, reason="no confirmation")
-        await self._set(ChangeState.ROLLED_BACK,
-                        f"no confirmation in {t.confirm_window_s:g}s; reverted by the orchestrator")
+        await self._set(
+            ChangeState.ROLLED_BACK,
+            f"no confirmation in {t.confirm_window_s:g}s; reverted by the orchestrator",
+        )
 
-    async def _failed(self, e: ActivityError, session: DeviceSessionInput, *, applied_maybe: bool) -> None:
+    async def _failed(
+        self, e: ActivityError, session: DeviceSessionInput, *, applied_maybe: bool
+    ) -> None:
         cause = e.cause
         if isinstance(cause, ApplicationError):
             self._record.error_type = cause.type or "ApplicationError"
@@ -231,5 +266,7 @@ class DeviceChangeWorkflow:
             )
 
     def _note(self, text: str) -> None:
-        self._record.events.append(TimelineEntry(at=workflow.now(), event=self._record.change_id, detail=text))
+        self._record.events.append(
+            TimelineEntry(at=workflow.now(), event=self._record.change_id, detail=text)
+        )
         workflow.logger.info("%s: %s", self._record.change_id, text)

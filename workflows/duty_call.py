@@ -1,8 +1,8 @@
-"""DutyCallWorkflow: phone duty officers in escalation order until one presses 1; SMS as fallback."""
+"""DutyCallWorkflow: phone duty officers in escalation order until one presses 1; SMS fallback."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from datetime import timedelta
 
 from temporalio import workflow
@@ -42,15 +42,21 @@ class DutyCallWorkflow:
         for _round in range(inp.rounds):
             for officer in officers:
                 attempt += 1
-                record = CallAttempt(officer_id=officer.id, officer_name=officer.name,
-                                     at=workflow.now())
+                record = CallAttempt(
+                    officer_id=officer.id, officer_name=officer.name, at=workflow.now()
+                )
                 self._attempts[attempt] = record
                 try:
                     placed: PlaceCallResult = await workflow.execute_activity(
                         PLACE_CALL,
-                        PlaceCallInput(incident_id=inp.incident_id, attempt=attempt, officer=officer,
-                                       message_vi=inp.message_vi, message_en=inp.message_en,
-                                       ring_timeout_s=t.ring_timeout_s),
+                        PlaceCallInput(
+                            incident_id=inp.incident_id,
+                            attempt=attempt,
+                            officer=officer,
+                            message_vi=inp.message_vi,
+                            message_en=inp.message_en,
+                            ring_timeout_s=t.ring_timeout_s,
+                        ),
                         result_type=PlaceCallResult,
                         start_to_close_timeout=timedelta(seconds=30),
                         retry_policy=TELEPHONY_RETRY,
@@ -63,11 +69,11 @@ class DutyCallWorkflow:
                 if record.error is None:
                     try:
                         await workflow.wait_condition(
-                            lambda: self._acked_by is not None or record.status in _FINAL_STATUSES,
+                            functools.partial(self._settled, record),
                             timeout=timedelta(seconds=t.escalation_delay_s),
                             timeout_summary="await-acknowledgement",
                         )
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         record.status = f"{record.status} (no answer in {t.escalation_delay_s:g}s)"
                 if self._acked_by is not None:
                     return self._result()
@@ -92,21 +98,31 @@ class DutyCallWorkflow:
             if self._acked_by is None:
                 self._acked_by = rec.officer_id
 
+    def _settled(self, rec: CallAttempt) -> bool:
+        """Someone acknowledged, or this call ended without a "1": time to move on."""
+        return self._acked_by is not None or rec.status in _FINAL_STATUSES
+
     @workflow.query(name="calls")
     def calls(self) -> DutyCallResult:
         return self._result()
 
     def _result(self) -> DutyCallResult:
-        return DutyCallResult(acknowledged_by=self._acked_by,
-                              attempts=[self._attempts[k] for k in sorted(self._attempts)])
+        return DutyCallResult(
+            acknowledged_by=self._acked_by,
+            attempts=[self._attempts[k] for k in sorted(self._attempts)],
+        )
 
     async def _sms(self, inp: DutyCallInput, officer: DutyOfficer, *, attempt: int) -> None:
         body = inp.message_vi if officer.language is Language.VI else inp.message_en
         try:
             sent: SendSmsResult = await workflow.execute_activity(
                 SEND_SMS,
-                SendSmsInput(incident_id=inp.incident_id, key=f"fallback-{attempt}", officer=officer,
-                             body=body),
+                SendSmsInput(
+                    incident_id=inp.incident_id,
+                    key=f"fallback-{attempt}",
+                    officer=officer,
+                    body=body,
+                ),
                 result_type=SendSmsResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=TELEPHONY_RETRY,

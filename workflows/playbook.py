@@ -1,4 +1,4 @@
-"""PlaybookWorkflow: interprets a playbook spec for one incident; the incident id is the workflow id."""
+"""PlaybookWorkflow: interprets a playbook spec for one incident; incident id = workflow id."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ class PlaybookWorkflow:
     def __init__(self, inp: PlaybookRunInput) -> None:
         self._inp = inp
         self._status = IncidentStatus(
-            incident=inp.incident, playbook=f"{inp.playbook.name} v{inp.playbook.version}",
+            incident=inp.incident,
+            playbook=f"{inp.playbook.name} v{inp.playbook.version}",
             playbook_sha256=inp.playbook_sha256,
         )
         self._selected: list[Circuit] = []
@@ -75,11 +76,14 @@ class PlaybookWorkflow:
     @workflow.run
     async def run(self, inp: PlaybookRunInput) -> PlaybookRunResult:
         if spec_sha256(inp.playbook) != inp.playbook_sha256:
-            raise ApplicationError("playbook spec does not match its SHA-256", type="PlaybookError",
-                                   non_retryable=True)
+            raise ApplicationError(
+                "playbook spec does not match its SHA-256", type="PlaybookError", non_retryable=True
+            )
         incident = inp.incident
-        self._note("declared", f"{incident.kind} in {incident.area} by {incident.declared_by}: "
-                               f"{incident.description}")
+        self._note(
+            "declared",
+            f"{incident.kind} in {incident.area} by {incident.declared_by}: {incident.description}",
+        )
         self._note("playbook", f"{self._status.playbook} sha256 {inp.playbook_sha256[:16]}")
         calls: workflow.ChildWorkflowHandle | None = None
         wave = 0
@@ -100,8 +104,12 @@ class PlaybookWorkflow:
             result: DutyCallResult = await calls
             self._status.calls = result.attempts
             self._status.acknowledged_by = result.acknowledged_by
-            self._note("calls", f"acknowledged by {result.acknowledged_by}" if result.acknowledged_by
-                       else "nobody acknowledged; SMS sent as fallback")
+            self._note(
+                "calls",
+                f"acknowledged by {result.acknowledged_by}"
+                if result.acknowledged_by
+                else "nobody acknowledged; SMS sent as fallback",
+            )
         self._status.phase = "active"
         self._note("active", self._summary())
         await workflow.wait_condition(lambda: self._stand_down is not None)
@@ -115,8 +123,10 @@ class PlaybookWorkflow:
         self._note("closed", self._status.outcome)
         await self._report("timeline")
         return PlaybookRunResult(
-            incident_id=incident.id, outcome=self._status.outcome,
-            changes=list(self._changes.values()), calls=self._status.calls,
+            incident_id=incident.id,
+            outcome=self._status.outcome,
+            changes=list(self._changes.values()),
+            calls=self._status.calls,
             acknowledged_by=self._status.acknowledged_by,
         )
 
@@ -129,11 +139,16 @@ class PlaybookWorkflow:
         if allowed and d.operator_id not in allowed:
             # A business refusal, not a malformed request: accepted so the history shows it.
             self._status.decisions_refused += 1
-            self._note("decision refused", f"{d.operator_id} may not decide {d.change_id} "
-                                           f"(confirmers: {', '.join(allowed)})")
+            self._note(
+                "decision refused",
+                f"{d.operator_id} may not decide {d.change_id} (confirmers: {', '.join(allowed)})",
+            )
             return rec
-        self._note("decision", f"{d.decision} {d.change_id} by {d.operator_id}"
-                               + (f": {d.reason}" if d.reason else ""))
+        self._note(
+            "decision",
+            f"{d.decision} {d.change_id} by {d.operator_id}"
+            + (f": {d.reason}" if d.reason else ""),
+        )
         await self._children[d.change_id].signal(DeviceChangeWorkflow.decide, d)
         return rec
 
@@ -146,8 +161,10 @@ class PlaybookWorkflow:
         if rec is None:
             raise ApplicationError(f"unknown change {d.change_id!r}", type="UnknownChange")
         if rec.state is not ChangeState.AWAITING_CONFIRMATION:
-            raise ApplicationError(f"change {d.change_id} is {rec.state.value}, not awaiting "
-                                   "confirmation", type="ChangeNotPending")
+            raise ApplicationError(
+                f"change {d.change_id} is {rec.state.value}, not awaiting confirmation",
+                type="ChangeNotPending",
+            )
 
     @workflow.signal(name=CHANGE_UPDATED_SIGNAL)
     def change_updated(self, rec: ChangeRecord) -> None:
@@ -169,15 +186,20 @@ class PlaybookWorkflow:
     def _select(self, step: SelectCircuits) -> None:
         area = self._inp.incident.area
         chosen = [
-            c for c in self._inp.inventory.circuits
-            if c.area == area and c.priority_class in step.priority_classes
+            c
+            for c in self._inp.inventory.circuits
+            if c.area == area
+            and c.priority_class in step.priority_classes
             and c.restoration_level <= step.max_restoration_level
         ]
         chosen.sort(key=lambda c: (c.restoration_level, _CLASS_ORDER.index(c.priority_class), c.id))
         self._selected = chosen
         self._status.circuits = [c.id for c in chosen]
-        self._note("selected", f"{len(chosen)} priority circuits in {area}: "
-                               + ", ".join(f"{c.id}(L{c.restoration_level})" for c in chosen))
+        self._note(
+            "selected",
+            f"{len(chosen)} priority circuits in {area}: "
+            + ", ".join(f"{c.id}(L{c.restoration_level})" for c in chosen),
+        )
 
     def _device_batches(self, circuits: list[Circuit]) -> list[tuple[str, list[RouteChange]]]:
         """All circuits of one device in one batch; devices with the highest priority first."""
@@ -190,12 +212,19 @@ class PlaybookWorkflow:
     async def _reroute_wave(self, wave: int, step: RerouteWave) -> None:
         circuits = [c for c in self._selected if c.restoration_level in step.restoration_levels]
         if not circuits:
-            self._note(f"wave {wave}", f"{step.name}: no circuits at levels {step.restoration_levels}")
+            self._note(
+                f"wave {wave}", f"{step.name}: no circuits at levels {step.restoration_levels}"
+            )
             return
         self._status.phase = f"wave {wave}: {step.name}"
         self._note(f"wave {wave}", f"{step.name}: {len(circuits)} circuits")
-        await self._run_changes(wave, self._device_batches(circuits), direction="reroute",
-                                confirmers=list(step.confirmers), require_confirmation=True)
+        await self._run_changes(
+            wave,
+            self._device_batches(circuits),
+            direction="reroute",
+            confirmers=list(step.confirmers),
+            require_confirmation=True,
+        )
 
     async def _restore(self) -> None:
         confirmed = [r for r in self._changes.values() if r.state is ChangeState.CONFIRMED]
@@ -209,31 +238,55 @@ class PlaybookWorkflow:
             for cid in rec.circuits:
                 for p in by_id[cid].paths:
                     if p.device == rec.device:
-                        batches.setdefault(rec.device, []).append(RouteChange(circuit_id=cid, path=p))
-        self._note("restore", f"moving {sum(len(v) for v in batches.values())} circuit paths back "
-                              f"to primary on {len(batches)} devices")
-        await self._run_changes(0, list(batches.items()), direction="restore", confirmers=[],
-                                require_confirmation=False)
+                        batches.setdefault(rec.device, []).append(
+                            RouteChange(circuit_id=cid, path=p)
+                        )
+        self._note(
+            "restore",
+            f"moving {sum(len(v) for v in batches.values())} circuit paths back "
+            f"to primary on {len(batches)} devices",
+        )
+        await self._run_changes(
+            0, list(batches.items()), direction="restore", confirmers=[], require_confirmation=False
+        )
 
-    async def _run_changes(self, wave: int, batches: list[tuple[str, list[RouteChange]]], *,
-                           direction: str, confirmers: list[str], require_confirmation: bool) -> None:
+    async def _run_changes(
+        self,
+        wave: int,
+        batches: list[tuple[str, list[RouteChange]]],
+        *,
+        direction: str,
+        confirmers: list[str],
+        require_confirmation: bool,
+    ) -> None:
         inp = self._inp
         limit = asyncio.Semaphore(inp.timings.max_parallel_devices)
 
         async def one(device_name: str, changes: list[RouteChange]) -> None:
-            cid = (change_id(inp.incident.id, device_name, wave) if direction == "reroute"
-                   else f"restore-{inp.incident.id}-{device_name}")
-            self._changes[cid] = ChangeRecord(change_id=cid, device=device_name, wave=wave,
-                                              circuits=[c.circuit_id for c in changes])
+            cid = (
+                change_id(inp.incident.id, device_name, wave)
+                if direction == "reroute"
+                else f"restore-{inp.incident.id}-{device_name}"
+            )
+            self._changes[cid] = ChangeRecord(
+                change_id=cid,
+                device=device_name,
+                wave=wave,
+                circuits=[c.circuit_id for c in changes],
+            )
             self._confirmers[cid] = confirmers
             async with limit:
                 handle = await workflow.start_child_workflow(
                     DeviceChangeWorkflow.run,
                     DeviceChangeInput(
-                        incident_id=inp.incident.id, change_id=cid,
-                        device=inp.inventory.device(device_name), wave=wave,
-                        direction=direction, changes=changes,  # type: ignore[arg-type]
-                        require_confirmation=require_confirmation, timings=inp.timings,
+                        incident_id=inp.incident.id,
+                        change_id=cid,
+                        device=inp.inventory.device(device_name),
+                        wave=wave,
+                        direction=direction,
+                        changes=changes,  # type: ignore[arg-type]
+                        require_confirmation=require_confirmation,
+                        timings=inp.timings,
                     ),
                     id=cid,
                 )
@@ -251,13 +304,20 @@ class PlaybookWorkflow:
 
     async def _start_calls(self, step: CallDutyOfficers) -> workflow.ChildWorkflowHandle:
         inp = self._inp
-        self._note("calls", f"phoning {len(inp.inventory.duty_officers)} duty officers in "
-                            "escalation order")
+        self._note(
+            "calls", f"phoning {len(inp.inventory.duty_officers)} duty officers in escalation order"
+        )
         return await workflow.start_child_workflow(
             DutyCallWorkflow.run,
-            DutyCallInput(incident_id=inp.incident.id, officers=inp.inventory.duty_officers,
-                          message_vi=step.message_vi, message_en=step.message_en,
-                          sms_fallback=step.sms_fallback, rounds=step.rounds, timings=inp.timings),
+            DutyCallInput(
+                incident_id=inp.incident.id,
+                officers=inp.inventory.duty_officers,
+                message_vi=step.message_vi,
+                message_en=step.message_en,
+                sms_fallback=step.sms_fallback,
+                rounds=step.rounds,
+                timings=inp.timings,
+            ),
             id=calls_workflow_id(inp.incident.id),
         )
 
@@ -266,8 +326,12 @@ class PlaybookWorkflow:
             body = step.message_vi if officer.language is Language.VI else step.message_en
             sent: SendSmsResult = await workflow.execute_activity(
                 SEND_SMS,
-                SendSmsInput(incident_id=self._inp.incident.id, key=f"{key}-{officer.id}",
-                             officer=officer, body=body),
+                SendSmsInput(
+                    incident_id=self._inp.incident.id,
+                    key=f"{key}-{officer.id}",
+                    officer=officer,
+                    body=body,
+                ),
                 result_type=SendSmsResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=TELEPHONY_RETRY,
@@ -277,8 +341,11 @@ class PlaybookWorkflow:
     async def _report(self, form: str) -> None:
         res: ReportResult = await workflow.execute_activity(
             WRITE_REPORT,
-            ReportInput(incident_id=self._inp.incident.id, form=form,  # type: ignore[arg-type]
-                        status_json=self.status().model_dump_json()),
+            ReportInput(
+                incident_id=self._inp.incident.id,
+                form=form,  # type: ignore[arg-type]
+                status_json=self.status().model_dump_json(),
+            ),
             result_type=ReportResult,
             start_to_close_timeout=STORE_TIMEOUT,
             retry_policy=STORE_RETRY,
@@ -291,17 +358,24 @@ class PlaybookWorkflow:
         recs = [r for r in self._changes.values() if not r.change_id.startswith("restore-")]
         rerouted = {c for r in recs if r.state is ChangeState.CONFIRMED for c in r.circuits}
         failed = {c for r in recs if r.state is not ChangeState.CONFIRMED for c in r.circuits}
-        restored = [r for r in self._changes.values()
-                    if r.change_id.startswith("restore-") and r.state is ChangeState.CONFIRMED]
-        parts = [f"{len(rerouted - failed)}/{len(self._selected)} priority circuits rerouted and "
-                 "confirmed"]
+        restored = [
+            r
+            for r in self._changes.values()
+            if r.change_id.startswith("restore-") and r.state is ChangeState.CONFIRMED
+        ]
+        parts = [
+            f"{len(rerouted - failed)}/{len(self._selected)} priority circuits rerouted and "
+            "confirmed"
+        ]
         if failed:
             parts.append(f"not rerouted: {', '.join(sorted(failed))}")
         if self._status.acknowledged_by:
             parts.append(f"acknowledged by {self._status.acknowledged_by}")
         if self._status.stood_down:
-            parts.append(f"stood down by {self._status.stood_down_by}; "
-                         f"{len(restored)} devices restored to primary paths")
+            parts.append(
+                f"stood down by {self._status.stood_down_by}; "
+                f"{len(restored)} devices restored to primary paths"
+            )
         return "; ".join(parts)
 
     def _note(self, event: str, detail: str = "") -> None:

@@ -135,7 +135,8 @@ class JuniperJunos(Dialect):
         return (
             f"set interfaces {ifd} unit {unit} family inet filter input {name}" in lines
             and f"set routing-instances {name} routing-options static route 0.0.0.0/0"
-            f" next-hop {path.backup.address}" in lines
+            f" next-hop {path.backup.address}"
+            in lines
         )
 
 

@@ -40,8 +40,11 @@ async def _confirm_all_until_active(api, auth, incident_id: str) -> IncidentStat
         st = await _status(api, auth, incident_id)
         for rec in st.changes:
             if rec.state is ChangeState.AWAITING_CONFIRMATION and rec.change_id not in decided:
-                r = await api.post(f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
-                                   headers=auth(Role.OPERATOR), json={"decision": "confirm"})
+                r = await api.post(
+                    f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
+                    headers=auth(Role.OPERATOR),
+                    json={"decision": "confirm"},
+                )
                 assert r.status_code == 200, r.text
                 decided.add(rec.change_id)
         return st if st.phase == "active" else None
@@ -52,8 +55,11 @@ async def _confirm_all_until_active(api, auth, incident_id: str) -> IncidentStat
 async def test_incident_declared_confirmed_acknowledged_stood_down_completes(stack, api, auth):
     area = "thanh-pho-kon-tum"
     assert _routes_point_to(stack, area, "primary")
-    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER),
-                       json={"kind": "sabotage", "area": area, "description": "fibre cut at Ya Chim"})
+    r = await api.post(
+        "/incidents",
+        headers=auth(Role.DUTY_OFFICER),
+        json={"kind": "sabotage", "area": area, "description": "fibre cut at Ya Chim"},
+    )
     assert r.status_code == 201, r.text
     incident_id = r.json()["id"]
 
@@ -68,8 +74,11 @@ async def test_incident_declared_confirmed_acknowledged_stood_down_completes(sta
     levels = {c.id: c.restoration_level for c in inv.circuits}
     assert [levels[c] for c in active.circuits] == sorted(levels[c] for c in active.circuits)
 
-    r = await api.post(f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER),
-                       json={"reason": "route repaired"})
+    r = await api.post(
+        f"/incidents/{incident_id}/stand-down",
+        headers=auth(Role.DUTY_OFFICER),
+        json={"reason": "route repaired"},
+    )
     assert r.status_code == 202
     result = await stack.client.get_workflow_handle(incident_id).result()
     assert "stood down" in result["outcome"]
@@ -107,9 +116,11 @@ async def _reject_all_and_close(stack, api, auth, incident_id: str) -> IncidentS
         st = await _status(api, auth, incident_id)
         for rec in st.changes:
             if rec.state is ChangeState.AWAITING_CONFIRMATION and rec.change_id not in decided:
-                r = await api.post(f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
-                                   headers=auth(Role.OPERATOR),
-                                   json={"decision": "reject", "reason": "backup path congested"})
+                r = await api.post(
+                    f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
+                    headers=auth(Role.OPERATOR),
+                    json={"decision": "reject", "reason": "backup path congested"},
+                )
                 assert r.status_code == 200, r.text
                 decided.add(rec.change_id)
         return st if st.phase == "active" else None
@@ -124,8 +135,9 @@ async def test_change_rejected_by_operator_device_back_to_original(stack, api, a
     area = "dak-to"
     device = "dt-agg-01"
     before = stack.network.devices[device].static_routes()
-    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER),
-                       json={"kind": "unrest", "area": area})
+    r = await api.post(
+        "/incidents", headers=auth(Role.DUTY_OFFICER), json={"kind": "unrest", "area": area}
+    )
     incident_id = r.json()["id"]
     st = await _reject_all_and_close(stack, api, auth, incident_id)
     assert st.changes and all(rec.state is ChangeState.ROLLED_BACK for rec in st.changes)
@@ -136,11 +148,15 @@ async def test_change_rejected_by_operator_device_back_to_original(stack, api, a
 
 
 async def test_decision_on_change_not_pending_conflict(stack, api, auth):
-    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER),
-                       json={"kind": "riot", "area": "ngoc-hoi"})
+    r = await api.post(
+        "/incidents", headers=auth(Role.DUTY_OFFICER), json={"kind": "riot", "area": "ngoc-hoi"}
+    )
     incident_id = r.json()["id"]
-    r = await api.post(f"/incidents/{incident_id}/changes/change-nope/decision",
-                       headers=auth(Role.OPERATOR), json={"decision": "confirm"})
+    r = await api.post(
+        f"/incidents/{incident_id}/changes/change-nope/decision",
+        headers=auth(Role.OPERATOR),
+        json={"decision": "confirm"},
+    )
     assert r.status_code == 404
     assert r.json()["error"] == "UnknownChange"
     await _reject_all_and_close(stack, api, auth, incident_id)
@@ -158,8 +174,11 @@ async def test_decision_on_change_not_pending_conflict(stack, api, auth):
 )
 async def test_auth_missing_or_wrong_role_refused(api, auth, role, method, path, expected):
     headers = auth(role) if role else {}
-    r = await getattr(api, method)(path, headers=headers,
-                                   **({"json": {"kind": "riot", "area": "dak-ha"}} if method == "post" else {}))
+    r = await getattr(api, method)(
+        path,
+        headers=headers,
+        **({"json": {"kind": "riot", "area": "dak-ha"}} if method == "post" else {}),
+    )
     assert r.status_code == expected, r.text
 
 
@@ -181,7 +200,9 @@ async def test_unknown_token_unauthenticated(api):
 )
 async def test_declare_bad_input_unprocessable_nothing_started(stack, api, auth, body):
     incident_id = f"INC-bad-{uuid.uuid4().hex[:8]}"
-    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER), json={"id": incident_id, **body})
+    r = await api.post(
+        "/incidents", headers=auth(Role.DUTY_OFFICER), json={"id": incident_id, **body}
+    )
     assert r.status_code == 422, r.text
     with pytest.raises(RPCError) as e:
         await stack.client.get_workflow_handle(incident_id).describe()
@@ -189,18 +210,25 @@ async def test_declare_bad_input_unprocessable_nothing_started(stack, api, auth,
 
 
 async def test_declare_malformed_incident_id_unprocessable(api, auth):
-    r = await api.post("/incidents", headers=auth(Role.DUTY_OFFICER),
-                       json={"id": "INC 1 `reload`", "kind": "riot", "area": "dak-ha"})
+    r = await api.post(
+        "/incidents",
+        headers=auth(Role.DUTY_OFFICER),
+        json={"id": "INC 1 `reload`", "kind": "riot", "area": "dak-ha"},
+    )
     assert r.status_code == 422
 
 
 async def test_twilio_webhook_forged_signature_forbidden(api):
-    r = await api.post("/twilio/voice/gather?incident=INC-x&attempt=1&nonce=abc",
-                       data={"CallSid": "CA123", "Digits": "1"},
-                       headers={"X-Twilio-Signature": "Zm9yZ2Vk"})
+    r = await api.post(
+        "/twilio/voice/gather?incident=INC-x&attempt=1&nonce=abc",
+        data={"CallSid": "CA123", "Digits": "1"},
+        headers={"X-Twilio-Signature": "Zm9yZ2Vk"},
+    )
     assert r.status_code == 403
-    r = await api.post("/twilio/voice/status?incident=INC-x&attempt=1&nonce=abc",
-                       data={"CallSid": "CA123", "CallStatus": "completed"})
+    r = await api.post(
+        "/twilio/voice/status?incident=INC-x&attempt=1&nonce=abc",
+        data={"CallSid": "CA123", "CallStatus": "completed"},
+    )
     assert r.status_code == 403
 
 

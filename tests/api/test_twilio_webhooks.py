@@ -32,8 +32,9 @@ from lab.telephony import CalleeBehaviour, SandboxCallback, TelephonySandbox
 
 SID = "AC" + "3" * 32
 TOKEN = "webhook-token-5e4d3c2b1a09"
-OFFICER = DutyOfficer(id="do-1", name="Lê Văn C", phone="+84902220001", language=Language.VI,
-                      escalation_order=1)
+OFFICER = DutyOfficer(
+    id="do-1", name="Lê Văn C", phone="+84902220001", language=Language.VI, escalation_order=1
+)
 
 
 @workflow.defn(name="WebhookSink")
@@ -68,27 +69,35 @@ class Bench:
     app: FastAPI
 
     async def place_call(self, incident: str, attempt: int = 1) -> PlaceCallResult:
-        inp = PlaceCallInput(incident_id=incident, attempt=attempt, officer=OFFICER,
-                             message_vi="Sự cố khẩn cấp.", message_en="Emergency.",
-                             ring_timeout_s=20)
+        inp = PlaceCallInput(
+            incident_id=incident,
+            attempt=attempt,
+            officer=OFFICER,
+            message_vi="Sự cố khẩn cấp.",
+            message_en="Emergency.",
+            ring_timeout_s=20,
+        )
         return await asyncio.to_thread(ActivityEnvironment().run, self.acts.place_call, inp)
 
-    async def finished_call(self, incident: str, behaviour: CalleeBehaviour = "press_1"
-                            ) -> PlaceCallResult:
+    async def finished_call(
+        self, incident: str, behaviour: CalleeBehaviour = "press_1"
+    ) -> PlaceCallResult:
         self.sandbox.set_callee(OFFICER.phone, behaviour)
         result = await self.place_call(incident)
         await self.sandbox.wait_for(lambda: self.sandbox.call_finished(result.call_sid))
         return result
 
     async def start_sink(self, incident: str) -> WorkflowHandle[WebhookSink, None]:
-        return await self.temporal.start_workflow(WebhookSink.run, id=f"calls-{incident}",
-                                                  task_queue=self.task_queue)
+        return await self.temporal.start_workflow(
+            WebhookSink.run, id=f"calls-{incident}", task_queue=self.task_queue
+        )
 
     def nonce(self, incident: str, attempt: int = 1) -> str:
         row = self.store.call_for_attempt(incident, attempt)
         assert row is not None
-        return callback_nonce(self.settings, kind="call", incident_id=incident,
-                              ref=str(attempt), row_id=row.id)
+        return callback_nonce(
+            self.settings, kind="call", incident_id=incident, ref=str(attempt), row_id=row.id
+        )
 
 
 def _listening_socket() -> socket.socket:
@@ -99,17 +108,25 @@ def _listening_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def bench(tmp_path: Path, temporal: Client, *,
-                public_base_url: str | None = None) -> AsyncIterator[Bench]:
+async def bench(
+    tmp_path: Path, temporal: Client, *, public_base_url: str | None = None
+) -> AsyncIterator[Bench]:
     sock = _listening_socket()
     api_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     # With a public base that is not the API's own address the sandbox plays the reverse proxy.
-    sandbox = TelephonySandbox(account_sid=SID, auth_token=TOKEN, step_s=0.02,
-                               deliver_to=api_url if public_base_url else None)
+    sandbox = TelephonySandbox(
+        account_sid=SID,
+        auth_token=TOKEN,
+        step_s=0.02,
+        deliver_to=api_url if public_base_url else None,
+    )
     await sandbox.start()
-    settings = Settings(twilio_account_sid=SID, twilio_auth_token=TOKEN,
-                        twilio_api_base=sandbox.base_url,
-                        public_base_url=public_base_url or api_url)
+    settings = Settings(
+        twilio_account_sid=SID,
+        twilio_auth_token=TOKEN,
+        twilio_api_base=sandbox.base_url,
+        public_base_url=public_base_url or api_url,
+    )
     store = Store(f"sqlite:///{tmp_path / 'continuity.db'}")
     store.create_schema()
     app = FastAPI()
@@ -120,10 +137,22 @@ async def bench(tmp_path: Path, temporal: Client, *,
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     task_queue = f"webhooks-{uuid.uuid4()}"
     try:
-        async with Worker(temporal, task_queue=task_queue, workflows=[WebhookSink],
-                          workflow_runner=UnsandboxedWorkflowRunner()):
-            yield Bench(settings, store, sandbox, api_url, temporal, task_queue,
-                        TelephonyActivities(store, settings), app)
+        async with Worker(
+            temporal,
+            task_queue=task_queue,
+            workflows=[WebhookSink],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            yield Bench(
+                settings,
+                store,
+                sandbox,
+                api_url,
+                temporal,
+                task_queue,
+                TelephonyActivities(store, settings),
+                app,
+            )
     finally:
         await sandbox.stop()
         server.should_exit = True
@@ -144,9 +173,15 @@ async def _post(url: str, fields: list[tuple[str, str]], signature: str | None) 
 
 
 def _status_fields(call_sid: str, status: str) -> list[tuple[str, str]]:
-    return [("CallSid", call_sid), ("AccountSid", SID), ("From", "+15005550006"),
-            ("To", OFFICER.phone), ("CallStatus", status), ("Direction", "outbound-api"),
-            ("ApiVersion", "2010-04-01")]
+    return [
+        ("CallSid", call_sid),
+        ("AccountSid", SID),
+        ("From", "+15005550006"),
+        ("To", OFFICER.phone),
+        ("CallStatus", status),
+        ("Direction", "outbound-api"),
+        ("ApiVersion", "2010-04-01"),
+    ]
 
 
 async def _reserved_call(b: Bench, incident: str) -> tuple[str, str]:
@@ -154,8 +189,10 @@ async def _reserved_call(b: Bench, incident: str) -> tuple[str, str]:
     b.store.reserve_call(incident_id=incident, attempt=1, officer_id=OFFICER.id, to=OFFICER.phone)
     sid = "CA" + uuid.uuid4().hex
     b.store.record_call_created(incident_id=incident, attempt=1, call_sid=sid, status="queued")
-    url = (f"{b.settings.public_base_url}/twilio/voice/status?incident={incident}&attempt=1"
-           f"&nonce={b.nonce(incident)}")
+    url = (
+        f"{b.settings.public_base_url}/twilio/voice/status?incident={incident}&attempt=1"
+        f"&nonce={b.nonce(incident)}"
+    )
     return sid, url
 
 
@@ -169,7 +206,8 @@ def temporal(temporal_env: WorkflowEnvironment) -> Client:
 
 @pytest.mark.parametrize("signature", [None, "", "Zm9yZ2VkLXNpZ25hdHVyZQ=="])
 async def test_voice_status_missing_or_forged_signature_refused_nothing_recorded(
-        tmp_path: Path, temporal: Client, incident: str, signature: str | None) -> None:
+    tmp_path: Path, temporal: Client, incident: str, signature: str | None
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sid, url = await _reserved_call(b, incident)
         r = await _post(url, _status_fields(sid, "completed"), signature)
@@ -179,7 +217,8 @@ async def test_voice_status_missing_or_forged_signature_refused_nothing_recorded
 
 
 async def test_voice_status_signed_with_other_token_refused(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sid, url = await _reserved_call(b, incident)
         fields = _status_fields(sid, "completed")
@@ -189,7 +228,8 @@ async def test_voice_status_signed_with_other_token_refused(
 
 
 async def test_voice_status_tampered_field_refused(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sid, url = await _reserved_call(b, incident)
         sig = RequestValidator(TOKEN).compute_signature(url, dict(_status_fields(sid, "busy")))
@@ -199,19 +239,22 @@ async def test_voice_status_tampered_field_refused(
 
 
 async def test_voice_gather_signed_for_other_attempt_refused(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sid, url = await _reserved_call(b, incident)
         gather = url.replace("/voice/status", "/voice/gather")
         fields = [*_status_fields(sid, "in-progress"), ("Digits", "1")]
-        sig = RequestValidator(TOKEN).compute_signature(gather.replace("attempt=1", "attempt=2"),
-                                                        dict(fields))
+        sig = RequestValidator(TOKEN).compute_signature(
+            gather.replace("attempt=1", "attempt=2"), dict(fields)
+        )
         assert (await _post(gather, fields, sig)).status_code == 403
         assert b.store.call_for_attempt(incident, 1).digits == ""  # type: ignore[union-attr]
 
 
 async def test_voice_status_signed_but_stale_nonce_refused(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sid, url = await _reserved_call(b, incident)
         stale = url.rsplit("nonce=", 1)[0] + "nonce=" + "0" * 24
@@ -222,10 +265,12 @@ async def test_voice_status_signed_but_stale_nonce_refused(
 
 
 async def test_sms_status_forged_signature_refused(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
-        b.store.reserve_message(incident_id=incident, key="k", officer_id=OFFICER.id,
-                                to=OFFICER.phone, body="x")
+        b.store.reserve_message(
+            incident_id=incident, key="k", officer_id=OFFICER.id, to=OFFICER.phone, body="x"
+        )
         url = f"{b.api_url}/twilio/sms/status?incident={incident}&key=k&nonce=abc"
         fields = [("MessageSid", "SM1"), ("AccountSid", SID), ("MessageStatus", "delivered")]
         assert (await _post(url, fields, "forged")).status_code == 403
@@ -236,7 +281,8 @@ async def test_sms_status_forged_signature_refused(
 
 
 async def test_voice_callbacks_from_sandbox_update_call_and_signal_workflow(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sink = await b.start_sink(incident)
         result = await b.finished_call(incident, "press_1")
@@ -249,25 +295,31 @@ async def test_voice_callbacks_from_sandbox_update_call_and_signal_workflow(
         assert row is not None and (row.status, row.digits) == ("completed", "1")
         events = await sink.query(WebhookSink.seen)
         assert [(e.kind, e.status, e.digits) for e in events] == [
-            ("status", "initiated", ""), ("status", "ringing", ""),
-            ("status", "in-progress", ""), ("gather", "in-progress", "1"),
-            ("status", "completed", "")]
+            ("status", "initiated", ""),
+            ("status", "ringing", ""),
+            ("status", "in-progress", ""),
+            ("gather", "in-progress", "1"),
+            ("status", "completed", ""),
+        ]
         assert all(e.attempt == 1 and e.call_sid == result.call_sid for e in events)
         assert events[3].answered_by == "human"
         await sink.terminate()
 
 
 async def test_voice_callback_replayed_recorded_and_signalled_once(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sink = await b.start_sink(incident)
         result = await b.finished_call(incident, "press_1")
         before = len(b.store.call_for_attempt(incident, 1).events)  # type: ignore[union-attr]
-        gather: SandboxCallback = next(c for c in b.sandbox.callbacks_for(result.call_sid)
-                                       if c.kind == "gather")
+        gather: SandboxCallback = next(
+            c for c in b.sandbox.callbacks_for(result.call_sid) if c.kind == "gather"
+        )
 
-        again = await asyncio.gather(*(_post(gather.url, gather.fields, gather.signature)
-                                       for _ in range(3)))
+        again = await asyncio.gather(
+            *(_post(gather.url, gather.fields, gather.signature) for _ in range(3))
+        )
 
         assert [r.status_code for r in again] == [200, 200, 200]
         assert all(THANKS_VI in r.text for r in again)
@@ -278,7 +330,8 @@ async def test_voice_callback_replayed_recorded_and_signalled_once(
 
 
 async def test_voice_callbacks_without_workflow_answer_200_and_record(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         result = await b.finished_call(incident, "no_answer")
         callbacks = b.sandbox.callbacks_for(result.call_sid)
@@ -289,7 +342,8 @@ async def test_voice_callbacks_without_workflow_answer_200_and_record(
 
 
 async def test_voice_gather_without_key_answers_no_acknowledgement(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sink = await b.start_sink(incident)
         result = await b.finished_call(incident, "answer_silent")
@@ -302,18 +356,23 @@ async def test_voice_gather_without_key_answers_no_acknowledgement(
 
 
 async def test_voice_callbacks_behind_proxy_validate_against_public_base(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal, public_base_url="https://orch.example.com") as b:
         result = await b.finished_call(incident, "busy")
         callbacks = b.sandbox.callbacks_for(result.call_sid)
-        assert callbacks and all(c.url.startswith("https://orch.example.com/twilio/")
-                                 and c.delivered_to.startswith(b.api_url) for c in callbacks)
+        assert callbacks and all(
+            c.url.startswith("https://orch.example.com/twilio/")
+            and c.delivered_to.startswith(b.api_url)
+            for c in callbacks
+        )
         assert [c.status_code for c in callbacks] == [200, 200]
         assert b.store.call_for_attempt(incident, 1).status == "busy"  # type: ignore[union-attr]
 
 
 async def test_sms_status_from_sandbox_updates_message(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         inp = SendSmsInput(incident_id=incident, key="fallback-1", officer=OFFICER, body="Khẩn")
         sent = await asyncio.to_thread(ActivityEnvironment().run, b.acts.send_sms, inp)
@@ -330,7 +389,8 @@ async def test_sms_status_from_sandbox_updates_message(
 
 
 async def test_voice_callback_parallel_duplicates_recorded_once(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sink = await b.start_sink(incident)
         sid, url = await _reserved_call(b, incident)
@@ -347,7 +407,8 @@ async def test_voice_callback_parallel_duplicates_recorded_once(
 
 
 async def test_voice_callback_retried_after_engine_outage_signals_once(
-        tmp_path: Path, temporal: Client, incident: str) -> None:
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
     async with bench(tmp_path, temporal) as b:
         sink = await b.start_sink(incident)
         sid, url = await _reserved_call(b, incident)

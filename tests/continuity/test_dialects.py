@@ -458,9 +458,7 @@ def test_vrp_two_pbr_circuits_on_one_acl_number_refused() -> None:
             break
         seen[n] = cid
     assert pair is not None
-    changes = [
-        change(Platform.HUAWEI_VRP, circuit_id=cid, pbr=True) for cid in pair
-    ]
+    changes = [change(Platform.HUAWEI_VRP, circuit_id=cid, pbr=True) for cid in pair]
     with pytest.raises(ValidationFailed):
         vrp().render_apply(changes, direction="reroute", revert_s=60)
 
@@ -591,9 +589,13 @@ def test_is_failure_ignores_removal_of_what_is_absent() -> None:
 def test_interactive_answers_yes_no_questions() -> None:
     save = "Warning: The current configuration will be written to the device. Continue? [Y/N]:"
     assert vrp().answer_for(save) == "Y"
-    assert vrp().answer_for(
-        "Warning: Uncommitted configurations found. Are you sure to commit them before exiting? "
-        "[Y(yes)/N(no)/C(cancel)]:"
-    ) == "N"
+    assert (
+        vrp().answer_for(
+            "Warning: Uncommitted configurations found. "
+            "Are you sure to commit them before exiting? "
+            "[Y(yes)/N(no)/C(cancel)]:"
+        )
+        == "N"
+    )
     assert junos().answer_for("Exit with uncommitted changes? [yes,no] (yes) ") == "yes"
     assert ios().answer_for("R#") is None

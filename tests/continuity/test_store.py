@@ -60,11 +60,13 @@ def _sample() -> Inventory:
 def test_inventory_loaded_reads_back_identical(store: Store):
     inv = _sample()
     store.replace_inventory(inv)
-    assert store.inventory() == inv.model_copy(update={
-        "duty_officers": sorted(inv.duty_officers, key=lambda o: o.escalation_order),
-        "devices": sorted(inv.devices, key=lambda d: d.name),
-        "circuits": sorted(inv.circuits, key=lambda c: c.id),
-    })
+    assert store.inventory() == inv.model_copy(
+        update={
+            "duty_officers": sorted(inv.duty_officers, key=lambda o: o.escalation_order),
+            "devices": sorted(inv.devices, key=lambda d: d.name),
+            "circuits": sorted(inv.circuits, key=lambda c: c.id),
+        }
+    )
 
 
 def test_inventory_replaced_whole_old_one_gone(store: Store):
@@ -78,9 +80,14 @@ def test_inventory_replaced_whole_old_one_gone(store: Store):
 def test_sample_inventory_is_kon_tum_with_required_bodies():
     inv = _sample()
     owners = {c.owner for c in inv.circuits}
-    assert {"Provincial Military Command", "Border Guard Command", "Provincial Police",
-            "Provincial Party Committee", "Provincial People's Committee",
-            "Department of Information and Communications"} <= owners
+    assert {
+        "Provincial Military Command",
+        "Border Guard Command",
+        "Provincial Police",
+        "Provincial Party Committee",
+        "Provincial People's Committee",
+        "Department of Information and Communications",
+    } <= owners
     assert len(inv.devices) >= 6 and len(inv.circuits) >= 12
     assert len({c.area for c in inv.circuits}) >= 2
     assert len(inv.duty_officers) == 3 and len(inv.operators) == 2
@@ -106,8 +113,13 @@ def test_call_reservation_same_attempt_one_row(store: Store):
 
 
 def test_transcript_stored_with_its_digest(store: Store):
-    tid, digest = store.save_transcript(incident_id="INC-1", change_id="c1", device="r1",
-                                        step="apply", text="r1#ip route 10.0.0.0/8 10.1.1.1\n")
+    tid, digest = store.save_transcript(
+        incident_id="INC-1",
+        change_id="c1",
+        device="r1",
+        step="apply",
+        text="r1#ip route 10.0.0.0/8 10.1.1.1\n",
+    )
     row = store.transcript(tid)
     assert row is not None and row.sha256 == digest and row.text.startswith("r1#")
 

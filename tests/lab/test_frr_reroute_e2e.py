@@ -22,7 +22,9 @@ _UNAVAILABLE = frr_lab_available()
 pytestmark = pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"real FRR lab: {_UNAVAILABLE}")
 
 
-async def test_cable_cut_playbook_moves_priority_traffic_to_backup_path(stack: Stack, tmp_path: Path):
+async def test_cable_cut_playbook_moves_priority_traffic_to_backup_path(
+    stack: Stack, tmp_path: Path
+):
     async with FrrLab(tmp_path / "frr") as lab:
         host_b = lab.host_address("host-b")
         assert await asyncio.to_thread(lab.ping, "host-a", host_b)
@@ -31,23 +33,35 @@ async def test_cable_cut_playbook_moves_priority_traffic_to_backup_path(stack: S
 
         # A worker of its own, as a site worker next to this gear would be.
         queue = f"frr-site-{uuid.uuid4().hex[:6]}"
-        settings = stack.settings.model_copy(update={
-            "device_credentials": {CREDENTIAL_NAME: lab.credential},
-            "known_hosts": lab.known_hosts_path,
-            "task_queue": queue,
-        })
+        settings = stack.settings.model_copy(
+            update={
+                "device_credentials": {CREDENTIAL_NAME: lab.credential},
+                "known_hosts": lab.known_hosts_path,
+                "task_queue": queue,
+            }
+        )
         spec = get_playbook("kon-tum-2a")
-        incident = Incident(id=f"INC-frr-{uuid.uuid4().hex[:8]}", kind=IncidentKind.SABOTAGE,
-                            area=lab.inventory.circuits[0].area, declared_by="duty-lab",
-                            description="primary fibre r1-r2 cut", declared_at=datetime.now(UTC))
+        incident = Incident(
+            id=f"INC-frr-{uuid.uuid4().hex[:8]}",
+            kind=IncidentKind.SABOTAGE,
+            area=lab.inventory.circuits[0].area,
+            declared_by="duty-lab",
+            description="primary fibre r1-r2 cut",
+            declared_at=datetime.now(UTC),
+        )
         # Same database as the API, so Twilio's callbacks find the calls this worker placed.
         async with build_worker(stack.client, settings, stack.store, task_queue=queue):
             handle = await stack.client.start_workflow(
                 PlaybookWorkflow.run,
-                PlaybookRunInput(incident=incident, playbook=spec, playbook_sha256=spec.sha256(),
-                                 inventory=lab.inventory,
-                                 timings=TEST_TIMINGS.model_copy(update={"device_time_scale": 1.0})),
-                id=incident.id, task_queue=queue,
+                PlaybookRunInput(
+                    incident=incident,
+                    playbook=spec,
+                    playbook_sha256=spec.sha256(),
+                    inventory=lab.inventory,
+                    timings=TEST_TIMINGS.model_copy(update={"device_time_scale": 1.0}),
+                ),
+                id=incident.id,
+                task_queue=queue,
             )
             operator = lab.inventory.operators[0].id
             decided: set[str] = set()
@@ -55,10 +69,19 @@ async def test_cable_cut_playbook_moves_priority_traffic_to_backup_path(stack: S
             async def confirm_until_active() -> bool:
                 st = await handle.query(PlaybookWorkflow.status)
                 for rec in st.changes:
-                    if rec.state is ChangeState.AWAITING_CONFIRMATION and rec.change_id not in decided:
+                    if (
+                        rec.state is ChangeState.AWAITING_CONFIRMATION
+                        and rec.change_id not in decided
+                    ):
                         decided.add(rec.change_id)
-                        await handle.execute_update(PlaybookWorkflow.decide_change, ChangeDecisionInput(
-                            change_id=rec.change_id, decision=Decision.CONFIRM, operator_id=operator))
+                        await handle.execute_update(
+                            PlaybookWorkflow.decide_change,
+                            ChangeDecisionInput(
+                                change_id=rec.change_id,
+                                decision=Decision.CONFIRM,
+                                operator_id=operator,
+                            ),
+                        )
                 return st.phase == "active"
 
             await wait_until(confirm_until_active, timeout_s=120, what="reroute confirmed")

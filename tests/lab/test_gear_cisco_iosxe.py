@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from continuity.models import Platform
-from lab.gear import Fault, LabNetwork, LabServer, SimDevice
-from lab.gear.network import generate_inventory
+from lab.gear import Fault
 from lab.gear.terminal import LabTerminal, SessionClosed
+from tests.lab.conftest import GearLab, gear_lab
 
-TIME_SCALE = 60.0  # one device minute passes in one real second
 ENTER_CONFIG = "Enter configuration commands, one per line.  End with CNTL/Z."
 
 ROUTES_NORMAL = (
@@ -23,32 +22,10 @@ ROUTES_REROUTED = (
 )
 
 
-class Lab:
-    def __init__(self, net: LabNetwork, server: LabServer) -> None:
-        self.net = net
-        self.server = server
-
-    @property
-    def r1(self) -> SimDevice:
-        return self.net.devices["r1"]
-
-    async def login(self) -> LabTerminal:
-        port = self.server.inventory().device("r1").port
-        term = await LabTerminal.open(port, known_hosts=self.server.known_hosts_path)
-        assert await term.send("terminal length 0") == ""
-        return term
-
-
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    inventory = generate_inventory(1, platforms=[Platform.CISCO_IOSXE], policy_routes=True)
-    net = LabNetwork.from_inventory(inventory, time_scale=TIME_SCALE)
-    server = LabServer(net, tmp_path)
-    await server.start()
-    try:
-        yield Lab(net, server)
-    finally:
-        await server.stop()
+async def lab(tmp_path: Path) -> AsyncIterator[GearLab]:
+    async with gear_lab(tmp_path, Platform.CISCO_IOSXE) as lab:
+        yield lab
 
 
 async def reroute_under_timer(r1: LabTerminal, minutes: int = 1) -> None:
@@ -60,7 +37,7 @@ async def reroute_under_timer(r1: LabTerminal, minutes: int = 1) -> None:
     assert r1.prompt == "r1#"
 
 
-async def test_iosxe_login_shows_primary_routes_active(lab: Lab) -> None:
+async def test_iosxe_login_shows_primary_routes_active(lab: GearLab) -> None:
     async with await lab.login() as r1:
         assert r1.prompt == "r1#"
         assert await r1.send("show ip route static") == ROUTES_NORMAL
@@ -69,7 +46,7 @@ async def test_iosxe_login_shows_primary_routes_active(lab: Lab) -> None:
         )
 
 
-async def test_iosxe_reroute_under_revert_timer_moves_route_to_backup(lab: Lab) -> None:
+async def test_iosxe_reroute_under_revert_timer_moves_route_to_backup(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await reroute_under_timer(r1)
         assert await r1.send("show ip route static") == ROUTES_REROUTED
@@ -80,7 +57,7 @@ async def test_iosxe_reroute_under_revert_timer_moves_route_to_backup(lab: Lab) 
     assert lab.r1.static_routes()["10.20.0.0/16"] == ["198.51.100.1"]
 
 
-async def test_iosxe_revert_timer_expiry_restores_primary_route(lab: Lab) -> None:
+async def test_iosxe_revert_timer_expiry_restores_primary_route(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await reroute_under_timer(r1)
         await lab.r1.wait_for_revert(within_s=5)  # one device minute is one real second
@@ -91,7 +68,7 @@ async def test_iosxe_revert_timer_expiry_restores_primary_route(lab: Lab) -> Non
     assert not lab.r1.pending_revert()
 
 
-async def test_iosxe_configure_confirm_keeps_backup_route_past_the_timer(lab: Lab) -> None:
+async def test_iosxe_configure_confirm_keeps_backup_route_past_the_timer(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await reroute_under_timer(r1)
         assert await r1.send("configure confirm") == ""
@@ -102,7 +79,7 @@ async def test_iosxe_configure_confirm_keeps_backup_route_past_the_timer(lab: La
         assert await r1.send("configure confirm") == "% No Rollback Confirmed Change pending"
 
 
-async def test_iosxe_configure_revert_now_restores_primary_at_once(lab: Lab) -> None:
+async def test_iosxe_configure_revert_now_restores_primary_at_once(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await reroute_under_timer(r1, minutes=120)
         assert await r1.send("configure revert now") == "Rollback Done"
@@ -111,7 +88,7 @@ async def test_iosxe_configure_revert_now_restores_primary_at_once(lab: Lab) -> 
     assert not lab.r1.pending_revert()
 
 
-async def test_iosxe_write_memory_saves_running_config(lab: Lab) -> None:
+async def test_iosxe_write_memory_saves_running_config(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await reroute_under_timer(r1)
         await r1.send("configure confirm")
@@ -121,7 +98,7 @@ async def test_iosxe_write_memory_saves_running_config(lab: Lab) -> None:
     assert "ip route 10.20.0.0 255.255.0.0 198.51.100.1" in startup.splitlines()
 
 
-async def test_iosxe_error_markers_for_bad_lines(lab: Lab) -> None:
+async def test_iosxe_error_markers_for_bad_lines(lab: GearLab) -> None:
     async with await lab.login() as r1:
         assert await r1.send("shwo ip route") == "   ^\n% Invalid input detected at '^' marker."
         await r1.send("configure terminal")
@@ -134,7 +111,7 @@ async def test_iosxe_error_markers_for_bad_lines(lab: Lab) -> None:
         assert await r1.send("configure confirm") == "% No Rollback Confirmed Change pending"
 
 
-async def test_iosxe_interface_shutdown_makes_its_routes_inactive(lab: Lab) -> None:
+async def test_iosxe_interface_shutdown_makes_its_routes_inactive(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await r1.send("configure terminal")
         assert await r1.send("interface Gi0/0/1") == ""  # abbreviations work, as on IOS
@@ -148,7 +125,7 @@ async def test_iosxe_interface_shutdown_makes_its_routes_inactive(lab: Lab) -> N
     assert lab.r1.static_routes()["10.20.0.0/16"] == ["192.0.2.1"]
 
 
-async def test_iosxe_cut_link_drops_routes_until_restored(lab: Lab) -> None:
+async def test_iosxe_cut_link_drops_routes_until_restored(lab: GearLab) -> None:
     async with await lab.login() as r1:
         lab.net.cut_link("r1", "GigabitEthernet0/0/1")
         assert await r1.send("show ip route static") == ""
@@ -156,7 +133,7 @@ async def test_iosxe_cut_link_drops_routes_until_restored(lab: Lab) -> None:
         assert await r1.send("show ip route static") == ROUTES_NORMAL
 
 
-async def test_iosxe_policy_route_objects_show_and_can_be_removed(lab: Lab) -> None:
+async def test_iosxe_policy_route_objects_show_and_can_be_removed(lab: GearLab) -> None:
     attach = [
         "configure terminal",
         "ip access-list extended CT-r1-c2",
@@ -193,7 +170,7 @@ async def test_iosxe_policy_route_objects_show_and_can_be_removed(lab: Lab) -> N
     assert "CT-r1-c2" not in lab.r1.running_config()
 
 
-async def test_iosxe_cli_error_fault_rejects_route_lines(lab: Lab) -> None:
+async def test_iosxe_cli_error_fault_rejects_route_lines(lab: GearLab) -> None:
     lab.net.set_fault("r1", Fault.CLI_ERROR)
     async with await lab.login() as r1:
         await r1.send("configure terminal")
@@ -204,7 +181,7 @@ async def test_iosxe_cli_error_fault_rejects_route_lines(lab: Lab) -> None:
         assert await r1.send("show ip route static") == ROUTES_NORMAL
 
 
-async def test_iosxe_session_limit_refuses_the_next_session(lab: Lab) -> None:
+async def test_iosxe_session_limit_refuses_the_next_session(lab: GearLab) -> None:
     lab.net.set_fault("r1", Fault.SESSION_LIMIT, max_sessions=1)
     async with await lab.login() as first:
         with pytest.raises(SessionClosed) as refused:

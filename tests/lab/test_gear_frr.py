@@ -8,39 +8,15 @@ from pathlib import Path
 import pytest
 
 from continuity.models import Platform
-from lab.gear import Fault, LabNetwork, LabServer, SimDevice
-from lab.gear.network import generate_inventory
+from lab.gear import Fault
 from lab.gear.terminal import LabTerminal, SessionClosed
-
-TIME_SCALE = 60.0
-
-
-class Lab:
-    def __init__(self, net: LabNetwork, server: LabServer) -> None:
-        self.net = net
-        self.server = server
-
-    @property
-    def r1(self) -> SimDevice:
-        return self.net.devices["r1"]
-
-    async def login(self) -> LabTerminal:
-        port = self.server.inventory().device("r1").port
-        term = await LabTerminal.open(port, known_hosts=self.server.known_hosts_path)
-        assert await term.send("terminal length 0") == ""
-        return term
+from tests.lab.conftest import GearLab, gear_lab
 
 
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    inventory = generate_inventory(1, platforms=[Platform.FRR], policy_routes=True)
-    net = LabNetwork.from_inventory(inventory, time_scale=TIME_SCALE)
-    server = LabServer(net, tmp_path)
-    await server.start()
-    try:
-        yield Lab(net, server)
-    finally:
-        await server.stop()
+async def lab(tmp_path: Path) -> AsyncIterator[GearLab]:
+    async with gear_lab(tmp_path, Platform.FRR) as lab:
+        yield lab
 
 
 async def routes(r1: LabTerminal) -> list[str]:
@@ -48,7 +24,7 @@ async def routes(r1: LabTerminal) -> list[str]:
     return [line for line in output.splitlines() if "10.20.0.0/16" in line]
 
 
-async def test_frr_login_greets_and_shows_primary_route_selected(lab: Lab) -> None:
+async def test_frr_login_greets_and_shows_primary_route_selected(lab: GearLab) -> None:
     async with await lab.login() as r1:
         assert "Hello, this is FRRouting (version 8.4.4)." in r1.greeting
         assert r1.prompt == "r1#"
@@ -56,7 +32,7 @@ async def test_frr_login_greets_and_shows_primary_route_selected(lab: Lab) -> No
         assert line.startswith("S>* 10.20.0.0/16 [1/0] via 192.0.2.1, eth1, weight 1, ")
 
 
-async def test_frr_route_change_applies_immediately_without_a_timer(lab: Lab) -> None:
+async def test_frr_route_change_applies_immediately_without_a_timer(lab: GearLab) -> None:
     async with await lab.login() as r1:
         assert await r1.send("configure terminal") == ""
         assert r1.prompt == "r1(config)#"
@@ -74,7 +50,7 @@ async def test_frr_route_change_applies_immediately_without_a_timer(lab: Lab) ->
     assert not lab.r1.pending_revert()
 
 
-async def test_frr_has_no_commit_or_revert(lab: Lab) -> None:
+async def test_frr_has_no_commit_or_revert(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await r1.send("configure terminal")
         assert await r1.send("commit confirmed 5") == "% Unknown command: commit confirmed 5"
@@ -82,7 +58,7 @@ async def test_frr_has_no_commit_or_revert(lab: Lab) -> None:
         assert await r1.send("configure exclusive") == "% Unknown command: configure exclusive"
 
 
-async def test_frr_removing_a_missing_route_is_refused_politely(lab: Lab) -> None:
+async def test_frr_removing_a_missing_route_is_refused_politely(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await r1.send("configure terminal")
         assert await r1.send("no ip route 10.99.0.0/16 192.0.2.1") == (
@@ -93,7 +69,7 @@ async def test_frr_removing_a_missing_route_is_refused_politely(lab: Lab) -> Non
         )
 
 
-async def test_frr_shutdown_shows_route_inactive(lab: Lab) -> None:
+async def test_frr_shutdown_shows_route_inactive(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await r1.type_ahead(["configure terminal", "interface eth1", "shutdown", "end"])
         assert await routes(r1) == ["S   10.20.0.0/16 [1/0] via 192.0.2.1 inactive"]
@@ -102,7 +78,7 @@ async def test_frr_shutdown_shows_route_inactive(lab: Lab) -> None:
         assert line.startswith("S>* 10.20.0.0/16 [1/0] via 192.0.2.1, eth1")
 
 
-async def test_frr_write_memory_saves_running_config(lab: Lab) -> None:
+async def test_frr_write_memory_saves_running_config(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await r1.type_ahead(["configure terminal", "ip route 10.20.0.0/16 198.51.100.1", "end"])
         assert await r1.send("write memory") == (
@@ -111,7 +87,7 @@ async def test_frr_write_memory_saves_running_config(lab: Lab) -> None:
     assert "ip route 10.20.0.0/16 198.51.100.1" in lab.r1.saved_config().splitlines()
 
 
-async def test_frr_pbr_map_shows_and_can_be_removed(lab: Lab) -> None:
+async def test_frr_pbr_map_shows_and_can_be_removed(lab: GearLab) -> None:
     attach = [
         "configure terminal",
         "nexthop-group CT-r1-c2",
@@ -147,7 +123,7 @@ async def test_frr_pbr_map_shows_and_can_be_removed(lab: Lab) -> None:
         assert "CT-r1-c2" not in await r1.send("show running-config")
 
 
-async def test_frr_cli_error_fault_rejects_route_lines(lab: Lab) -> None:
+async def test_frr_cli_error_fault_rejects_route_lines(lab: GearLab) -> None:
     lab.net.set_fault("r1", Fault.CLI_ERROR)
     async with await lab.login() as r1:
         await r1.send("configure terminal")
@@ -157,7 +133,7 @@ async def test_frr_cli_error_fault_rejects_route_lines(lab: Lab) -> None:
     assert lab.r1.static_routes()["10.20.0.0/16"] == ["192.0.2.1"]
 
 
-async def test_frr_session_limit_refuses_the_next_session(lab: Lab) -> None:
+async def test_frr_session_limit_refuses_the_next_session(lab: GearLab) -> None:
     lab.net.set_fault("r1", Fault.SESSION_LIMIT, max_sessions=1)
     async with await lab.login():
         with pytest.raises(SessionClosed) as refused:

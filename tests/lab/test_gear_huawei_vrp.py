@@ -8,44 +8,18 @@ from pathlib import Path
 import pytest
 
 from continuity.models import Platform
-from lab.gear import Fault, LabNetwork, LabServer, SimDevice
-from lab.gear.network import generate_inventory
+from lab.gear import Fault
 from lab.gear.terminal import LabTerminal, SessionClosed
-
-TIME_SCALE = 60.0  # `commit trial 60` reverts after one real second
+from tests.lab.conftest import GearLab, gear_lab
 
 PRIMARY = "10.20.0.0/16  Static  60   0   RD  192.0.2.1  GE0/0/1"
 BACKUP = "10.20.0.0/16  Static  60   0   RD  198.51.100.1  GE0/0/2"
 
 
-class Lab:
-    def __init__(self, net: LabNetwork, server: LabServer) -> None:
-        self.net = net
-        self.server = server
-
-    @property
-    def r1(self) -> SimDevice:
-        return self.net.devices["r1"]
-
-    async def login(self) -> LabTerminal:
-        port = self.server.inventory().device("r1").port
-        term = await LabTerminal.open(port, known_hosts=self.server.known_hosts_path)
-        assert await term.send("screen-length 0 temporary") == (
-            "Info: The configuration takes effect on the current user terminal interface only."
-        )
-        return term
-
-
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    inventory = generate_inventory(1, platforms=[Platform.HUAWEI_VRP], policy_routes=True)
-    net = LabNetwork.from_inventory(inventory, time_scale=TIME_SCALE)
-    server = LabServer(net, tmp_path)
-    await server.start()
-    try:
-        yield Lab(net, server)
-    finally:
-        await server.stop()
+async def lab(tmp_path: Path) -> AsyncIterator[GearLab]:
+    async with gear_lab(tmp_path, Platform.HUAWEI_VRP) as lab:
+        yield lab
 
 
 async def routes(r1: LabTerminal) -> list[str]:
@@ -63,21 +37,21 @@ async def stage_reroute(r1: LabTerminal) -> None:
     assert await r1.send("undo ip route-static 10.20.0.0 16 192.0.2.1") == ""
 
 
-async def test_vrp_login_shows_primary_route_active(lab: Lab) -> None:
+async def test_vrp_login_shows_primary_route_active(lab: GearLab) -> None:
     async with await lab.login() as r1:
         assert r1.prompt == "<r1>"
         assert await routes(r1) == [PRIMARY]
         assert await r1.send("display configuration trial status") == "Trial status: none"
 
 
-async def test_vrp_candidate_changes_nothing_until_committed(lab: Lab) -> None:
+async def test_vrp_candidate_changes_nothing_until_committed(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         assert await routes(r1) == [PRIMARY]
     assert lab.r1.static_routes()["10.20.0.0/16"] == ["192.0.2.1"]
 
 
-async def test_vrp_commit_trial_moves_route_and_keeps_star_prompt(lab: Lab) -> None:
+async def test_vrp_commit_trial_moves_route_and_keeps_star_prompt(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         assert await r1.send("commit trial 60") == (
@@ -93,7 +67,7 @@ async def test_vrp_commit_trial_moves_route_and_keeps_star_prompt(lab: Lab) -> N
     assert lab.r1.pending_revert()
 
 
-async def test_vrp_unconfirmed_trial_reverts_after_its_seconds(lab: Lab) -> None:
+async def test_vrp_unconfirmed_trial_reverts_after_its_seconds(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         await r1.send("commit trial 60")
@@ -103,7 +77,7 @@ async def test_vrp_unconfirmed_trial_reverts_after_its_seconds(lab: Lab) -> None
         assert await r1.send("display configuration trial status") == "Trial status: none"
 
 
-async def test_vrp_commit_confirms_the_trial(lab: Lab) -> None:
+async def test_vrp_commit_confirms_the_trial(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         await r1.send("commit trial 60")
@@ -115,7 +89,7 @@ async def test_vrp_commit_confirms_the_trial(lab: Lab) -> None:
         assert await routes(r1) == [BACKUP]
 
 
-async def test_vrp_abort_trial_asks_then_reverts_at_once(lab: Lab) -> None:
+async def test_vrp_abort_trial_asks_then_reverts_at_once(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         await r1.send("commit trial 600")
@@ -128,7 +102,7 @@ async def test_vrp_abort_trial_asks_then_reverts_at_once(lab: Lab) -> None:
     assert not lab.r1.pending_revert()
 
 
-async def test_vrp_return_with_uncommitted_changes_asks_and_n_discards(lab: Lab) -> None:
+async def test_vrp_return_with_uncommitted_changes_asks_and_n_discards(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         assert await r1.send("return") == ""
@@ -143,7 +117,7 @@ async def test_vrp_return_with_uncommitted_changes_asks_and_n_discards(lab: Lab)
         assert await routes(r1) == [PRIMARY]
 
 
-async def test_vrp_save_asks_then_persists_the_running_config(lab: Lab) -> None:
+async def test_vrp_save_asks_then_persists_the_running_config(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         await r1.send("commit")
@@ -156,7 +130,7 @@ async def test_vrp_save_asks_then_persists_the_running_config(lab: Lab) -> None:
     assert "ip route-static 10.20.0.0 255.255.0.0 198.51.100.1" in lab.r1.saved_config()
 
 
-async def test_vrp_error_markers_for_bad_lines(lab: Lab) -> None:
+async def test_vrp_error_markers_for_bad_lines(lab: GearLab) -> None:
     async with await lab.login() as r1:
         assert await r1.send("dispaly version") == (
             "    ^\nError: Unrecognized command found at '^' position."
@@ -168,7 +142,9 @@ async def test_vrp_error_markers_for_bad_lines(lab: Lab) -> None:
         assert r1.prompt == "[~r1]"
 
 
-async def test_vrp_interface_shutdown_makes_its_routes_inactive_once_committed(lab: Lab) -> None:
+async def test_vrp_interface_shutdown_makes_its_routes_inactive_once_committed(
+    lab: GearLab,
+) -> None:
     async with await lab.login() as r1:
         await r1.send("system-view")
         assert await r1.send("interface GE0/0/1") == ""
@@ -181,7 +157,7 @@ async def test_vrp_interface_shutdown_makes_its_routes_inactive_once_committed(l
     assert not lab.r1.interfaces["GE0/0/1"].admin_up
 
 
-async def test_vrp_traffic_policy_shows_and_can_be_removed(lab: Lab) -> None:
+async def test_vrp_traffic_policy_shows_and_can_be_removed(lab: GearLab) -> None:
     attach = [
         "system-view",
         "acl number 3001",
@@ -225,7 +201,7 @@ async def test_vrp_traffic_policy_shows_and_can_be_removed(lab: Lab) -> None:
     assert "CT-r1-c2" not in after and "acl number 3001" not in after
 
 
-async def test_vrp_cli_error_fault_rejects_route_lines(lab: Lab) -> None:
+async def test_vrp_cli_error_fault_rejects_route_lines(lab: GearLab) -> None:
     lab.net.set_fault("r1", Fault.CLI_ERROR, on="route-static")
     async with await lab.login() as r1:
         await r1.send("system-view")
@@ -234,7 +210,7 @@ async def test_vrp_cli_error_fault_rejects_route_lines(lab: Lab) -> None:
         assert r1.prompt == "[~r1]"
 
 
-async def test_vrp_session_limit_refuses_the_next_session(lab: Lab) -> None:
+async def test_vrp_session_limit_refuses_the_next_session(lab: GearLab) -> None:
     lab.net.set_fault("r1", Fault.SESSION_LIMIT, max_sessions=1)
     async with await lab.login():
         with pytest.raises(SessionClosed) as refused:

@@ -8,43 +8,18 @@ from pathlib import Path
 import pytest
 
 from continuity.models import Platform
-from lab.gear import Fault, LabNetwork, LabServer, SimDevice
-from lab.gear.network import generate_inventory
+from lab.gear import Fault
 from lab.gear.terminal import LabTerminal, SessionClosed
-
-TIME_SCALE = 60.0  # one device minute passes in one real second
+from tests.lab.conftest import GearLab, gear_lab
 
 SET_BACKUP = "set routing-options static route 10.20.0.0/16 next-hop 198.51.100.1"
 DELETE_PRIMARY = "delete routing-options static route 10.20.0.0/16 next-hop 192.0.2.1"
 
 
-class Lab:
-    def __init__(self, net: LabNetwork, server: LabServer) -> None:
-        self.net = net
-        self.server = server
-
-    @property
-    def r1(self) -> SimDevice:
-        return self.net.devices["r1"]
-
-    async def login(self) -> LabTerminal:
-        port = self.server.inventory().device("r1").port
-        term = await LabTerminal.open(port, known_hosts=self.server.known_hosts_path)
-        assert await term.send("set cli screen-length 0") == "Screen length set to 0"
-        assert await term.send("set cli screen-width 511") == "Screen width set to 511"
-        return term
-
-
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    inventory = generate_inventory(1, platforms=[Platform.JUNIPER_JUNOS], policy_routes=True)
-    net = LabNetwork.from_inventory(inventory, time_scale=TIME_SCALE)
-    server = LabServer(net, tmp_path)
-    await server.start()
-    try:
-        yield Lab(net, server)
-    finally:
-        await server.stop()
+async def lab(tmp_path: Path) -> AsyncIterator[GearLab]:
+    async with gear_lab(tmp_path, Platform.JUNIPER_JUNOS) as lab:
+        yield lab
 
 
 def route_lines(output: str, prefix: str = "10.20.0.0/16") -> list[str]:
@@ -68,14 +43,14 @@ async def stage_reroute(r1: LabTerminal) -> None:
     assert await r1.send(DELETE_PRIMARY) == ""
 
 
-async def test_junos_login_shows_primary_route_active(lab: Lab) -> None:
+async def test_junos_login_shows_primary_route_active(lab: GearLab) -> None:
     async with await lab.login() as r1:
         assert r1.prompt == "netops@r1> "
         routes = await r1.send("show route protocol static | no-more")
         assert route_lines(routes) == ["*[Static/5]", ">  to 192.0.2.1 via ge-0/0/1.0"]
 
 
-async def test_junos_candidate_changes_nothing_until_committed(lab: Lab) -> None:
+async def test_junos_candidate_changes_nothing_until_committed(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         assert await r1.send("show | compare") == (
@@ -89,7 +64,7 @@ async def test_junos_candidate_changes_nothing_until_committed(lab: Lab) -> None
     assert lab.r1.static_routes()["10.20.0.0/16"] == ["192.0.2.1"]
 
 
-async def test_junos_commit_confirmed_moves_route_and_shows_pending(lab: Lab) -> None:
+async def test_junos_commit_confirmed_moves_route_and_shows_pending(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         assert await r1.send("commit confirmed 1") == (
@@ -106,7 +81,7 @@ async def test_junos_commit_confirmed_moves_route_and_shows_pending(lab: Lab) ->
     assert lab.r1.pending_revert()
 
 
-async def test_junos_unconfirmed_commit_rolls_back_after_its_minutes(lab: Lab) -> None:
+async def test_junos_unconfirmed_commit_rolls_back_after_its_minutes(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         await r1.send("commit confirmed 1")
@@ -119,7 +94,7 @@ async def test_junos_unconfirmed_commit_rolls_back_after_its_minutes(lab: Lab) -
     assert lab.r1.static_routes()["10.20.0.0/16"] == ["192.0.2.1"]
 
 
-async def test_junos_plain_commit_confirms_and_keeps_backup(lab: Lab) -> None:
+async def test_junos_plain_commit_confirms_and_keeps_backup(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         await r1.send("commit confirmed 1")
@@ -135,7 +110,7 @@ async def test_junos_plain_commit_confirms_and_keeps_backup(lab: Lab) -> None:
     assert "next-hop 198.51.100.1;" in lab.r1.saved_config()  # a Junos commit is persistent
 
 
-async def test_junos_rollback_1_then_commit_undoes_the_change(lab: Lab) -> None:
+async def test_junos_rollback_1_then_commit_undoes_the_change(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await stage_reroute(r1)
         await r1.send("commit confirmed 5")
@@ -147,7 +122,9 @@ async def test_junos_rollback_1_then_commit_undoes_the_change(lab: Lab) -> None:
     assert not lab.r1.pending_revert()
 
 
-async def test_junos_second_exclusive_session_is_refused_until_the_first_leaves(lab: Lab) -> None:
+async def test_junos_second_exclusive_session_is_refused_until_the_first_leaves(
+    lab: GearLab,
+) -> None:
     async with await lab.login() as first, await lab.login() as second:
         await stage_reroute(first)
         assert await second.send("configure exclusive") == (
@@ -161,7 +138,7 @@ async def test_junos_second_exclusive_session_is_refused_until_the_first_leaves(
         assert await second.send("show | compare") == ""  # the first one's edits were discarded
 
 
-async def test_junos_exclusive_is_refused_over_stray_shared_edits(lab: Lab) -> None:
+async def test_junos_exclusive_is_refused_over_stray_shared_edits(lab: GearLab) -> None:
     async with await lab.login() as r1:
         assert await r1.send("configure") == "Entering configuration mode"
         await r1.send(SET_BACKUP)
@@ -176,7 +153,7 @@ async def test_junos_exclusive_is_refused_over_stray_shared_edits(lab: Lab) -> N
         assert await r1.send("configure exclusive") == "Entering configuration mode"
 
 
-async def test_junos_dropped_session_releases_the_lock(lab: Lab) -> None:
+async def test_junos_dropped_session_releases_the_lock(lab: GearLab) -> None:
     first = await lab.login()
     await stage_reroute(first)
     await first.close()
@@ -185,7 +162,7 @@ async def test_junos_dropped_session_releases_the_lock(lab: Lab) -> None:
         assert await second.send("show | compare") == ""
 
 
-async def test_junos_error_markers_for_bad_lines(lab: Lab) -> None:
+async def test_junos_error_markers_for_bad_lines(lab: GearLab) -> None:
     async with await lab.login() as r1:
         assert (await r1.send("show rout")).endswith("unknown command.")
         await r1.send("configure exclusive")
@@ -198,7 +175,7 @@ async def test_junos_error_markers_for_bad_lines(lab: Lab) -> None:
         )
 
 
-async def test_junos_disabled_interface_makes_its_routes_inactive(lab: Lab) -> None:
+async def test_junos_disabled_interface_makes_its_routes_inactive(lab: GearLab) -> None:
     async with await lab.login() as r1:
         await r1.send("configure exclusive")
         await r1.send("set interfaces ge-0/0/1 disable")
@@ -208,7 +185,7 @@ async def test_junos_disabled_interface_makes_its_routes_inactive(lab: Lab) -> N
     assert not lab.r1.interfaces["ge-0/0/1.0"].admin_up
 
 
-async def test_junos_filter_based_forwarding_shows_and_can_be_removed(lab: Lab) -> None:
+async def test_junos_filter_based_forwarding_shows_and_can_be_removed(lab: GearLab) -> None:
     attach = [
         "set firewall family inet filter CT-r1-c2 term prio from source-address 10.5.0.0/16",
         "set firewall family inet filter CT-r1-c2 term prio then routing-instance CT-r1-c2",
@@ -237,7 +214,7 @@ async def test_junos_filter_based_forwarding_shows_and_can_be_removed(lab: Lab) 
     assert not [line for line in config if "CT-r1-c2" in line]
 
 
-async def test_junos_cli_error_fault_rejects_route_statements(lab: Lab) -> None:
+async def test_junos_cli_error_fault_rejects_route_statements(lab: GearLab) -> None:
     lab.net.set_fault("r1", Fault.CLI_ERROR)
     async with await lab.login() as r1:
         await r1.send("configure exclusive")
@@ -245,7 +222,7 @@ async def test_junos_cli_error_fault_rejects_route_statements(lab: Lab) -> None:
         assert await r1.send("show | compare") == ""
 
 
-async def test_junos_session_limit_refuses_the_next_session(lab: Lab) -> None:
+async def test_junos_session_limit_refuses_the_next_session(lab: GearLab) -> None:
     lab.net.set_fault("r1", Fault.SESSION_LIMIT, max_sessions=1)
     async with await lab.login():
         with pytest.raises(SessionClosed) as refused:

@@ -34,8 +34,9 @@ from lab.telephony import TelephonySandbox
 SID = "AC" + "1" * 32
 TOKEN = "sandbox-token-0123456789abcdef"
 FROM = "+15005550006"
-OFFICER = DutyOfficer(id="do-1", name="Nguyễn Văn A", phone="+84901234567", language=Language.VI,
-                      escalation_order=1)
+OFFICER = DutyOfficer(
+    id="do-1", name="Nguyễn Văn A", phone="+84901234567", language=Language.VI, escalation_order=1
+)
 
 
 @dataclass
@@ -55,9 +56,14 @@ class Receiver:
 
     async def _any(self, request: Request) -> Response:
         form = await request.form()
-        self.received.append(Received(request.url.path, str(request.url),
-                                       [(k, str(v)) for k, v in form.multi_items()],
-                                       request.headers.get("X-Twilio-Signature")))
+        self.received.append(
+            Received(
+                request.url.path,
+                str(request.url),
+                [(k, str(v)) for k, v in form.multi_items()],
+                request.headers.get("X-Twilio-Signature"),
+            )
+        )
         return Response("<Response><Hangup/></Response>", media_type="application/xml")
 
 
@@ -88,8 +94,9 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 
 
 def _client(sandbox: TelephonySandbox, *, token: str = TOKEN) -> Client:
-    return build_client(Settings(twilio_account_sid=SID, twilio_auth_token=token,
-                                 twilio_api_base=sandbox.base_url))
+    return build_client(
+        Settings(twilio_account_sid=SID, twilio_auth_token=token, twilio_api_base=sandbox.base_url)
+    )
 
 
 def _settings(base: str) -> Settings:
@@ -97,14 +104,23 @@ def _settings(base: str) -> Settings:
 
 
 def _create_call(client: Client, base: str, *, to: str = OFFICER.phone) -> str:
-    twiml = ack_twiml(_settings(base), officer=OFFICER, message_vi="Sự cố khẩn cấp tại Kon Tum.",
-                      message_en="Emergency in Kon Tum.",
-                      gather_url=f"{base}/twilio/voice/gather?incident=I1&attempt=1&nonce=n")
-    call = client.calls.create(to=to, from_=FROM, twiml=twiml,
-                               status_callback=f"{base}/twilio/voice/status?incident=I1&attempt=1",
-                               status_callback_event=list(STATUS_CALLBACK_EVENTS),
-                               status_callback_method="POST", timeout=20,
-                               machine_detection="Enable")
+    twiml = ack_twiml(
+        _settings(base),
+        officer=OFFICER,
+        message_vi="Sự cố khẩn cấp tại Kon Tum.",
+        message_en="Emergency in Kon Tum.",
+        gather_url=f"{base}/twilio/voice/gather?incident=I1&attempt=1&nonce=n",
+    )
+    call = client.calls.create(
+        to=to,
+        from_=FROM,
+        twiml=twiml,
+        status_callback=f"{base}/twilio/voice/status?incident=I1&attempt=1",
+        status_callback_event=list(STATUS_CALLBACK_EVENTS),
+        status_callback_method="POST",
+        timeout=20,
+        machine_detection="Enable",
+    )
     return str(call.sid)
 
 
@@ -115,9 +131,18 @@ async def test_sandbox_call_create_records_fields_as_sent(sandbox: TelephonySand
     [call] = sandbox.calls
     assert call.sid == sid and sid.startswith("CA")
     assert [k for k, _ in call.fields] == [
-        "To", "From", "StatusCallback", "StatusCallbackEvent", "StatusCallbackEvent",
-        "StatusCallbackEvent", "StatusCallbackEvent", "StatusCallbackMethod", "Timeout",
-        "MachineDetection", "Twiml"]
+        "To",
+        "From",
+        "StatusCallback",
+        "StatusCallbackEvent",
+        "StatusCallbackEvent",
+        "StatusCallbackEvent",
+        "StatusCallbackEvent",
+        "StatusCallbackMethod",
+        "Timeout",
+        "MachineDetection",
+        "Twiml",
+    ]
     assert call.fields_named("StatusCallbackEvent") == list(STATUS_CALLBACK_EVENTS)
     assert call.field("To") == OFFICER.phone and call.field("Timeout") == "20"
     assert 'actionOnEmptyResult="true"' in (call.field("Twiml") or "")
@@ -141,7 +166,8 @@ async def test_sandbox_wrong_token_refused_with_20003(sandbox: TelephonySandbox)
 
 
 async def test_sandbox_invalid_to_translates_to_non_retryable_error(
-        sandbox: TelephonySandbox) -> None:
+    sandbox: TelephonySandbox,
+) -> None:
     client = _client(sandbox)
 
     def create() -> None:
@@ -156,8 +182,7 @@ async def test_sandbox_invalid_to_translates_to_non_retryable_error(
     assert sandbox.calls == []
 
 
-async def test_sandbox_rate_limit_translates_to_retryable_error(
-        sandbox: TelephonySandbox) -> None:
+async def test_sandbox_rate_limit_translates_to_retryable_error(sandbox: TelephonySandbox) -> None:
     client = _client(sandbox)
     sandbox.fail_next("Calls", status=429, code=20429)
 
@@ -175,8 +200,13 @@ async def test_sandbox_unreachable_api_translates_to_retryable_error() -> None:
     sock = _listening_socket()
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there any more
-    client = build_client(Settings(twilio_account_sid=SID, twilio_auth_token=TOKEN,
-                                   twilio_api_base=f"http://127.0.0.1:{port}"))
+    client = build_client(
+        Settings(
+            twilio_account_sid=SID,
+            twilio_auth_token=TOKEN,
+            twilio_api_base=f"http://127.0.0.1:{port}",
+        )
+    )
 
     def create() -> None:
         with twilio_errors("create call"):
@@ -187,17 +217,24 @@ async def test_sandbox_unreachable_api_translates_to_retryable_error() -> None:
     assert exc.value.retryable is True and twilio_code(exc.value) is None
 
 
-@pytest.mark.parametrize(("behaviour", "statuses", "digits"), [
-    ("press_1", ["initiated", "ringing", "in-progress", "completed"], "1"),
-    ("press_9", ["initiated", "ringing", "in-progress", "completed"], "9"),
-    ("answer_silent", ["initiated", "ringing", "in-progress", "completed"], ""),
-    ("no_answer", ["initiated", "ringing", "no-answer"], None),
-    ("busy", ["initiated", "busy"], None),
-    ("fail", ["failed"], None),
-])
+@pytest.mark.parametrize(
+    ("behaviour", "statuses", "digits"),
+    [
+        ("press_1", ["initiated", "ringing", "in-progress", "completed"], "1"),
+        ("press_9", ["initiated", "ringing", "in-progress", "completed"], "9"),
+        ("answer_silent", ["initiated", "ringing", "in-progress", "completed"], ""),
+        ("no_answer", ["initiated", "ringing", "no-answer"], None),
+        ("busy", ["initiated", "busy"], None),
+        ("fail", ["failed"], None),
+    ],
+)
 async def test_sandbox_callee_behaviour_posts_signed_callbacks_in_order(
-        sandbox: TelephonySandbox, receiver: tuple[Receiver, str], behaviour: str,
-        statuses: list[str], digits: str | None) -> None:
+    sandbox: TelephonySandbox,
+    receiver: tuple[Receiver, str],
+    behaviour: str,
+    statuses: list[str],
+    digits: str | None,
+) -> None:
     rec, base = receiver
     sandbox.set_callee(OFFICER.phone, behaviour)  # type: ignore[arg-type]
     sid = await asyncio.to_thread(_create_call, _client(sandbox), base)
@@ -214,8 +251,9 @@ async def test_sandbox_callee_behaviour_posts_signed_callbacks_in_order(
     assert all(c.status_code == 200 for c in sandbox.callbacks_for(sid))
 
 
-async def test_sandbox_answered_call_speaks_the_twiml(sandbox: TelephonySandbox,
-                                                      receiver: tuple[Receiver, str]) -> None:
+async def test_sandbox_answered_call_speaks_the_twiml(
+    sandbox: TelephonySandbox, receiver: tuple[Receiver, str]
+) -> None:
     _, base = receiver
     sid = await asyncio.to_thread(_create_call, _client(sandbox), base)
     await sandbox.wait_for(lambda: sandbox.call_finished(sid))
@@ -226,12 +264,16 @@ async def test_sandbox_answered_call_speaks_the_twiml(sandbox: TelephonySandbox,
 
 
 async def test_sandbox_sms_create_then_signed_delivery_reports(
-        sandbox: TelephonySandbox, receiver: tuple[Receiver, str]) -> None:
+    sandbox: TelephonySandbox, receiver: tuple[Receiver, str]
+) -> None:
     rec, base = receiver
     client = _client(sandbox)
     url = f"{base}/twilio/sms/status?incident=I1&key=k1&nonce=n"
-    msg = await asyncio.to_thread(lambda: client.messages.create(
-        to=OFFICER.phone, from_=FROM, body="Sự cố khẩn cấp", status_callback=url))
+    msg = await asyncio.to_thread(
+        lambda: client.messages.create(
+            to=OFFICER.phone, from_=FROM, body="Sự cố khẩn cấp", status_callback=url
+        )
+    )
     assert msg.status == "queued" and msg.sid.startswith("SM")
     [recorded] = sandbox.messages
     assert [k for k, _ in recorded.fields] == ["To", "StatusCallback", "From", "Body"]
@@ -239,20 +281,25 @@ async def test_sandbox_sms_create_then_signed_delivery_reports(
 
     await sandbox.wait_for(lambda: len(sandbox.callbacks_for(msg.sid)) == 2)
     assert [dict(r.fields)["MessageStatus"] for r in rec.received] == ["sent", "delivered"]
-    assert all(RequestValidator(TOKEN).validate(r.url, dict(r.fields), r.signature or "")
-               for r in rec.received)
+    assert all(
+        RequestValidator(TOKEN).validate(r.url, dict(r.fields), r.signature or "")
+        for r in rec.received
+    )
 
 
-async def test_sandbox_list_calls_filters_by_to_and_start_time(
-        sandbox: TelephonySandbox) -> None:
+async def test_sandbox_list_calls_filters_by_to_and_start_time(sandbox: TelephonySandbox) -> None:
     client = _client(sandbox)
     before = datetime.now(UTC) - timedelta(seconds=5)
     sid = await asyncio.to_thread(_create_call, client, "http://127.0.0.1:9")
     await asyncio.to_thread(_create_call, client, "http://127.0.0.1:9", to="+84907654321")
 
-    mine = await asyncio.to_thread(lambda: client.calls.list(to=OFFICER.phone,
-                                                             start_time_after=before))
-    later = await asyncio.to_thread(lambda: client.calls.list(
-        to=OFFICER.phone, start_time_after=datetime.now(UTC) + timedelta(minutes=5)))
+    mine = await asyncio.to_thread(
+        lambda: client.calls.list(to=OFFICER.phone, start_time_after=before)
+    )
+    later = await asyncio.to_thread(
+        lambda: client.calls.list(
+            to=OFFICER.phone, start_time_after=datetime.now(UTC) + timedelta(minutes=5)
+        )
+    )
     assert [c.sid for c in mine] == [sid]
     assert later == []

@@ -35,17 +35,49 @@ def test_playbook_edit_changes_hash():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"name": "p", "version": 1, "title": "t", "incident_kinds": ["riot"],
-          "steps": [{"type": "reroute_wave", "name": "w", "restoration_levels": [1]}]},
-         "select_circuits step before"),
-        ({"name": "p", "version": 1, "title": "t", "incident_kinds": ["riot"],
-          "steps": [{"type": "select_circuits", "priority_classes": ["armed_forces"]},
-                    {"type": "reroute_wave", "name": "w", "restoration_levels": [7]}]},
-         "restoration levels"),
-        ({"name": "p", "version": 1, "title": "t", "incident_kinds": ["riot"],
-          "steps": [{"type": "format_disk"}]}, "format_disk"),
-        ({"name": "p; rm", "version": 1, "title": "t", "incident_kinds": ["riot"],
-          "steps": [{"type": "report"}]}, "name"),
+        (
+            {
+                "name": "p",
+                "version": 1,
+                "title": "t",
+                "incident_kinds": ["riot"],
+                "steps": [{"type": "reroute_wave", "name": "w", "restoration_levels": [1]}],
+            },
+            "select_circuits step before",
+        ),
+        (
+            {
+                "name": "p",
+                "version": 1,
+                "title": "t",
+                "incident_kinds": ["riot"],
+                "steps": [
+                    {"type": "select_circuits", "priority_classes": ["armed_forces"]},
+                    {"type": "reroute_wave", "name": "w", "restoration_levels": [7]},
+                ],
+            },
+            "restoration levels",
+        ),
+        (
+            {
+                "name": "p",
+                "version": 1,
+                "title": "t",
+                "incident_kinds": ["riot"],
+                "steps": [{"type": "format_disk"}],
+            },
+            "format_disk",
+        ),
+        (
+            {
+                "name": "p; rm",
+                "version": 1,
+                "title": "t",
+                "incident_kinds": ["riot"],
+                "steps": [{"type": "report"}],
+            },
+            "name",
+        ),
     ],
 )
 def test_invalid_playbook_refused_with_clear_error(data, message):

@@ -17,39 +17,57 @@ from worker import build_worker
 from workflows import DeviceChangeWorkflow
 
 # Few, quick retries so a retryable fault gives up in seconds.
-FAULT_TIMINGS = TEST_TIMINGS.model_copy(update={"ssh_attempts": 2, "ssh_retry_initial_s": 0.2,
-                                                "ssh_step_timeout_s": 10})
+FAULT_TIMINGS = TEST_TIMINGS.model_copy(
+    update={"ssh_attempts": 2, "ssh_retry_initial_s": 0.2, "ssh_step_timeout_s": 10}
+)
 
 
 @pytest_asyncio.fixture(scope="module")
 async def fault_queue(stack: Stack) -> AsyncIterator[str]:
     """A worker whose SSH command timeout is short, so a hung device is noticed quickly."""
     queue = f"faults-{uuid.uuid4().hex[:6]}"
-    settings = stack.settings.model_copy(update={"ssh_command_timeout_s": 1.5,
-                                                 "ssh_connect_timeout_s": 2.0,
-                                                 "task_queue": queue})
+    settings = stack.settings.model_copy(
+        update={"ssh_command_timeout_s": 1.5, "ssh_connect_timeout_s": 2.0, "task_queue": queue}
+    )
     async with build_worker(stack.client, settings, stack.store, task_queue=queue):
         yield queue
 
 
 async def _change(stack: Stack, queue: str, device: str, *, confirm: bool = False) -> ChangeRecord:
     inv = stack.store.inventory()
-    changes = [RouteChange(circuit_id=c.id, path=p)
-               for c in inv.circuits for p in c.paths if p.device == device]
+    changes = [
+        RouteChange(circuit_id=c.id, path=p)
+        for c in inv.circuits
+        for p in c.paths
+        if p.device == device
+    ]
     cid = f"change-fault-{uuid.uuid4().hex[:6]}-{device}-w1"
     handle = await stack.client.start_workflow(
         DeviceChangeWorkflow.run,
-        DeviceChangeInput(incident_id="INC-faults", change_id=cid, device=inv.device(device),
-                          wave=1, changes=changes, timings=FAULT_TIMINGS),
-        id=cid, task_queue=queue,
+        DeviceChangeInput(
+            incident_id="INC-faults",
+            change_id=cid,
+            device=inv.device(device),
+            wave=1,
+            changes=changes,
+            timings=FAULT_TIMINGS,
+        ),
+        id=cid,
+        task_queue=queue,
     )
     if confirm:
+
         async def awaiting() -> bool:
             rec = await handle.query(DeviceChangeWorkflow.record)
             return rec.state is ChangeState.AWAITING_CONFIRMATION
+
         await wait_until(awaiting, timeout_s=60, what="awaiting confirmation")
-        await handle.signal(DeviceChangeWorkflow.decide, ChangeDecisionInput(
-            change_id=cid, decision=Decision.CONFIRM, operator_id="op-hoang-thu-ha"))
+        await handle.signal(
+            DeviceChangeWorkflow.decide,
+            ChangeDecisionInput(
+                change_id=cid, decision=Decision.CONFIRM, operator_id="op-hoang-thu-ha"
+            ),
+        )
     return await handle.result()
 
 
@@ -65,7 +83,8 @@ async def _change(stack: Stack, queue: str, device: str, *, confirm: bool = Fals
     ids=lambda v: v.value if isinstance(v, Fault) else None,
 )
 async def test_device_fault_change_failed_with_typed_error_device_unchanged(
-        stack, fault_queue, device, fault, params, error_type, retryable):
+    stack, fault_queue, device, fault, params, error_type, retryable
+):
     before = stack.network.devices[device].static_routes()
     stack.network.set_fault(device, fault, **params)
     try:
@@ -76,8 +95,11 @@ async def test_device_fault_change_failed_with_typed_error_device_unchanged(
     assert rec.error_type == error_type, rec.error
     assert rec.retryable is retryable
     assert rec.error
-    await wait_until(lambda: stack.network.devices[device].static_routes() == before, timeout_s=30,
-                     what=f"{device} back to its original routes")
+    await wait_until(
+        lambda: stack.network.devices[device].static_routes() == before,
+        timeout_s=30,
+        what=f"{device} back to its original routes",
+    )
     assert not stack.network.devices[device].pending_revert()
 
 
@@ -92,14 +114,26 @@ async def test_slow_device_change_completes_and_is_confirmed(stack, fault_queue)
     assert rec.verified
     # Leave the device as the rest of the session expects it: back on the primary paths.
     inv = stack.store.inventory()
-    changes = [RouteChange(circuit_id=c.id, path=p)
-               for c in inv.circuits for p in c.paths if p.device == device]
+    changes = [
+        RouteChange(circuit_id=c.id, path=p)
+        for c in inv.circuits
+        for p in c.paths
+        if p.device == device
+    ]
     cid = f"restore-fault-{uuid.uuid4().hex[:6]}"
     back = await stack.client.execute_workflow(
         DeviceChangeWorkflow.run,
-        DeviceChangeInput(incident_id="INC-faults", change_id=cid, device=inv.device(device), wave=0,
-                          direction="restore", changes=changes, require_confirmation=False,
-                          timings=FAULT_TIMINGS),
-        id=cid, task_queue=fault_queue,
+        DeviceChangeInput(
+            incident_id="INC-faults",
+            change_id=cid,
+            device=inv.device(device),
+            wave=0,
+            direction="restore",
+            changes=changes,
+            require_confirmation=False,
+            timings=FAULT_TIMINGS,
+        ),
+        id=cid,
+        task_queue=fault_queue,
     )
     assert back.state is ChangeState.CONFIRMED

@@ -16,13 +16,24 @@ from workflows import PlaybookWorkflow
 
 async def _declare(stack: Stack, area: str) -> str:
     spec = get_playbook("kon-tum-2a")
-    incident = Incident(id=f"INC-lock-{uuid.uuid4().hex[:8]}", kind=IncidentKind.RIOT, area=area,
-                        declared_by="do-nguyen-van-an", declared_at=datetime.now(UTC))
+    incident = Incident(
+        id=f"INC-lock-{uuid.uuid4().hex[:8]}",
+        kind=IncidentKind.RIOT,
+        area=area,
+        declared_by="do-nguyen-van-an",
+        declared_at=datetime.now(UTC),
+    )
     await stack.client.start_workflow(
         PlaybookWorkflow.run,
-        PlaybookRunInput(incident=incident, playbook=spec, playbook_sha256=spec.sha256(),
-                         inventory=stack.store.inventory(), timings=TEST_TIMINGS),
-        id=incident.id, task_queue=stack.settings.task_queue,
+        PlaybookRunInput(
+            incident=incident,
+            playbook=spec,
+            playbook_sha256=spec.sha256(),
+            inventory=stack.store.inventory(),
+            timings=TEST_TIMINGS,
+        ),
+        id=incident.id,
+        task_queue=stack.settings.task_queue,
     )
     return incident.id
 
@@ -48,13 +59,21 @@ async def test_two_incidents_same_device_changes_do_not_interleave(stack):
                     decided.add(rec.change_id)
                     # Hold the first change a moment so an interleaving would show.
                     await asyncio.sleep(0.5)
-                    await h.execute_update(PlaybookWorkflow.decide_change, ChangeDecisionInput(
-                        change_id=rec.change_id, decision=Decision.CONFIRM, operator_id=operator))
+                    await h.execute_update(
+                        PlaybookWorkflow.decide_change,
+                        ChangeDecisionInput(
+                            change_id=rec.change_id, decision=Decision.CONFIRM, operator_id=operator
+                        ),
+                    )
             active += st.phase == "active"
         return active == 2
 
-    await wait_until(confirm_pending_until_both_active, timeout_s=120, interval_s=0.3,
-                     what="both incidents active")
+    await wait_until(
+        confirm_pending_until_both_active,
+        timeout_s=120,
+        interval_s=0.3,
+        what="both incidents active",
+    )
     records = []
     for h in handles:
         st = await h.query(PlaybookWorkflow.status)
@@ -62,7 +81,7 @@ async def test_two_incidents_same_device_changes_do_not_interleave(stack):
     assert len({r.change_id.split("-dt-agg-01")[0] for r in records}) == 2  # both incidents
     assert all(r.state is ChangeState.CONFIRMED for r in records)
     spans = sorted(_span(r) for r in records)
-    for (_, earlier_end), (later_start, _) in zip(spans, spans[1:]):
+    for (_, earlier_end), (later_start, _) in zip(spans, spans[1:], strict=False):
         assert earlier_end <= later_start, "a change began before another one finished"
     for h in handles:
         await h.signal(PlaybookWorkflow.stand_down, StandDownInput(by="test"))

@@ -16,14 +16,24 @@ from workflows import PlaybookWorkflow
 
 async def _start(stack: Stack, area: str, **timings: float) -> str:
     spec = get_playbook("kon-tum-2a")
-    incident = Incident(id=f"INC-wf-{uuid.uuid4().hex[:8]}", kind=IncidentKind.SABOTAGE, area=area,
-                        declared_by="do-nguyen-van-an", declared_at=datetime.now(UTC))
+    incident = Incident(
+        id=f"INC-wf-{uuid.uuid4().hex[:8]}",
+        kind=IncidentKind.SABOTAGE,
+        area=area,
+        declared_by="do-nguyen-van-an",
+        declared_at=datetime.now(UTC),
+    )
     await stack.client.start_workflow(
         PlaybookWorkflow.run,
-        PlaybookRunInput(incident=incident, playbook=spec, playbook_sha256=spec.sha256(),
-                         inventory=stack.store.inventory(),
-                         timings=TEST_TIMINGS.model_copy(update=timings)),
-        id=incident.id, task_queue=stack.settings.task_queue,
+        PlaybookRunInput(
+            incident=incident,
+            playbook=spec,
+            playbook_sha256=spec.sha256(),
+            inventory=stack.store.inventory(),
+            timings=TEST_TIMINGS.model_copy(update=timings),
+        ),
+        id=incident.id,
+        task_queue=stack.settings.task_queue,
     )
     return incident.id
 
@@ -47,8 +57,9 @@ async def _close(stack: Stack, incident_id: str) -> None:
 async def test_change_not_confirmed_device_reverts_by_itself(stack):
     device = "nh-agg-01"
     before = stack.network.devices[device].static_routes()
-    incident_id = await _start(stack, "ngoc-hoi", confirm_window_s=1, revert_margin_s=1,
-                               verify_timeout_s=3)
+    incident_id = await _start(
+        stack, "ngoc-hoi", confirm_window_s=1, revert_margin_s=1, verify_timeout_s=3
+    )
     st = await _until_active(stack, incident_id)
     assert st.changes
     for rec in st.changes:

@@ -36,4 +36,6 @@ async def test_tampered_history_replay_reports_divergence(tmp_path: Path):
     forged.write_text(json.dumps(data), encoding="utf-8")
     outcome = await replay(load_history(forged))
     assert not outcome.ok
-    assert "erase_evidence" in (outcome.failure or "") or "Nondeterminism" in (outcome.failure or "")
+    assert "erase_evidence" in (outcome.failure or "") or "Nondeterminism" in (
+        outcome.failure or ""
+    )

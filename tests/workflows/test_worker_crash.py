@@ -1,4 +1,4 @@
-"""A worker killed in the middle of an apply: the retry finishes the change and sends nothing twice."""
+"""A worker killed mid-apply: the retry finishes the change and sends nothing twice."""
 
 from __future__ import annotations
 
@@ -24,8 +24,12 @@ ROOT = Path(__file__).parent.parent.parent
 async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack):
     device = "dt-agg-01"
     inv = stack.store.inventory()
-    changes = [RouteChange(circuit_id=c.id, path=p)
-               for c in inv.circuits for p in c.paths if p.device == device]
+    changes = [
+        RouteChange(circuit_id=c.id, path=p)
+        for c in inv.circuits
+        for p in c.paths
+        if p.device == device
+    ]
     backups = {p.path.prefix: p.path.backup.address for p in changes}
     queue = f"crash-{uuid.uuid4().hex[:6]}"
     s = stack.settings
@@ -36,29 +40,45 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
         "CONTINUITY_DATABASE_URL": s.sqlalchemy_url,
         "CONTINUITY_KNOWN_HOSTS": str(s.known_hosts_path),
         "CONTINUITY_DEVICE_CREDENTIALS": json.dumps(
-            {k: {"username": v.username, "password": v.password.get_secret_value()}
-             for k, v in s.device_credentials.items()}),
+            {
+                k: {"username": v.username, "password": v.password.get_secret_value()}
+                for k, v in s.device_credentials.items()
+            }
+        ),
     }
     # A worker in its own process, so it can really die.
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(ROOT / "worker.py"), env=env,
-                                                cwd=ROOT, start_new_session=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "worker.py"), env=env, cwd=ROOT, start_new_session=True
+    )
     stack.network.set_fault(device, Fault.SLOW, delay_s=0.4)  # room to die between make and break
     cid = f"change-crash-{uuid.uuid4().hex[:6]}-{device}-w1"
     try:
         handle = await stack.client.start_workflow(
             DeviceChangeWorkflow.run,
-            DeviceChangeInput(incident_id="INC-crash", change_id=cid, device=inv.device(device),
-                              wave=1, changes=changes, timings=TEST_TIMINGS),
-            id=cid, task_queue=queue,
+            DeviceChangeInput(
+                incident_id="INC-crash",
+                change_id=cid,
+                device=inv.device(device),
+                wave=1,
+                changes=changes,
+                timings=TEST_TIMINGS,
+            ),
+            id=cid,
+            task_queue=queue,
         )
 
         def made_not_broken() -> bool:
             routes = stack.network.devices[device].static_routes()
             return all(backups[p] in routes.get(p, []) for p in backups) and any(
-                len(routes.get(p, [])) > 1 for p in backups)
+                len(routes.get(p, [])) > 1 for p in backups
+            )
 
-        await wait_until(made_not_broken, timeout_s=60, interval_s=0.05,
-                         what="backup routes added, primaries not yet removed")
+        await wait_until(
+            made_not_broken,
+            timeout_s=60,
+            interval_s=0.05,
+            what="backup routes added, primaries not yet removed",
+        )
         os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
     finally:
@@ -68,14 +88,21 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
             await proc.wait()
 
     # A new worker picks the apply up again after the heartbeat timeout.
-    async with build_worker(stack.client, s.model_copy(update={"task_queue": queue}), stack.store,
-                            task_queue=queue):
+    async with build_worker(
+        stack.client, s.model_copy(update={"task_queue": queue}), stack.store, task_queue=queue
+    ):
+
         async def awaiting() -> bool:
             rec = await handle.query(DeviceChangeWorkflow.record)
             return rec.state is ChangeState.AWAITING_CONFIRMATION
+
         await wait_until(awaiting, timeout_s=60, what="change awaiting confirmation after retry")
-        await handle.signal(DeviceChangeWorkflow.decide, ChangeDecisionInput(
-            change_id=cid, decision=Decision.CONFIRM, operator_id="op-hoang-thu-ha"))
+        await handle.signal(
+            DeviceChangeWorkflow.decide,
+            ChangeDecisionInput(
+                change_id=cid, decision=Decision.CONFIRM, operator_id="op-hoang-thu-ha"
+            ),
+        )
         rec = await handle.result()
 
     assert rec.state is ChangeState.CONFIRMED
@@ -83,10 +110,13 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
     assert all(routes[p] == [b] for p, b in backups.items())
     # The killed attempt died with its session; the retry's transcript shows it found the backup
     # routes already configured and sent only the removal of the primaries.
-    applies = [t for t in stack.store.transcripts("INC-crash")
-               if t.change_id == cid and t.step == "apply"]
+    applies = [
+        t for t in stack.store.transcripts("INC-crash") if t.change_id == cid and t.step == "apply"
+    ]
     assert applies
-    typed = [ln.split("#", 1)[1] for t in applies for ln in t.text.splitlines() if "(config)#" in ln]
+    typed = [
+        ln.split("#", 1)[1] for t in applies for ln in t.text.splitlines() if "(config)#" in ln
+    ]
     assert not [ln for ln in typed if ln.startswith("ip route")], typed
     assert len([ln for ln in typed if ln.startswith("no ip route")]) == len(backups), typed
     assert rec.already_applied is False  # half done is not done: the rest was applied
@@ -94,9 +124,17 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
     # Put the device back on its primary paths for the rest of the session.
     back = await stack.client.execute_workflow(
         DeviceChangeWorkflow.run,
-        DeviceChangeInput(incident_id="INC-crash", change_id=f"restore-{cid}",
-                          device=inv.device(device), wave=0, direction="restore", changes=changes,
-                          require_confirmation=False, timings=TEST_TIMINGS),
-        id=f"restore-{cid}", task_queue=s.task_queue,
+        DeviceChangeInput(
+            incident_id="INC-crash",
+            change_id=f"restore-{cid}",
+            device=inv.device(device),
+            wave=0,
+            direction="restore",
+            changes=changes,
+            require_confirmation=False,
+            timings=TEST_TIMINGS,
+        ),
+        id=f"restore-{cid}",
+        task_queue=s.task_queue,
     )
     assert back.state is ChangeState.CONFIRMED

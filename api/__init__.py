@@ -1,0 +1,1 @@
+"""The HTTP API: incidents, decisions, stand-down, history export, Twilio webhooks, console."""

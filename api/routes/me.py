@@ -1,0 +1,27 @@
+"""Who the caller's bearer token stands for, so the console can show the role it acts as."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from api.deps import AnyRole
+from continuity.models import Role
+
+router = APIRouter(tags=["auth"])
+
+
+class MePublic(BaseModel):
+    # Kept next to its only route rather than in api/schemas.py, which belongs to another change.
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str
+    role: Role
+
+
+@router.get("/me", response_model=MePublic)
+async def read_me(who: AnyRole) -> MePublic:
+    return MePublic(subject=who.subject, role=who.role)
+
+
+__all__ = ["MePublic", "router"]

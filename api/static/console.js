@@ -21,8 +21,12 @@
     pollTimer: null,
     pollSeq: 0,
     inflight: new Set(), // change ids with a decision on the wire
+    // change id -> decision the server accepted; until the device change moves on, the row says
+    // so instead of offering the buttons again (a second click would record a second decision)
+    decided: new Map(),
     rejectDrafts: new Map(), // change id -> reason being typed, survives re-renders
     report: null, // {form, text, incidentId}
+    last: null, // the incident as last read, to re-render at once after a local change
   };
 
   const $ = (id) => document.getElementById(id);
@@ -108,8 +112,8 @@
 
   // Rows are reused while their data is unchanged, so open <details>, focus and a half-typed
   // reject reason survive the 1.5 s refresh.
-  function syncRows(tbody, items, keyOf, build) {
-    const wanted = items.map((it, i) => ({ key: keyOf(it, i), sig: JSON.stringify(it), it }));
+  function syncRows(tbody, items, keyOf, build, localSig = () => "") {
+    const wanted = items.map((it, i) => ({ key: keyOf(it, i), sig: JSON.stringify(it) + localSig(it), it }));
     const keep = new Map();
     for (const row of [...tbody.children]) {
       const w = wanted.find((x) => x.key === row.dataset.key);
@@ -276,6 +280,7 @@
     if (state.incidentId !== id) {
       state.rejectDrafts.clear();
       state.inflight.clear();
+      state.decided.clear();
       for (const t of ["changes", "calls", "timeline"]) $(t).tBodies[0].replaceChildren();
       closeReport();
     }
@@ -324,6 +329,7 @@
   }
 
   function renderIncident(data) {
+    state.last = data;
     const s = data.status;
     const inc = s.incident;
     $("inc-id").textContent = inc.id;
@@ -354,7 +360,8 @@
       ? s.circuits.map((c) => el("span", { class: "chip mono", text: c }))
       : [el("span", { class: "muted", text: "none selected yet" })]));
 
-    syncRows($("changes").tBodies[0], s.changes, (c) => c.change_id, changeRow);
+    syncRows($("changes").tBodies[0], s.changes, (c) => c.change_id, changeRow,
+      (c) => `|${state.inflight.has(c.change_id)}|${state.decided.get(c.change_id) || ""}`);
     $("changes-empty").hidden = s.changes.length > 0;
 
     const calls = data.calls || [];
@@ -369,13 +376,19 @@
     const stick = atBottom.scrollTop + atBottom.clientHeight >= atBottom.scrollHeight - 4;
     syncRows(tl, s.timeline, (t, i) => String(i), (t) => el("tr", {},
       el("td", { class: "mono nowrap", title: t.at, text: fmtTime(t.at) }),
-      el("td", { class: "nowrap", text: t.event }),
+      el("td", { title: t.event, text: shortChange(t.event) }),
       el("td", { class: "wrap", text: t.detail })));
     if (stick) atBottom.scrollTop = atBottom.scrollHeight;
 
     const standDown = $("standdown-submit");
     standDown.hidden = !data.running || s.stood_down;
     $("standdown-reason").hidden = standDown.hidden;
+  }
+
+  // Change ids repeat the incident id shown above them; the full id stays in the tooltip.
+  function shortChange(text) {
+    const id = state.incidentId;
+    return id ? String(text).split(`-${id}-`).join("-…-") : String(text);
   }
 
   function changeRow(c) {
@@ -392,7 +405,7 @@
     if (c.already_applied) details.push(el("div", { class: "muted small", text: "found already applied on retry" }));
     const wave = c.wave === 0 ? "restore" : String(c.wave);
     return el("tr", { "data-change": c.change_id, "data-state": c.state },
-      el("td", {}, el("div", { class: "mono", text: c.change_id }), details),
+      el("td", {}, el("div", { class: "mono", title: c.change_id, text: shortChange(c.change_id) }), details),
       el("td", { class: "mono", text: c.device }),
       el("td", { text: wave }),
       el("td", { class: "mono", text: c.circuits.join(", ") }),
@@ -414,6 +427,11 @@
 
   function decisionControls(c) {
     const id = c.change_id;
+    const sent = state.decided.get(id);
+    if (sent) {
+      return el("span", { class: "muted", "data-sent": sent,
+        text: `${sent} sent · waiting for the device / đã gửi, chờ thiết bị` });
+    }
     const busy = state.inflight.has(id);
     const wrap = el("div", { class: "decide", "data-role": "operator" });
     const confirm = el("button", { type: "button", class: "ok", "data-action": "confirm", disabled: busy },
@@ -467,7 +485,10 @@
       });
     state.inflight.delete(c.change_id);
     if (done) {
+      state.decided.set(c.change_id, decision);
       state.rejectDrafts.delete(c.change_id);
+      // Same task as the answer: the row must not offer its buttons again, even for a moment.
+      if (state.last && state.incidentId === incidentId) renderIncident(state.last);
       notice(`${decision === "confirm" ? "Confirmed" : "Rejected"} ${c.change_id} on ${c.device}`);
       startPolling();
     }

@@ -437,7 +437,7 @@ class NetworkActivities:
             step=step,
             text=transcript.text,
         )
-        return TranscriptRef(id=tid, sha256=digest, step=step, commands=transcript.commands)
+        return TranscriptRef(id=tid, sha256=digest, step=step)
 
     @contextlib.asynccontextmanager
     async def _heartbeating(self, inp: DeviceSessionInput, step: str) -> AsyncIterator[None]:

@@ -254,7 +254,9 @@ class TranscriptRef(_Model):
     id: str
     sha256: str
     step: str
-    commands: list[str] = []  # what was sent, secrets never included
+    # Unused since v0.1: the configuration lines live in ChangeRecord.commands and the full
+    # session in the store. Kept so histories recorded with it still decode on replay.
+    commands: list[str] = []
 
 
 class ChangeRecord(_Model):

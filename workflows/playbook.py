@@ -125,7 +125,8 @@ class PlaybookWorkflow:
         return PlaybookRunResult(
             incident_id=incident.id,
             outcome=self._status.outcome,
-            changes=list(self._changes.values()),
+            # Compact: the per-change event logs stay in the status query and the reports.
+            changes=[r.model_copy(update={"events": []}) for r in self._changes.values()],
             calls=self._status.calls,
             acknowledged_by=self._status.acknowledged_by,
         )

@@ -110,6 +110,12 @@
 
   const vi = (text) => el("span", { class: "vi", text });
 
+  // replaceChildren would print a skipped (null) child as the text "null".
+  function fill(node, ...children) {
+    node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false)
+      .map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
+  }
+
   // Rows are reused while their data is unchanged, so open <details>, focus and a half-typed
   // reject reason survive the 1.5 s refresh.
   function syncRows(tbody, items, keyOf, build, localSig = () => "") {
@@ -147,10 +153,11 @@
   function showError(err, context) {
     const e = err instanceof ApiError ? err : new ApiError(0, "Error", String(err && err.message || err));
     const status = e.status ? `${e.status} ${STATUS_TEXT[e.status] || ""}`.trim() : STATUS_TEXT[0];
-    $("alert-title").textContent = `${status} — ${e.type}`;
+    $("alert-title").textContent = e.type === STATUS_TEXT[e.status] ? status : `${status} — ${e.type}`;
     $("alert-detail").textContent = e.detail || "";
     $("alert-context").textContent = context ? `(while ${context})` : "";
     $("alert").dataset.status = String(e.status);
+    $("alert").dataset.source = context && context.startsWith("refreshing") ? "poll" : "action";
     $("alert").hidden = false;
   }
 
@@ -201,7 +208,9 @@
     for (const node of document.querySelectorAll("[data-role]")) markRole(node);
   }
 
+  let identifySeq = 0;
   async function identify() {
+    const seq = ++identifySeq;
     state.me = null;
     if (!state.token) {
       renderIdentity("No token / Chưa có mã", "none");
@@ -209,23 +218,31 @@
     }
     renderIdentity("Checking token…", "pending");
     try {
-      const res = await api("GET", "me");
-      const me = await res.json();
-      state.me = { subject: String(me.subject), role: String(me.role) };
-      renderIdentity(`Acting as ${ROLE_LABEL[state.me.role] || state.me.role} · ${state.me.subject}`, "ok");
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 404) {
-        // An API without /me: the token is still checked, the role is left for the server to enforce.
-        try {
-          await api("GET", "incidents");
-          renderIdentity("Token accepted · role not reported by this server", "ok");
-        } catch (e2) {
-          renderIdentity(e2.status === 401 ? "Token refused / Mã không hợp lệ" : "Token not checked", "bad");
-          showError(e2, "checking the token");
-        }
-        return;
+      let me = null;
+      try {
+        me = await (await api("GET", "me")).json();
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 404)) throw e;
+        // An API without /me: check the token anyway; the server still enforces the role.
+        await api("GET", "incidents");
       }
-      renderIdentity(e.status === 401 ? "Token refused / Mã không hợp lệ" : "Token not checked", "bad");
+      if (seq !== identifySeq) return;
+      if (me) {
+        state.me = { subject: String(me.subject), role: String(me.role) };
+        renderIdentity(`Acting as ${ROLE_LABEL[state.me.role] || state.me.role} · ${state.me.subject}`, "ok");
+      } else {
+        renderIdentity("Token accepted · role not reported by this server", "ok");
+      }
+    } catch (e) {
+      if (seq !== identifySeq) return;
+      if (e.status === 401) {
+        // A refused token is not worth keeping, even for this tab.
+        state.token = "";
+        sessionStorage.removeItem(TOKEN_KEY);
+        renderIdentity("Token refused / Mã không hợp lệ", "bad");
+      } else {
+        renderIdentity("Token not checked", "bad");
+      }
       showError(e, "checking the token");
     }
   }
@@ -310,7 +327,10 @@
       const data = await res.json();
       if (seq !== state.pollSeq || id !== state.incidentId) return;
       renderIncident(data);
+      // A refresh that failed during an outage is over once one succeeds; an action's error stays.
+      if ($("alert").dataset.source === "poll") clearError();
       again = data.running; // a finished incident no longer changes
+      if (!again) loadList({ quiet: true });
     } catch (e) {
       if (seq !== state.pollSeq) return;
       showError(e, `refreshing incident ${id}`);
@@ -333,7 +353,7 @@
     const s = data.status;
     const inc = s.incident;
     $("inc-id").textContent = inc.id;
-    $("inc-meta").replaceChildren(
+    fill($("inc-meta"),
       el("span", { class: "badge kind", "data-kind": inc.kind, text: inc.kind }), " ",
       el("span", { text: `area ${inc.area}` }), " · ",
       el("span", { text: `declared by ${inc.declared_by} at ${fmtTime(inc.declared_at, { date: true })}` }),
@@ -350,13 +370,13 @@
 
     const outcome = $("inc-outcome");
     outcome.hidden = !s.outcome && !s.stood_down;
-    outcome.replaceChildren(
+    fill(outcome,
       el("strong", { text: "Outcome / Kết quả: " }),
       el("span", { text: s.outcome || "stand-down in progress" }),
       s.stood_down_by ? el("span", { class: "muted", text: ` · stood down by ${s.stood_down_by}` }) : null,
       s.decisions_refused ? el("span", { class: "muted", text: ` · ${s.decisions_refused} decisions refused` }) : null);
 
-    $("inc-circuits").replaceChildren(...(s.circuits.length
+    fill($("inc-circuits"), ...(s.circuits.length
       ? s.circuits.map((c) => el("span", { class: "chip mono", text: c }))
       : [el("span", { class: "muted", text: "none selected yet" })]));
 
@@ -367,16 +387,20 @@
     const calls = data.calls || [];
     syncRows($("calls").tBodies[0], calls, (c, i) => `${i}:${c.call_sid || ""}`, callRow);
     $("calls-empty").hidden = calls.length > 0;
-    $("inc-ack").replaceChildren(data.acknowledged_by
+    fill($("inc-ack"), data.acknowledged_by
       ? el("span", { class: "ack yes", text: `Acknowledged by ${data.acknowledged_by}` })
       : el("span", { class: "ack no", text: "Not acknowledged yet / Chưa xác nhận" }));
 
     const tl = $("timeline").tBodies[0];
     const atBottom = tl.closest(".scroll");
     const stick = atBottom.scrollTop + atBottom.clientHeight >= atBottom.scrollHeight - 4;
-    syncRows(tl, s.timeline, (t, i) => String(i), (t) => el("tr", {},
+    // Child workflows report their events when they finish, so the record is not in time order;
+    // the console sorts by time (stably), the Markdown report keeps the recorded order.
+    const timeline = s.timeline.map((t, i) => ({ ...t, i }))
+      .sort((a, b) => (Date.parse(a.at) - Date.parse(b.at)) || (a.i - b.i));
+    syncRows(tl, timeline, (t) => String(t.i), (t) => el("tr", {},
       el("td", { class: "mono nowrap", title: t.at, text: fmtTime(t.at) }),
-      el("td", { title: t.event, text: shortChange(t.event) }),
+      el("td", { class: "nowrap", title: t.event, text: shortChange(t.event) }),
       el("td", { class: "wrap", text: t.detail })));
     if (stick) atBottom.scrollTop = atBottom.scrollHeight;
 
@@ -405,16 +429,16 @@
     if (c.already_applied) details.push(el("div", { class: "muted small", text: "found already applied on retry" }));
     const wave = c.wave === 0 ? "restore" : String(c.wave);
     return el("tr", { "data-change": c.change_id, "data-state": c.state },
-      el("td", {}, el("div", { class: "mono", title: c.change_id, text: shortChange(c.change_id) }), details),
-      el("td", { class: "mono", text: c.device }),
+      el("td", {}, el("div", { class: "mono nowrap", title: c.change_id, text: shortChange(c.change_id) }), details),
+      el("td", { class: "mono nowrap", text: c.device }),
       el("td", { text: wave }),
-      el("td", { class: "mono", text: c.circuits.join(", ") }),
+      el("td", { class: "mono" }, c.circuits.map((id) => el("div", { class: "nowrap", text: id }))),
       el("td", {},
         el("span", { class: "badge state", "data-state": c.state, text: c.state }),
         c.error ? el("div", { class: "error-text",
           text: `${c.error_type ? `${c.error_type}: ` : ""}${c.error}${c.retryable === null ? "" : c.retryable ? " (retryable)" : " (not retryable)"}` })
           : null),
-      el("td", {},
+      el("td", { class: "wrap" },
         el("span", { class: c.verified ? "ok-text" : "muted", text: c.verified ? "verified" : "not verified" }),
         c.verification ? el("div", { class: "small wrap", text: c.verification }) : null),
       el("td", {}, c.decision
@@ -500,9 +524,9 @@
       el("td", {}, el("span", { class: "badge", "data-call": c.status, text: c.status }),
         c.error ? el("div", { class: "error-text", text: c.error }) : null),
       el("td", { class: c.acknowledged ? "ok-text" : "muted", text: c.acknowledged ? "yes" : "no" }),
-      el("td", { class: "mono small" },
+      el("td", { class: "mono small wrap" },
         el("div", { text: c.call_sid || "—" }), c.sms_sid ? el("div", { text: `SMS ${c.sms_sid}` }) : null),
-      el("td", { class: "mono", text: fmtTime(c.at) }));
+      el("td", { class: "mono nowrap", text: fmtTime(c.at) }));
   }
 
   // --- reports and history ---------------------------------------------------------------
@@ -522,9 +546,11 @@
       const res = await api("GET", `incidents/${encodeURIComponent(id)}/report?form=${encodeURIComponent(form)}`);
       const text = await res.text();
       state.report = { form, text, incidentId: id };
+      // A report is a snapshot; the time says how old it is while the incident moves on.
+      const at = fmtTime(new Date().toISOString());
       $("report-title").textContent = form === "dossier_2c"
-        ? `2c dossier — ${id} (for police and the DIC / gửi Công an và Sở TT&TT)`
-        : `Timeline report — ${id}`;
+        ? `2c dossier — ${id} · as of ${at} (for police and the DIC / gửi Công an và Sở TT&TT)`
+        : `Timeline report — ${id} · as of ${at}`;
       $("report-text").textContent = text;
       $("report-panel").hidden = false;
       $("report-panel").scrollIntoView({ block: "nearest" });

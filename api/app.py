@@ -15,7 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from api import twilio
 from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import install_handlers
-from api.routes import incidents
+from api.routes import incidents, me
 from api.schemas import Health
 from continuity.settings import Settings
 from continuity.store import Store
@@ -57,6 +57,7 @@ def create_app(
         app.state.temporal = temporal
     install_handlers(app)
     app.include_router(incidents.router)
+    app.include_router(me.router)
     app.include_router(twilio.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])

@@ -70,6 +70,7 @@ class PlaybookWorkflow:
         self._changes: dict[str, ChangeRecord] = {}
         self._children: dict[str, workflow.ChildWorkflowHandle] = {}
         self._confirmers: dict[str, list[str]] = {}
+        self._decided: dict[str, str] = {}  # change id -> who decided it
         self._stand_down: StandDownInput | None = None
         self._operators = {o.id for o in inp.inventory.operators}
 
@@ -145,6 +146,7 @@ class PlaybookWorkflow:
                 f"{d.operator_id} may not decide {d.change_id} (confirmers: {', '.join(allowed)})",
             )
             return rec
+        self._decided[d.change_id] = d.operator_id
         self._note(
             "decision",
             f"{d.decision} {d.change_id} by {d.operator_id}"
@@ -164,6 +166,12 @@ class PlaybookWorkflow:
         if rec.state is not ChangeState.AWAITING_CONFIRMATION:
             raise ApplicationError(
                 f"change {d.change_id} is {rec.state.value}, not awaiting confirmation",
+                type="ChangeNotPending",
+            )
+        if d.change_id in self._decided:
+            # A double click or a second operator: the first decision stands.
+            raise ApplicationError(
+                f"change {d.change_id} was already decided by {self._decided[d.change_id]}",
                 type="ChangeNotPending",
             )
 

@@ -121,7 +121,7 @@ async def _reject_all_and_close(stack, api, auth, incident_id: str) -> IncidentS
                     headers=auth(Role.OPERATOR),
                     json={"decision": "reject", "reason": "backup path congested"},
                 )
-                assert r.status_code == 200, r.text
+                assert r.status_code in (200, 409), r.text  # 409: decided already
                 decided.add(rec.change_id)
         return st if st.phase == "active" else None
 
@@ -235,3 +235,27 @@ async def test_twilio_webhook_forged_signature_forbidden(api):
 async def test_health_reports_temporal_and_database(api):
     r = await api.get("/healthz")
     assert r.json() == {"status": "ok", "temporal": True, "database": True}
+
+
+async def test_second_decision_on_same_change_conflict_first_stands(stack, api, auth):
+    r = await api.post(
+        "/incidents", headers=auth(Role.DUTY_OFFICER), json={"kind": "riot", "area": "ngoc-hoi"}
+    )
+    incident_id = r.json()["id"]
+
+    async def first_awaiting() -> str | None:
+        st = await _status(api, auth, incident_id)
+        return next(
+            (c.change_id for c in st.changes if c.state is ChangeState.AWAITING_CONFIRMATION), None
+        )
+
+    change_id = await wait_until(first_awaiting, timeout_s=60, what="a change awaiting")
+    url = f"/incidents/{incident_id}/changes/{change_id}/decision"
+    first = await api.post(url, headers=auth(Role.OPERATOR), json={"decision": "reject"})
+    second = await api.post(url, headers=auth(Role.OPERATOR), json={"decision": "confirm"})
+    assert first.status_code == 200, first.text
+    assert second.status_code == 409
+    assert second.json()["error"] == "ChangeNotPending"
+    assert "already decided" in second.json()["detail"]
+    st = await _reject_all_and_close(stack, api, auth, incident_id)
+    assert next(c for c in st.changes if c.change_id == change_id).decision == "reject"

@@ -97,8 +97,16 @@ def _audit_export(args: argparse.Namespace) -> int:
 def _lab_serve(args: argparse.Namespace) -> int:
     from lab.gear.server import serve
 
+    data_dir = args.data_dir.resolve()
+    logging.getLogger("lab").setLevel(logging.INFO)
+    print(
+        f"serving the devices of {args.inventory} over SSH on 127.0.0.1 (user netops, "
+        f"password lab-secret); actual ports in {data_dir / 'inventory.json'}, host keys in "
+        f"{data_dir / 'known_hosts'}. Ctrl-C stops.",
+        flush=True,
+    )
     try:
-        asyncio.run(serve(args.inventory, args.data_dir.resolve(), time_scale=args.time_scale))
+        asyncio.run(serve(args.inventory, data_dir, time_scale=args.time_scale))
     except KeyboardInterrupt:
         pass
     return 0

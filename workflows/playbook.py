@@ -177,8 +177,7 @@ class PlaybookWorkflow:
 
     @workflow.signal(name=CHANGE_UPDATED_SIGNAL)
     def change_updated(self, rec: ChangeRecord) -> None:
-        self._changes[rec.change_id] = rec
-        self._status.changes = list(self._changes.values())
+        self._merge(rec)
 
     @workflow.signal(name="stand_down")
     def stand_down(self, s: StandDownInput) -> None:
@@ -187,7 +186,8 @@ class PlaybookWorkflow:
 
     @workflow.query(name="status")
     def status(self) -> IncidentStatus:
-        self._status.changes = list(self._changes.values())
+        # Per-change events are already in the timeline; leaving them out keeps this small.
+        self._status.changes = [r.model_copy(update={"events": []}) for r in self._changes.values()]
         return self._status
 
     # --- steps ---------------------------------------------------------------------------
@@ -301,15 +301,12 @@ class PlaybookWorkflow:
                 )
                 self._children[cid] = handle
                 try:
-                    self._changes[cid] = await handle
+                    self._merge(await handle)
                 except ChildWorkflowError as e:
                     rec = self._changes[cid]
                     rec.state, rec.error = ChangeState.FAILED, str(e.cause or e)
-                for ev in self._changes[cid].events:
-                    self._status.timeline.append(ev)
 
         await asyncio.gather(*(one(d, ch) for d, ch in batches))
-        self._status.changes = list(self._changes.values())
 
     async def _start_calls(self, step: CallDutyOfficers) -> workflow.ChildWorkflowHandle:
         inp = self._inp
@@ -386,6 +383,12 @@ class PlaybookWorkflow:
                 f"{len(restored)} devices restored to primary paths"
             )
         return "; ".join(parts)
+
+    def _merge(self, rec: ChangeRecord) -> None:
+        """Take a child's newer record; its events not yet seen go to the incident timeline."""
+        seen = len(self._changes[rec.change_id].events) if rec.change_id in self._changes else 0
+        self._status.timeline.extend(rec.events[seen:])
+        self._changes[rec.change_id] = rec
 
     def _note(self, event: str, detail: str = "") -> None:
         self._status.timeline.append(TimelineEntry(at=workflow.now(), event=event, detail=detail))

@@ -7,7 +7,14 @@ import uuid
 from datetime import UTC, datetime
 
 from continuity.messages import ChangeDecisionInput, PlaybookRunInput, StandDownInput
-from continuity.models import ChangeRecord, ChangeState, Decision, Incident, IncidentKind
+from continuity.models import (
+    ChangeRecord,
+    ChangeState,
+    Decision,
+    Incident,
+    IncidentKind,
+    TimelineEntry,
+)
 from continuity.stack import Stack
 from playbooks import get_playbook
 from tests.conftest import TEST_TIMINGS, wait_until
@@ -38,10 +45,11 @@ async def _declare(stack: Stack, area: str) -> str:
     return incident.id
 
 
-def _span(rec: ChangeRecord) -> tuple[datetime, datetime]:
+def _span(rec: ChangeRecord, timeline: list[TimelineEntry]) -> tuple[datetime, datetime]:
     """From the moment the change started applying to its final state."""
-    applying = next(e.at for e in rec.events if e.detail.startswith("applying"))
-    return applying, rec.events[-1].at
+    events = [e for e in timeline if e.event == rec.change_id]
+    applying = next(e.at for e in events if e.detail.startswith("applying"))
+    return applying, events[-1].at
 
 
 async def test_two_incidents_same_device_changes_do_not_interleave(stack):
@@ -75,12 +83,14 @@ async def test_two_incidents_same_device_changes_do_not_interleave(stack):
         what="both incidents active",
     )
     records = []
+    timeline: list[TimelineEntry] = []
     for h in handles:
         st = await h.query(PlaybookWorkflow.status)
         records += [r for r in st.changes if r.device == "dt-agg-01"]
+        timeline += st.timeline
     assert len({r.change_id.split("-dt-agg-01")[0] for r in records}) == 2  # both incidents
     assert all(r.state is ChangeState.CONFIRMED for r in records)
-    spans = sorted(_span(r) for r in records)
+    spans = sorted(_span(r, timeline) for r in records)
     for (_, earlier_end), (later_start, _) in zip(spans, spans[1:], strict=False):
         assert earlier_end <= later_start, "a change began before another one finished"
     for h in handles:

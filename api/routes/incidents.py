@@ -23,6 +23,8 @@ from api.schemas import (
     IncidentSummary,
     StandDownCreate,
 )
+from continuity.dialects import check_timings
+from continuity.errors import ValidationFailed
 from continuity.messages import (
     ChangeDecisionInput,
     DutyCallResult,
@@ -64,6 +66,17 @@ async def declare_incident(
             f"unknown area {body.area!r}; known: "
             + ", ".join(sorted(a.id for a in inventory.areas))
         )
+    platforms = {
+        inventory.device(p.device).platform
+        for c in inventory.circuits
+        if c.area == body.area
+        for p in c.paths
+    }
+    try:
+        check_timings(platforms, settings.timings)
+    except ValidationFailed as e:
+        # A configuration fault, not the duty officer's: refuse before any device is touched.
+        raise Unavailable(f"the configured confirmation window does not fit: {e}") from None
     incident = Incident(
         id=body.id or _new_incident_id(),
         kind=body.kind,

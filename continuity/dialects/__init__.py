@@ -8,6 +8,7 @@ from continuity.dialects.frr import Frr
 from continuity.dialects.huawei_vrp import HuaweiVrp
 from continuity.dialects.juniper_junos import JuniperJunos
 from continuity.errors import ValidationFailed
+from continuity.messages import Timings
 from continuity.models import Platform
 
 _REGISTRY: dict[Platform, Dialect] = {
@@ -23,6 +24,13 @@ def dialect_for(platform: Platform | str) -> Dialect:
         raise ValidationFailed(f"no dialect for platform {platform!r}") from e
 
 
+def check_timings(platforms: set[Platform], timings: Timings) -> None:
+    """Refuse, before anything runs, a confirmation window some device's timer cannot hold."""
+    revert_s = revert_window_s(timings) * timings.device_time_scale
+    for platform in sorted(platforms):
+        dialect_for(platform).revert_units(revert_s)
+
+
 __all__ = [
     "ApplyPlan",
     "CiscoIosXe",
@@ -32,6 +40,7 @@ __all__ = [
     "Frr",
     "HuaweiVrp",
     "JuniperJunos",
+    "check_timings",
     "dialect_for",
     "revert_window_s",
 ]

@@ -259,3 +259,28 @@ async def test_second_decision_on_same_change_conflict_first_stands(stack, api, 
     assert "already decided" in second.json()["detail"]
     st = await _reject_all_and_close(stack, api, auth, incident_id)
     assert next(c for c in st.changes if c.change_id == change_id).decision == "reject"
+
+
+async def test_declare_with_window_longer_than_device_timers_refused_nothing_started(stack):
+    from api.app import create_app
+
+    too_long = stack.settings.timings.model_copy(update={"confirm_window_s": 7200})
+    app = create_app(
+        stack.settings.model_copy(update={"timings": too_long}),
+        store=stack.store,
+        temporal=stack.client,
+    )
+    incident_id = f"INC-win-{uuid.uuid4().hex[:8]}"
+    token = stack.tokens[Role.DUTY_OFFICER]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://continuity.test"
+    ) as client:
+        r = await client.post(
+            "/incidents",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"id": incident_id, "kind": "riot", "area": "dak-to"},
+        )
+    assert r.status_code == 503
+    assert "revert timer" in r.json()["detail"]
+    with pytest.raises(RPCError):
+        await stack.client.get_workflow_handle(incident_id).describe()

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.app import create_app
 from continuity.audit import replay
 from continuity.models import ChangeState, IncidentStatus, Role
 from continuity.stack import Stack
@@ -262,8 +263,6 @@ async def test_second_decision_on_same_change_conflict_first_stands(stack, api, 
 
 
 async def test_declare_with_window_longer_than_device_timers_refused_nothing_started(stack):
-    from api.app import create_app
-
     too_long = stack.settings.timings.model_copy(update={"confirm_window_s": 7200})
     app = create_app(
         stack.settings.model_copy(update={"timings": too_long}),

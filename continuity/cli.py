@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from continuity.errors import ContinuityError
 from continuity.settings import Settings
 
@@ -58,7 +60,14 @@ def _inventory_load(args: argparse.Namespace) -> int:
     from continuity.models import Inventory
     from continuity.store import Store
 
-    inv = Inventory.model_validate_json(args.file.read_text(encoding="utf-8"))
+    try:
+        inv = Inventory.model_validate_json(args.file.read_text(encoding="utf-8"))
+    except ValidationError as e:
+        print(
+            f"error: {args.file} is not a valid inventory; nothing was loaded:\n{e}",
+            file=sys.stderr,
+        )
+        return 2
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.sqlalchemy_url)

@@ -83,12 +83,18 @@ def _inventory_load(args: argparse.Namespace) -> int:
 def _audit_replay(args: argparse.Namespace) -> int:
     from continuity.audit import load_history, replay
 
-    outcome = asyncio.run(replay(load_history(args.file)))
-    if outcome.ok:
-        print(f"replay OK ({outcome.workflow_id})")
-        return 0
-    print(f"replay FAILED ({outcome.workflow_id}): {outcome.failure}")
-    return 1
+    async def run() -> int:
+        failed = 0
+        for path in args.files:
+            outcome = await replay(load_history(path))
+            if outcome.ok:
+                print(f"replay OK ({outcome.workflow_id})")
+            else:
+                failed += 1
+                print(f"replay FAILED ({outcome.workflow_id}): {outcome.failure}")
+        return 1 if failed else 0
+
+    return asyncio.run(run())
 
 
 def _audit_export(args: argparse.Namespace) -> int:
@@ -163,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.set_defaults(fn=_inventory_load)
 
     audit = sub.add_parser("audit", help="audit commands").add_subparsers(dest="sub", required=True)
-    rp = audit.add_parser("replay", help="replay a saved history offline against this code")
-    rp.add_argument("file", type=Path)
+    rp = audit.add_parser("replay", help="replay saved histories offline against this code")
+    rp.add_argument("files", type=Path, nargs="+", metavar="FILE")
     rp.set_defaults(fn=_audit_replay)
     ex = audit.add_parser("export", help="export a workflow history from the Temporal server")
     ex.add_argument("workflow_id")

@@ -9,12 +9,13 @@ from pathlib import Path
 import httpx
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 
-from continuity.audit import save_history
+from continuity.audit import export_history, save_history
 from continuity.errors import ContinuityError
 from continuity.messages import Timings
 from continuity.models import ChangeState, IncidentStatus, Role
 from continuity.report import render_text
 from continuity.stack import Stack
+from workflows import calls_workflow_id
 
 log = logging.getLogger("continuity.demo")
 
@@ -125,8 +126,15 @@ async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-
             WorkflowHistory.from_json(incident_id, r.text),
             data_dir / "histories" / f"{incident_id}.json",
         )
+        # The children's histories too: each device change and the duty calls, for the auditor.
+        children = [r.change_id for r in status.changes] + [calls_workflow_id(incident_id)]
+        for child in children:
+            await export_history(
+                stack.client, child, history_file.parent / incident_id / f"{child}.json"
+            )
         echo("")
         echo(f"workflow history saved to {history_file}")
+        echo(f"and its {len(children)} child workflows in {history_file.parent / incident_id}")
         echo(f"replay it offline: continuity audit replay {history_file}")
 
         rerouted = [r for r in status.changes if r.change_id.startswith("change-")]

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from continuity.audit import replay
 from continuity.messages import ChangeDecisionInput, DeviceChangeInput
 from continuity.models import ChangeRecord, ChangeState, Decision, RouteChange
 from continuity.stack import Stack
@@ -69,7 +70,11 @@ async def _run(
             DeviceChangeWorkflow.decide,
             ChangeDecisionInput(change_id=cid, decision=decision, operator_id="op-pham-quoc-dung"),
         )
-    return await handle.result()
+    record = await handle.result()
+    # Every path a change can take must replay deterministically against this code.
+    outcome = await replay(await handle.fetch_history())
+    assert outcome.ok, outcome.failure
+    return record
 
 
 def _on(stack: Stack, device: str, which: str) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from continuity.audit import load_history, replay
 
-HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
+HISTORIES = sorted((Path(__file__).parent.parent / "histories").rglob("*.json"))
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[h.stem for h in HISTORIES])

@@ -10,20 +10,25 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.app import create_app
 from continuity.audit import replay
-from continuity.models import ChangeState, IncidentStatus, Role
+from continuity.models import ChangeState, IncidentStatus, RerouteMechanism, Role
 from continuity.stack import Stack
 from tests.conftest import wait_until
 
 
 def _routes_point_to(stack: Stack, area: str, which: str) -> bool:
+    """Static-route circuits forward via `which`; policy-routed ones carry the policy or not."""
     inv = stack.store.inventory()
     for c in inv.circuits:
         if c.area != area:
             continue
         for p in c.paths:
-            hops = stack.network.devices[p.device].static_routes().get(p.prefix, [])
+            device = stack.network.devices[p.device]
+            if p.mechanism is RerouteMechanism.SOURCE_PBR:
+                if (f"CT-{c.id}" in device.running_config()) != (which == "backup"):
+                    return False
+                continue
             want = p.backup.address if which == "backup" else p.primary.address
-            if hops != [want]:
+            if device.static_routes().get(p.prefix, []) != [want]:
                 return False
     return True
 

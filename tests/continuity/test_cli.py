@@ -31,9 +31,9 @@ def _run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
 def test_inventory_load_sample_counts_printed_and_stored(tmp_path: Path):
     r = _run("inventory", "load", str(SAMPLE_INVENTORY), data_dir=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "6 devices, 15 circuits, 3 duty officers, 2 operators" in r.stdout
+    assert "6 devices, 16 circuits, 3 duty officers, 2 operators" in r.stdout
     inv = Store(f"sqlite:///{tmp_path / 'continuity.db'}").inventory()
-    assert len(inv.circuits) == 15
+    assert len(inv.circuits) == 16
 
 
 def test_inventory_load_malformed_prefix_refused_store_unchanged(tmp_path: Path):

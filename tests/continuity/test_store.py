@@ -92,6 +92,11 @@ def test_sample_inventory_is_kon_tum_with_required_bodies():
     assert len({c.area for c in inv.circuits}) >= 2
     assert len(inv.duty_officers) == 3 and len(inv.operators) == 2
     assert len({d.platform for d in inv.devices}) == 4
+    # Both reroute mechanisms: static routes and policy routing of a source prefix.
+    assert {p.mechanism.value for c in inv.circuits for p in c.paths} == {
+        "static_route",
+        "source_pbr",
+    }
 
 
 def test_device_lock_lease_excludes_others_until_it_expires(store: Store):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -405,7 +406,12 @@ class NetworkActivities:
         cred = self._credential(inp.device.credential)
         secret = cred.password.get_secret_value() if cred.password else ""
         transcript = Transcript(secrets=[secret])
-        async with self._heartbeating(inp, step):
+        tid = f"tr-{uuid.uuid4().hex[:20]}"  # one row per attempt, written as the session goes
+
+        async def flush() -> TranscriptRef:
+            return await self._save(inp, step, transcript, tid=tid)
+
+        async with self._heartbeating(inp, step, flush=flush):
             try:
                 async with open_cli(
                     inp.device,
@@ -422,12 +428,12 @@ class NetworkActivities:
                 kind = e.type if isinstance(e, ContinuityError) else type(e).__name__
                 transcript.note(f"{step} failed: {kind}: {e}")
                 with contextlib.suppress(ContinuityError):
-                    await self._save(inp, step, transcript)
+                    await flush()
                 raise
-        return result, await self._save(inp, step, transcript)
+        return result, await flush()
 
     async def _save(
-        self, inp: DeviceSessionInput, step: str, transcript: Transcript
+        self, inp: DeviceSessionInput, step: str, transcript: Transcript, *, tid: str
     ) -> TranscriptRef:
         tid, digest = await asyncio.to_thread(
             self._store.save_transcript,
@@ -436,12 +442,16 @@ class NetworkActivities:
             device=inp.device.name,
             step=step,
             text=transcript.text,
+            tid=tid,
         )
         return TranscriptRef(id=tid, sha256=digest, step=step)
 
     @contextlib.asynccontextmanager
-    async def _heartbeating(self, inp: DeviceSessionInput, step: str) -> AsyncIterator[None]:
-        """Heartbeat while the session runs, so a long wait on a device is not taken for death."""
+    async def _heartbeating(
+        self, inp: DeviceSessionInput, step: str, *, flush: Callable[[], Awaitable[object]]
+    ) -> AsyncIterator[None]:
+        """Heartbeat while the session runs, so a long wait on a device is not taken for death,
+        and write the transcript so far, so a worker that dies mid-session leaves evidence."""
         configured = activity.info().heartbeat_timeout
         timeout_s = configured.total_seconds() if configured else inp.timings.heartbeat_timeout_s
         interval = max(0.2, timeout_s / 3)
@@ -450,6 +460,8 @@ class NetworkActivities:
             while True:
                 activity.heartbeat(step)
                 await asyncio.sleep(interval)
+                with contextlib.suppress(ContinuityError):
+                    await flush()
 
         task = asyncio.create_task(beat())
         try:

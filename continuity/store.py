@@ -253,12 +253,25 @@ class Store:
     # --- transcripts ---------------------------------------------------------------------
 
     def save_transcript(
-        self, *, incident_id: str, change_id: str, device: str, step: str, text: str
+        self,
+        *,
+        incident_id: str,
+        change_id: str,
+        device: str,
+        step: str,
+        text: str,
+        tid: str | None = None,
     ) -> tuple[str, str]:
-        """Store a device session; returns (id, sha256). The history keeps only those."""
+        """Store a device session, or update it as it grows (same `tid`); returns (id, sha256).
+
+        The history keeps only those two; a session cut short keeps what it had written.
+        """
         digest = sha256_text(text)
-        tid = f"tr-{uuid.uuid4().hex[:20]}"
         with self._session() as s:
+            if tid is not None and (row := s.get(TranscriptRow, tid)) is not None:
+                row.text, row.sha256 = text, digest
+                return tid, digest
+            tid = tid or f"tr-{uuid.uuid4().hex[:20]}"
             s.add(
                 TranscriptRow(
                     id=tid,

@@ -108,17 +108,28 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
     assert rec.state is ChangeState.CONFIRMED
     routes = stack.network.devices[device].static_routes()
     assert all(routes[p] == [b] for p, b in backups.items())
-    # The killed attempt died with its session; the retry's transcript shows it found the backup
-    # routes already configured and sent only the removal of the primaries.
+    # Both attempts left a transcript (the killed one as far as its last heartbeat); the
+    # retry found the backup routes configured and sent only the removal of the primaries.
     applies = [
         t for t in stack.store.transcripts("INC-crash") if t.change_id == cid and t.step == "apply"
     ]
-    assert applies
-    typed = [
-        ln.split("#", 1)[1] for t in applies for ln in t.text.splitlines() if "(config)#" in ln
-    ]
-    assert not [ln for ln in typed if ln.startswith("ip route")], typed
-    assert len([ln for ln in typed if ln.startswith("no ip route")]) == len(backups), typed
+    assert len(applies) == 2, [t.text[-200:] for t in applies]
+
+    def typed(text: str) -> list[str]:
+        return [ln.split("#", 1)[1] for ln in text.splitlines() if "(config)#" in ln]
+
+    retry = next(t for t in applies if any(ln.startswith("no ip route") for ln in typed(t.text)))
+    assert not [ln for ln in typed(retry.text) if ln.startswith("ip route")], retry.text
+    assert len([ln for ln in typed(retry.text) if ln.startswith("no ip route")]) == len(backups)
+    for prefix, backup in backups.items():
+        network = prefix.split("/")[0]
+        adds = [
+            ln
+            for t in applies
+            for ln in typed(t.text)
+            if ln.startswith("ip route") and network in ln and backup in ln
+        ]
+        assert len(adds) <= 1, adds  # never configured twice
     assert rec.already_applied is False  # half done is not done: the rest was applied
 
     # Put the device back on its primary paths for the rest of the session.

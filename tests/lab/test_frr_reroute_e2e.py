@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from continuity.messages import ChangeDecisionInput, PlaybookRunInput, StandDownInput
+from continuity.messages import PlaybookRunInput, StandDownInput
 from continuity.models import ChangeState, Decision, Incident, IncidentKind
 from continuity.stack import Stack
 from lab.frr_netns import CIRCUIT_ID, CREDENTIAL_NAME, FrrLab, frr_lab_available
 from playbooks import get_playbook
-from tests.conftest import TEST_TIMINGS, wait_until
+from tests.conftest import TEST_TIMINGS
+from tests.workflows.helpers import decide_until_active
 from worker import build_worker
 from workflows import PlaybookWorkflow
 
@@ -64,28 +65,9 @@ async def test_cable_cut_playbook_moves_priority_traffic_to_backup_path(
                 task_queue=queue,
             )
             operator = lab.inventory.operators[0].id
-            decided: set[str] = set()
-
-            async def confirm_until_active() -> bool:
-                st = await handle.query(PlaybookWorkflow.status)
-                for rec in st.changes:
-                    if (
-                        rec.state is ChangeState.AWAITING_CONFIRMATION
-                        and rec.change_id not in decided
-                    ):
-                        decided.add(rec.change_id)
-                        await handle.execute_update(
-                            PlaybookWorkflow.decide_change,
-                            ChangeDecisionInput(
-                                change_id=rec.change_id,
-                                decision=Decision.CONFIRM,
-                                operator_id=operator,
-                            ),
-                        )
-                return st.phase == "active"
-
-            await wait_until(confirm_until_active, timeout_s=120, what="reroute confirmed")
-            st = await handle.query(PlaybookWorkflow.status)
+            st = await decide_until_active(
+                handle, Decision.CONFIRM, operator=operator, timeout_s=120
+            )
             assert st.circuits == [CIRCUIT_ID]
             assert {r.device for r in st.changes} == {"r1", "r2"}
             assert all(r.state is ChangeState.CONFIRMED for r in st.changes), st.changes

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from continuity.audit import replay
-from continuity.messages import ChangeDecisionInput, DeviceChangeInput
-from continuity.models import ChangeRecord, ChangeState, Decision, RouteChange
+from continuity.messages import Timings
+from continuity.models import ChangeRecord, ChangeState, Decision
 from continuity.stack import Stack
-from tests.conftest import TEST_TIMINGS, wait_until
-from workflows import DeviceChangeWorkflow
+from tests.conftest import TEST_TIMINGS
+from tests.workflows.helpers import decide_change, device_changes, start_change
 
 DEVICE_OF = {
     "cisco_iosxe": "dt-agg-01",
@@ -25,51 +23,17 @@ IMPATIENT = TEST_TIMINGS.model_copy(
 )
 
 
-def _changes(stack: Stack, device: str) -> list[RouteChange]:
-    inv = stack.store.inventory()
-    return [
-        RouteChange(circuit_id=c.id, path=p)
-        for c in inv.circuits
-        for p in c.paths
-        if p.device == device
-    ]
-
-
 async def _run(
     stack: Stack,
     device: str,
     decision: Decision | None,
     *,
     direction: str = "reroute",
-    timings=TEST_TIMINGS,
-) -> ChangeRecord:  # type: ignore[no-untyped-def]
-    cid = f"change-plat-{uuid.uuid4().hex[:6]}-{device}-w1"
-    handle = await stack.client.start_workflow(
-        DeviceChangeWorkflow.run,
-        DeviceChangeInput(
-            incident_id="INC-platforms",
-            change_id=cid,
-            device=stack.store.inventory().device(device),
-            wave=1,
-            direction=direction,
-            changes=_changes(stack, device),  # type: ignore[arg-type]
-            require_confirmation=direction == "reroute",
-            timings=timings,
-        ),
-        id=cid,
-        task_queue=stack.settings.task_queue,
-    )
+    timings: Timings = TEST_TIMINGS,
+) -> ChangeRecord:
+    handle = await start_change(stack, device, direction=direction, timings=timings)
     if decision is not None:
-
-        async def awaiting() -> bool:
-            rec = await handle.query(DeviceChangeWorkflow.record)
-            return rec.state is ChangeState.AWAITING_CONFIRMATION
-
-        await wait_until(awaiting, timeout_s=60, what="awaiting confirmation")
-        await handle.signal(
-            DeviceChangeWorkflow.decide,
-            ChangeDecisionInput(change_id=cid, decision=decision, operator_id="op-pham-quoc-dung"),
-        )
+        await decide_change(handle, decision, operator="op-pham-quoc-dung")
     record = await handle.result()
     # Every path a change can take must replay deterministically against this code.
     outcome = await replay(await handle.fetch_history())
@@ -81,7 +45,7 @@ def _on(stack: Stack, device: str, which: str) -> bool:
     routes = stack.network.devices[device].static_routes()
     return all(
         routes.get(c.path.prefix) == [getattr(c.path, which).address]
-        for c in _changes(stack, device)
+        for c in device_changes(stack, device)
     )
 
 
@@ -93,7 +57,7 @@ async def test_change_confirmed_device_on_backup_and_saved(stack, platform):
     assert _on(stack, device, "backup")
     assert not stack.network.devices[device].pending_revert()
     saved = stack.network.devices[device].saved_config()
-    assert all(c.path.backup.address in saved for c in _changes(stack, device))
+    assert all(c.path.backup.address in saved for c in device_changes(stack, device))
     back = await _run(stack, device, None, direction="restore")
     assert back.state is ChangeState.CONFIRMED
     assert _on(stack, device, "primary")

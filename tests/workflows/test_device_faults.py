@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from continuity.messages import ChangeDecisionInput, DeviceChangeInput
-from continuity.models import ChangeRecord, ChangeState, Decision, RouteChange
+from continuity.models import ChangeRecord, ChangeState, Decision
 from continuity.stack import Stack
 from lab.gear import Fault
 from tests.conftest import TEST_TIMINGS, wait_until
+from tests.workflows.helpers import decide_change, restore, start_change
 from worker import build_worker
-from workflows import DeviceChangeWorkflow
 
 # Few, quick retries so a retryable fault gives up in seconds.
 FAULT_TIMINGS = TEST_TIMINGS.model_copy(
@@ -34,40 +33,9 @@ async def fault_queue(stack: Stack) -> AsyncIterator[str]:
 
 
 async def _change(stack: Stack, queue: str, device: str, *, confirm: bool = False) -> ChangeRecord:
-    inv = stack.store.inventory()
-    changes = [
-        RouteChange(circuit_id=c.id, path=p)
-        for c in inv.circuits
-        for p in c.paths
-        if p.device == device
-    ]
-    cid = f"change-fault-{uuid.uuid4().hex[:6]}-{device}-w1"
-    handle = await stack.client.start_workflow(
-        DeviceChangeWorkflow.run,
-        DeviceChangeInput(
-            incident_id="INC-faults",
-            change_id=cid,
-            device=inv.device(device),
-            wave=1,
-            changes=changes,
-            timings=FAULT_TIMINGS,
-        ),
-        id=cid,
-        task_queue=queue,
-    )
+    handle = await start_change(stack, device, task_queue=queue, timings=FAULT_TIMINGS)
     if confirm:
-
-        async def awaiting() -> bool:
-            rec = await handle.query(DeviceChangeWorkflow.record)
-            return rec.state is ChangeState.AWAITING_CONFIRMATION
-
-        await wait_until(awaiting, timeout_s=60, what="awaiting confirmation")
-        await handle.signal(
-            DeviceChangeWorkflow.decide,
-            ChangeDecisionInput(
-                change_id=cid, decision=Decision.CONFIRM, operator_id="op-hoang-thu-ha"
-            ),
-        )
+        await decide_change(handle, Decision.CONFIRM)
     return await handle.result()
 
 
@@ -113,27 +81,4 @@ async def test_slow_device_change_completes_and_is_confirmed(stack, fault_queue)
     assert rec.state is ChangeState.CONFIRMED, rec
     assert rec.verified
     # Leave the device as the rest of the session expects it: back on the primary paths.
-    inv = stack.store.inventory()
-    changes = [
-        RouteChange(circuit_id=c.id, path=p)
-        for c in inv.circuits
-        for p in c.paths
-        if p.device == device
-    ]
-    cid = f"restore-fault-{uuid.uuid4().hex[:6]}"
-    back = await stack.client.execute_workflow(
-        DeviceChangeWorkflow.run,
-        DeviceChangeInput(
-            incident_id="INC-faults",
-            change_id=cid,
-            device=inv.device(device),
-            wave=0,
-            direction="restore",
-            changes=changes,
-            require_confirmation=False,
-            timings=FAULT_TIMINGS,
-        ),
-        id=cid,
-        task_queue=fault_queue,
-    )
-    assert back.state is ChangeState.CONFIRMED
+    await restore(stack, device, task_queue=fault_queue)

@@ -10,27 +10,19 @@ import sys
 import uuid
 from pathlib import Path
 
-from continuity.messages import ChangeDecisionInput, DeviceChangeInput
-from continuity.models import ChangeState, Decision, RouteChange
+from continuity.models import ChangeState, Decision
 from continuity.stack import Stack
 from lab.gear import Fault
-from tests.conftest import TEST_TIMINGS, wait_until
+from tests.conftest import wait_until
+from tests.workflows.helpers import decide_change, device_changes, restore, start_change
 from worker import build_worker
-from workflows import DeviceChangeWorkflow
 
 ROOT = Path(__file__).parent.parent.parent
 
 
 async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack):
     device = "dt-agg-01"
-    inv = stack.store.inventory()
-    changes = [
-        RouteChange(circuit_id=c.id, path=p)
-        for c in inv.circuits
-        for p in c.paths
-        if p.device == device
-    ]
-    backups = {p.path.prefix: p.path.backup.address for p in changes}
+    backups = {c.path.prefix: c.path.backup.address for c in device_changes(stack, device)}
     queue = f"crash-{uuid.uuid4().hex[:6]}"
     s = stack.settings
     env = {
@@ -51,21 +43,8 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
         sys.executable, str(ROOT / "worker.py"), env=env, cwd=ROOT, start_new_session=True
     )
     stack.network.set_fault(device, Fault.SLOW, delay_s=0.4)  # room to die between make and break
-    cid = f"change-crash-{uuid.uuid4().hex[:6]}-{device}-w1"
     try:
-        handle = await stack.client.start_workflow(
-            DeviceChangeWorkflow.run,
-            DeviceChangeInput(
-                incident_id="INC-crash",
-                change_id=cid,
-                device=inv.device(device),
-                wave=1,
-                changes=changes,
-                timings=TEST_TIMINGS,
-            ),
-            id=cid,
-            task_queue=queue,
-        )
+        handle = await start_change(stack, device, task_queue=queue, incident_id="INC-crash")
 
         def made_not_broken() -> bool:
             routes = stack.network.devices[device].static_routes()
@@ -91,18 +70,7 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
     async with build_worker(
         stack.client, s.model_copy(update={"task_queue": queue}), stack.store, task_queue=queue
     ):
-
-        async def awaiting() -> bool:
-            rec = await handle.query(DeviceChangeWorkflow.record)
-            return rec.state is ChangeState.AWAITING_CONFIRMATION
-
-        await wait_until(awaiting, timeout_s=60, what="change awaiting confirmation after retry")
-        await handle.signal(
-            DeviceChangeWorkflow.decide,
-            ChangeDecisionInput(
-                change_id=cid, decision=Decision.CONFIRM, operator_id="op-hoang-thu-ha"
-            ),
-        )
+        await decide_change(handle, Decision.CONFIRM)
         rec = await handle.result()
 
     assert rec.state is ChangeState.CONFIRMED
@@ -111,7 +79,9 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
     # Both attempts left a transcript (the killed one as far as its last heartbeat); the
     # retry found the backup routes configured and sent only the removal of the primaries.
     applies = [
-        t for t in stack.store.transcripts("INC-crash") if t.change_id == cid and t.step == "apply"
+        t
+        for t in stack.store.transcripts("INC-crash")
+        if t.change_id == handle.id and t.step == "apply"
     ]
     assert len(applies) == 2, [t.text[-200:] for t in applies]
 
@@ -133,19 +103,4 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
     assert rec.already_applied is False  # half done is not done: the rest was applied
 
     # Put the device back on its primary paths for the rest of the session.
-    back = await stack.client.execute_workflow(
-        DeviceChangeWorkflow.run,
-        DeviceChangeInput(
-            incident_id="INC-crash",
-            change_id=f"restore-{cid}",
-            device=inv.device(device),
-            wave=0,
-            direction="restore",
-            changes=changes,
-            require_confirmation=False,
-            timings=TEST_TIMINGS,
-        ),
-        id=f"restore-{cid}",
-        task_queue=s.task_queue,
-    )
-    assert back.state is ChangeState.CONFIRMED
+    await restore(stack, device)

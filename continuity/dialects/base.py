@@ -345,9 +345,20 @@ class Dialect(ABC):
     def parse_routes(self, output: str) -> dict[str, set[str]]:
         """Active static routes: prefix -> next hops."""
 
-    @abstractmethod
+    # One configured static route per line, groups (prefix, next hop); dialects whose config
+    # lines are not that simple override parse_config_routes instead.
+    static_config_line: ClassVar[re.Pattern[str] | None] = None
+
     def parse_config_routes(self, config: str) -> dict[str, set[str]]:
         """Configured static routes: prefix -> next hops."""
+        if self.static_config_line is None:
+            raise NotImplementedError(f"{type(self).__name__} must parse its config routes")
+        routes: dict[str, set[str]] = {}
+        for line in config.splitlines():
+            m = self.static_config_line.match(line.strip())
+            if m:
+                add_route(routes, m.group(1), [m.group(2)])
+        return routes
 
     @abstractmethod
     def pbr_attached(self, change: RouteChange, config: str) -> bool:

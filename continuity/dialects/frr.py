@@ -24,6 +24,7 @@ _STATIC = re.compile(rf"^ip route ({IPV4}/\d+) ({IPV4})(?:\s|$)")
 
 class Frr(Dialect):
     platform: ClassVar[Platform] = Platform.FRR
+    static_config_line = _STATIC
     prompt = re.compile(r"[\w.\-@/:]{1,63}(?:\([\w.\-@/:+]{0,32}\))?# ?")
     on_open = ("terminal length 0",)
     error_markers = (
@@ -110,14 +111,6 @@ class Frr(Dialect):
                     add_route(routes, current, [more.group(2)])
                 continue
             current = None
-        return routes
-
-    def parse_config_routes(self, config: str) -> dict[str, set[str]]:
-        routes: dict[str, set[str]] = {}
-        for line in config.splitlines():
-            m = _STATIC.match(line.strip())
-            if m:
-                add_route(routes, m.group(1), [m.group(2)])
         return routes
 
     def pbr_attached(self, change: RouteChange, config: str) -> bool:

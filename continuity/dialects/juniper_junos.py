@@ -20,6 +20,7 @@ def _unit(interface: str) -> tuple[str, str]:
 
 class JuniperJunos(Dialect):
     platform: ClassVar[Platform] = Platform.JUNIPER_JUNOS
+    static_config_line = _STATIC
     prompt = re.compile(r"[\w.\-]{1,63}@[\w.\-]{1,63}[>#] ?")
     on_open = ("set cli screen-length 0", "set cli screen-width 511")
     error_markers = ("syntax error", "error:", "unknown command")
@@ -117,14 +118,6 @@ class JuniperJunos(Dialect):
             elif line[:1] not in (" ", "\t"):
                 current = None
             add_route(routes, current, re.findall(rf"\bto ({IPV4})", line))
-        return routes
-
-    def parse_config_routes(self, config: str) -> dict[str, set[str]]:
-        routes: dict[str, set[str]] = {}
-        for line in config.splitlines():
-            m = _STATIC.match(line.strip())
-            if m:
-                add_route(routes, m.group(1), [m.group(2)])
         return routes
 
     def pbr_attached(self, change: RouteChange, config: str) -> bool:

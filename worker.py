@@ -1,13 +1,16 @@
-"""The Temporal worker entry point: every workflow and activity, on settings.temporal_address."""
+"""The Temporal worker entry point: workflows and store/telephony activities on the central task
+queue, device activities on each site's queue (a worker per site can run next to its gear)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.network import NetworkActivities
@@ -15,60 +18,117 @@ from activities.store import StoreActivities
 from activities.telephony import TelephonyActivities
 from continuity.settings import Settings
 from continuity.store import Store
-from workflows import ALL_WORKFLOWS
+from continuity.temporal import connect_temporal
+from workflows import ALL_WORKFLOWS, site_task_queue
+
+log = logging.getLogger("continuity.worker")
+
+
+class Workers:
+    """The workers of one process, started and stopped together."""
+
+    def __init__(self, workers: list[Worker], network: NetworkActivities | None) -> None:
+        self.workers = workers
+        self.network = network
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def task_queues(self) -> list[str]:
+        return [w.task_queue for w in self.workers]
+
+    async def __aenter__(self) -> Workers:
+        for w in self.workers:
+            await self._stack.enter_async_context(w)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    async def run(self) -> None:
+        async with self:
+            await asyncio.Event().wait()
+
+    async def shutdown(self) -> None:
+        await self._stack.aclose()
+        if self.network is not None:
+            await self.network.close()
 
 
 def build_worker(
-    client: Client, settings: Settings, store: Store, *, task_queue: str | None = None
-) -> Worker:
-    """One worker hosts the workflows and all activities; blocking telephony gets threads."""
-    network = NetworkActivities(store, settings)
-    telephony = TelephonyActivities(store, settings)
-    records = StoreActivities(store)
-    return Worker(
-        client,
-        task_queue=task_queue or settings.task_queue,
-        workflows=ALL_WORKFLOWS,
-        activities=[
-            network.lock_device,
-            network.unlock_device,
-            network.precheck_device,
-            network.apply_change,
-            network.verify_change,
-            network.confirm_change,
-            network.rollback_change,
-            network.await_device_revert,
-            telephony.place_call,
-            telephony.send_sms,
-            records.write_report,
-        ],
-        activity_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity"),
-        max_concurrent_activities=32,
-    )
+    client: Client,
+    settings: Settings,
+    store: Store,
+    *,
+    task_queue: str | None = None,
+    sites: Sequence[str] | None = None,
+    central: bool = True,
+) -> Workers:
+    """Workers for the central queue (workflows, store, telephony) and the given sites' device
+    queues; `sites` None means every site of the store's inventory."""
+    base = task_queue or settings.task_queue
+    if sites is None:
+        sites = sorted({d.site for d in store.inventory().devices} | {"default"})
+    workers: list[Worker] = []
+    network = NetworkActivities(store, settings) if sites else None
+    if central:
+        telephony = TelephonyActivities(store, settings)
+        records = StoreActivities(store, client)
+        workers.append(
+            Worker(
+                client,
+                task_queue=base,
+                workflows=ALL_WORKFLOWS,
+                activities=[
+                    records.hold_circuits,
+                    records.release_circuits,
+                    records.await_device_lock,
+                    records.write_reports,
+                    telephony.place_call,
+                    telephony.send_sms,
+                ],
+                # Blocking telephony runs in threads: one per activity slot.
+                activity_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="phone"),
+                max_concurrent_activities=64,
+            )
+        )
+    for site in sites:
+        assert network is not None
+        workers.append(
+            Worker(
+                client,
+                task_queue=site_task_queue(base, site),
+                activities=[
+                    network.apply_device_change,
+                    network.confirm_device_change,
+                    network.undo_device_change,
+                    network.read_back_device,
+                ],
+                # Async SSH work; the session limits, not this, bound what reaches devices.
+                max_concurrent_activities=512,
+            )
+        )
+    return Workers(workers, network)
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
-
-
-async def run(settings: Settings) -> None:
+async def run(
+    settings: Settings, *, sites: Sequence[str] | None = None, central: bool = True
+) -> None:
     store = Store(settings.sqlalchemy_url)
     store.create_schema()
-    client = await connect(settings)
-    async with build_worker(client, settings, store):
-        logging.getLogger("continuity.worker").info(
-            "worker polling %s on %s", settings.task_queue, settings.temporal_address
-        )
-        await asyncio.Event().wait()
+    client = await connect_temporal(settings)
+    workers = build_worker(client, settings, store, sites=sites, central=central)
+    log.info("worker polling %s on %s", ", ".join(workers.task_queues), settings.temporal_address)
+    await workers.run()
 
 
-def main() -> None:
+def main(sites: Sequence[str] | None = None, *, central: bool = True) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run(Settings()))
+    asyncio.run(run(Settings(), sites=sites, central=central))
 
 
 if __name__ == "__main__":

@@ -1,56 +1,65 @@
-"""Network-gear activities: lock, precheck, apply with auto-revert, verify, confirm, roll back."""
+"""Network-gear activities: apply, confirm, undo and read back a device change, one session each."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from continuity.dialects import Dialect, dialect_for, revert_window_s
+from activities._errors import application_error
+from continuity.circuits import dedupe, path_key
+from continuity.dialects import ApplyPlan, Dialect, dialect_for
 from continuity.errors import (
     AuthenticationFailed,
     CommandRejected,
     ContinuityError,
+    DecisionRefused,
     DeviceBusy,
+    DeviceLocked,
+    ForeignPendingCommit,
+    ValidationFailed,
     VerificationFailed,
 )
 from continuity.messages import (
-    ApplyResult,
-    DeviceSessionInput,
-    LockInput,
+    ChangeStepInput,
+    DecisionRefusedSignal,
+    DecisionSignal,
+    DeviceStepInput,
+    DeviceStepResult,
+    Evidence,
     PathState,
-    PrecheckResult,
-    StepResult,
-    VerifyInput,
-    VerifyResult,
+    ReadBackInput,
+    ReadBackResult,
+    StepTimings,
 )
-from continuity.models import RerouteMechanism, RouteChange, TranscriptRef
+from continuity.models import (
+    ChangeState,
+    Decision,
+    Device,
+    Direction,
+    PartState,
+    RerouteMechanism,
+    RouteChange,
+    TranscriptRef,
+)
 from continuity.settings import DeviceCredential, Settings
-from continuity.ssh import CliSession, SessionLimits, Transcript, open_cli
-from continuity.store import Store
+from continuity.ssh import CliSession, SessionLimits, SessionPool, Transcript
+from continuity.store import ChangeRow, CircuitPartRow, Store, TranscriptRow
 
 T = TypeVar("T")
-Direction = Literal["reroute", "restore"]
 
 # Polling a route table: often enough to notice within a blink, rarely enough for real gear.
-_POLL_MIN_S = 0.1
+_POLL_MIN_S = 0.05
 _POLL_MAX_S = 2.0
-
-
-@contextlib.contextmanager
-def _as_application_error() -> Iterator[None]:
-    """Our errors leave as ApplicationError(type, non_retryable): what retry policies read."""
-    try:
-        yield
-    except ContinuityError as e:
-        raise ApplicationError(e.message, type=e.type, non_retryable=not e.retryable) from e
+# Details travel in the history: long enough to say what happened, short enough to stay small.
+_DETAIL_MAX = 300
 
 
 @dataclass(frozen=True)
@@ -60,9 +69,25 @@ class _Snapshot:
     pending: bool  # an unconfirmed change with a running device timer
 
 
+def _aware(at: datetime) -> datetime:
+    # SQLite hands timestamps back naive; the store writes them in UTC.
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _revert_s(t: StepTimings) -> float:
+    """Device seconds a change may stay unconfirmed before the device's own timer undoes it."""
+    return t.revert_window_s * t.device_time_scale
+
+
+def _last_attempt(info: activity.Info) -> bool:
+    """No retry of this activity will follow (unknown policy: assume one may)."""
+    policy = info.retry_policy
+    return policy is not None and 0 < policy.maximum_attempts <= info.attempt
+
+
 def _old_new(s: PathState, direction: Direction) -> tuple[bool, bool]:
     """(old path there, new path there) for a move in `direction`."""
-    if direction == "reroute":
+    if direction is Direction.REROUTE:
         return s.primary_present, s.backup_present
     return s.backup_present, s.primary_present
 
@@ -89,14 +114,90 @@ def _describe(states: Sequence[PathState], changes: Sequence[RouteChange]) -> st
     return "; ".join(parts)
 
 
-class _Device:
-    """A CLI session seen through its dialect: run config lines, read route state."""
+def _part(s: PathState, *, pending: bool = False) -> PartState:
+    """What a path's configuration says about its circuit's part on this device."""
+    if s.backup_present and not s.primary_present:
+        # A running device timer may still take it back: not confirmed.
+        return PartState.BACKUP_UNCONFIRMED if pending else PartState.BACKUP
+    if s.primary_present and not s.backup_present:
+        return PartState.PRIMARY
+    return PartState.UNKNOWN  # both or neither: half-made, or someone else's edit
 
-    def __init__(self, cli: CliSession, dialect: Dialect) -> None:
+
+def _evidence(rows: Sequence[TranscriptRow]) -> tuple[list[TranscriptRef], list[str]]:
+    """Every transcript of a change and every line they sent, in order."""
+    refs = [TranscriptRef(id=r.id, sha256=r.sha256, step=r.step, attempt=r.attempt) for r in rows]
+    return refs, [line for r in rows for line in (r.sent or [])]
+
+
+def _deadline(t: StepTimings, rows: Sequence[TranscriptRow]) -> datetime:
+    """When the confirmation window closes: never later than the device timer allows."""
+    deadline = datetime.now(UTC) + timedelta(seconds=t.confirm_window_s)
+    armed = [_aware(r.created_at) for r in rows if r.step == "apply" and r.sent]
+    if armed:
+        # The first row that sent lines was written before the arm went out.
+        latest = min(armed) + timedelta(seconds=t.revert_window_s - t.revert_margin_s)
+        deadline = min(deadline, latest)
+    return deadline
+
+
+@dataclass
+class _Journal:
+    """One attempt's transcript row, written before configuration lines go out."""
+
+    store: Store
+    transcript: Transcript
+    tid: str
+    incident_id: str
+    change_id: str
+    device: str
+    step: str
+    attempt: int
+    sent: list[str] = field(default_factory=list)
+
+    async def write(self, status: str, *, also: Callable[[], None] | None = None) -> None:
+        """The row as it stands; `also` (store bookkeeping) commits in the same transaction."""
+
+        def write() -> None:
+            with self.store.unit():
+                self.write_now(status)
+                if also is not None:
+                    also()
+
+        await asyncio.to_thread(write)
+
+    def write_now(self, status: str) -> None:
+        """The same on the caller's thread, inside the caller's store unit."""
+        self.store.journal(
+            tid=self.tid,
+            incident_id=self.incident_id,
+            change_id=self.change_id,
+            device=self.device,
+            step=self.step,
+            attempt=self.attempt,
+            text=self.transcript.text,
+            sent=self.sent,
+            status=status,
+        )
+
+
+class _Device:
+    """A CLI session seen through its dialect: run config lines (journalled first), read state."""
+
+    def __init__(self, cli: CliSession, dialect: Dialect, journal: _Journal) -> None:
         self.cli = cli
         self.dialect = dialect
+        self.journal = journal
+        # Store bookkeeping due with the first batch's journal write, in its transaction.
+        self.before_first_send: Callable[[], None] | None = None
 
     async def run(self, lines: Sequence[str]) -> list[str]:
+        if not lines:
+            return []
+        # Write-ahead: the row names these lines before the device can have received them.
+        self.journal.sent += list(lines)
+        also, self.before_first_send = self.before_first_send, None
+        await self.journal.write("sending", also=also)
         sent: list[str] = []
         for line in lines:
             result = await self.cli.send(line)
@@ -127,13 +228,25 @@ class _Device:
         cmd = self.dialect.pending_command
         return cmd is not None and self.dialect.parse_pending(await self.show(cmd))
 
-    async def read(self, changes: Sequence[RouteChange]) -> _Snapshot:
-        outputs = {cmd: await self.show(cmd) for cmd in self.dialect.state_commands()}
-        cmd = self.dialect.pending_command
+    async def read(self, changes: Sequence[RouteChange], *, pending: bool = True) -> _Snapshot:
+        """Routes, configuration and (unless told not to) the pending-commit state."""
+        cmds = [self.dialect.route_command, self.dialect.config_command]
+        cmd = self.dialect.pending_command if pending else None
+        if cmd is not None:
+            cmds.append(cmd)
+        outputs = {c: await self.show(c) for c in cmds}
         return _Snapshot(
             active=self.dialect.parse_state(outputs, changes),
             configured=self.dialect.parse_config_state(outputs, changes),
             pending=cmd is not None and self.dialect.parse_pending(outputs[cmd]),
+        )
+
+    async def read_forwarding(self, changes: Sequence[RouteChange]) -> _Snapshot:
+        """What forwards now, from the route table alone: static routes only."""
+        cmd = self.dialect.route_command
+        outputs = {cmd: await self.show(cmd)}
+        return _Snapshot(
+            active=self.dialect.parse_state(outputs, changes), configured=[], pending=False
         )
 
     async def poll(
@@ -143,254 +256,936 @@ class _Device:
         until: Callable[[_Snapshot], bool],
         timeout_s: float,
         while_pending: bool = False,
+        forwarding_only: bool = False,
+        pending: bool = True,
     ) -> tuple[bool, _Snapshot]:
         """Re-read the device until `until` holds or `timeout_s` passes; never by a blind sleep.
 
         `while_pending`: only the (cheap) pending-commit command is polled while a change is
         pending, so minutes of waiting for a device timer do not mean minutes of full configs.
+        `forwarding_only`: read the route table alone (static routes; `configured` is empty).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        interval = min(_POLL_MAX_S, max(_POLL_MIN_S, timeout_s / 20))
+        interval = min(_POLL_MAX_S, max(_POLL_MIN_S, timeout_s / 50))
         while True:
             out_of_time = loop.time() >= deadline
             if out_of_time or not (while_pending and await self.still_pending()):
-                snap = await self.read(changes)
+                snap = (
+                    await self.read_forwarding(changes)
+                    if forwarding_only
+                    else await self.read(changes, pending=pending)
+                )
                 if until(snap):
                     return True, snap
                 if out_of_time:
                     return False, snap
             await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
+            interval = min(_POLL_MAX_S, interval * 1.5)
+
+
+@dataclass
+class _Step:
+    """What one device step works on, whether named by the snapshot (apply) or by id (confirm)."""
+
+    incident_id: str
+    change_id: str
+    device: Device
+    direction: Direction
+    changes: list[RouteChange]
+    timings: StepTimings
+    known: Evidence = field(default_factory=Evidence)  # what the workflow already holds
+    journal: _Journal | None = None  # the last session's, written "complete" when it settles
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return {c.circuit_id: path_key(c.path, c.circuit_id) for c in self.changes}
 
 
 class NetworkActivities:
-    """Every side effect on network gear; built in worker.py with the store and settings."""
+    """Every side effect on network gear; built in worker.py with the store and settings.
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    Each step is one activity and one SSH session (pooled per worker), and ends by recording in
+    the store what it did: the change's state, the circuit parts, the device lock.
+    """
+
+    def __init__(self, store: Store, settings: Settings, *, pool: SessionPool | None = None):
         self._store = store
         self._settings = settings
-        self._limits = SessionLimits.from_settings(settings)
+        self._pool = pool or SessionPool(
+            SessionLimits.from_settings(settings),
+            idle_s=settings.ssh_idle_s,
+            max_idle=settings.ssh_pool_size,
+        )
+        # Every device this worker touched, for tests of site isolation and for operators.
+        self.touched: set[str] = set()
 
-    # --- locks ---------------------------------------------------------------------------
+    async def close(self) -> None:
+        await self._pool.close()
 
-    @activity.defn(name="lock_device")
-    async def lock_device(self, inp: LockInput) -> None:
-        with _as_application_error():
-            other = await asyncio.to_thread(
-                self._store.try_lock_device,
-                device=inp.device,
-                holder=inp.holder,
-                lease_s=inp.lease_s,
-                now=time.time(),
+    # --- the activities ------------------------------------------------------------------
+
+    @activity.defn(name="apply_device_change")
+    async def apply_device_change(self, inp: DeviceStepInput) -> DeviceStepResult:
+        device, changes = await self._resolve(inp.snapshot, inp.device, inp.circuits)
+        step = _Step(
+            inp.incident_id,
+            inp.change_id,
+            device,
+            inp.direction,
+            changes,
+            inp.timings,
+            known=inp.known,
+        )
+        async with self._reporting(step, "apply"):
+            # Rendered before the lock and the session: a value failing validation is never
+            # sent, and nobody waits on the device for it.
+            dialect_for(step.device.platform).render_apply(
+                dedupe(step.changes),
+                direction=step.direction,
+                revert_s=_revert_s(step.timings),
             )
-            if other is not None:
-                raise DeviceBusy(f"device {inp.device} is being changed by {other}")
+            armed_by, prior = await self._begin(step, inp)
+            if inp.direction is Direction.RESTORE:
+                return await self._restore(step, inp, armed_by)
+            return await self._reroute(step, inp, armed_by, prior)
 
-    @activity.defn(name="unlock_device")
-    async def unlock_device(self, inp: LockInput) -> None:
-        with _as_application_error():
-            await asyncio.to_thread(self._store.unlock_device, device=inp.device, holder=inp.holder)
+    @activity.defn(name="confirm_device_change")
+    async def confirm_device_change(self, inp: ChangeStepInput) -> DeviceStepResult:
+        loaded = await self._load(inp)
+        if loaded is None:
+            raise application_error(
+                VerificationFailed(f"no record of change {inp.change_id} in the store")
+            )
+        step, row, armed_by, _sent = loaded
+        async with self._reporting(step, "confirm"):
+            early = await self._check_claim(step, inp, row)
+            if early is not None:
+                return early
+            return await self._confirm(step, inp, armed_by)
 
-    # --- sessions ------------------------------------------------------------------------
+    @activity.defn(name="undo_device_change")
+    async def undo_device_change(self, inp: ChangeStepInput) -> DeviceStepResult:
+        loaded = await self._load(inp)
+        if loaded is None:
+            # The apply records its change before any session opens: an apply stopped before
+            # that (an ending cancels it) never reached the device.
+            return DeviceStepResult(
+                state=ChangeState.SKIPPED,
+                detail=f"no record of {inp.change_id}: never reached the device; nothing to undo",
+            )
+        step, row, armed_by, sent_before = loaded
+        async with self._reporting(step, "undo"):
+            early = await self._check_claim(step, inp, row)
+            if early is not None:
+                return early
+            return await self._undo(step, inp, armed_by, sent_before)
 
-    @activity.defn(name="precheck_device")
-    async def precheck_device(self, inp: DeviceSessionInput) -> PrecheckResult:
-        with _as_application_error():
+    @activity.defn(name="read_back_device")
+    async def read_back_device(self, inp: ReadBackInput) -> ReadBackResult:
+        device, changes = await self._resolve(inp.snapshot, inp.device, inp.circuits)
+        step = _Step(
+            inp.incident_id,
+            f"readback-{inp.incident_id}-{device.name}",
+            device,
+            Direction.REROUTE,
+            changes,
+            StepTimings(
+                confirm_window_s=0,
+                verify_timeout_s=0,
+                revert_margin_s=0,
+                revert_wait_grace_s=0,
+                lease_s=0,
+            ),
+        )
+        async with self._reporting(step, "read_back"):
 
             async def work(dev: _Device) -> _Snapshot:
-                return await dev.read(inp.changes)
+                return await dev.read(dedupe(changes))
 
-            snap, ref = await self._session(inp, "precheck", work)
-            return PrecheckResult(transcript=ref, paths=snap.active, pending_commit=snap.pending)
+            snap = await self._session(step, "read_back", work)
+            journal = step.journal
+            states = dict(self._key_parts(step, snap, pending=snap.pending))
 
-    @activity.defn(name="apply_change")
-    async def apply_change(self, inp: DeviceSessionInput) -> ApplyResult:
-        with _as_application_error():
-            return await self._apply(inp)
+            def write() -> tuple[dict[str, PartState], TranscriptRef | None]:
+                with self._store.unit():
+                    if journal is not None:
+                        journal.write_now("complete")
+                    parts = self._store.set_parts(
+                        device=step.device.name,
+                        states=states,
+                        incident_id=step.incident_id,
+                        change_id=step.change_id,
+                        detail="read back at close",
+                        circuits=step.keys,
+                    )
+                row = self._store.transcript(journal.tid) if journal else None
+                ref = (
+                    TranscriptRef(id=row.id, sha256=row.sha256, step=row.step, attempt=row.attempt)
+                    if row
+                    else None
+                )
+                return parts, ref
 
-    @activity.defn(name="verify_change")
-    async def verify_change(self, inp: VerifyInput) -> VerifyResult:
-        with _as_application_error():
-            return await self._verify(inp, step="verify")
+            parts, ref = await asyncio.to_thread(write)
+            return ReadBackResult(parts=parts, pending=snap.pending, transcript=ref)
 
-    @activity.defn(name="confirm_change")
-    async def confirm_change(self, inp: DeviceSessionInput) -> StepResult:
-        with _as_application_error():
-            return await self._confirm(inp)
+    # --- reroute and restore -------------------------------------------------------------
 
-    @activity.defn(name="rollback_change")
-    async def rollback_change(self, inp: DeviceSessionInput) -> StepResult:
-        with _as_application_error():
-            return await self._rollback(inp)
-
-    @activity.defn(name="await_device_revert")
-    async def await_device_revert(self, inp: VerifyInput) -> VerifyResult:
-        with _as_application_error():
-            return await self._verify(inp, step="await_revert")
-
-    # --- the steps -----------------------------------------------------------------------
-
-    async def _apply(self, inp: DeviceSessionInput) -> ApplyResult:
-        dialect = dialect_for(inp.device.platform)
-        t = inp.timings
-        window_s = revert_window_s(t)
-        revert_s = window_s * t.device_time_scale  # device seconds
-        # Rendered before connecting: a value failing validation means nothing is ever sent.
-        dialect.render_apply(inp.changes, direction=inp.direction, revert_s=revert_s)
-        armed_s = dialect.armed_revert_s(revert_s)
-        deadline_s = window_s if armed_s is None else armed_s / t.device_time_scale
-        auto_revert: Literal["device", "orchestrator"] = (
-            "device" if dialect.native_auto_revert else "orchestrator"
+    async def _reroute(
+        self,
+        step: _Step,
+        inp: DeviceStepInput,
+        armed_by: str | None,
+        prior: dict[str, CircuitPartRow],
+    ) -> DeviceStepResult:
+        dialect = dialect_for(step.device.platform)
+        t = step.timings
+        revert_s = _revert_s(t)
+        unique = dedupe(step.changes)
+        # Parts already confirmed on backup by another change (another incident's, usually)
+        # are adopted as they are: nothing to send, nobody to ask again.
+        adopted = bool(prior) and all(
+            (r := prior.get(c)) is not None
+            and r.state == PartState.BACKUP.value
+            and r.change_id != step.change_id
+            for c in step.keys
         )
 
-        async def work(dev: _Device) -> tuple[list[str], bool]:
-            snap = await dev.read(inp.changes)
-            if _in_place(snap.configured, inp.direction):
-                activity.logger.info("%s: change already in place, nothing sent", inp.change_id)
-                return [], True
+        async def work(dev: _Device) -> tuple[str, _Snapshot, bool]:
+            snap = await dev.read(unique)
+            if snap.pending and armed_by != step.change_id:
+                raise ForeignPendingCommit(
+                    f"{step.device.name} has an unconfirmed change that is not ours "
+                    f"(armed by {armed_by or 'someone outside continuity'}); nothing sent"
+                )
+            if _in_place(snap.configured, step.direction):
+                ok, snap = await dev.poll(
+                    unique, until=self._changed(step), timeout_s=t.verify_timeout_s
+                )
+                if not ok:
+                    raise VerificationFailed(
+                        f"{step.device.name}: configured on backup but not forwarding: "
+                        f"{_describe(snap.active, unique)}"
+                    )
+                return "in place", snap, snap.pending
             plan = dialect.render_apply(
-                inp.changes,
-                direction=inp.direction,
+                unique,
+                direction=step.direction,
                 revert_s=revert_s,
                 present=snap.configured,
                 armed=snap.pending,
             )
-            sent: list[str] = []
-            for phase in plan.phases():
-                if plan.make_before_break and any(b in phase for b in plan.break_):
-                    await self._await_new_path(dev, inp, t.verify_timeout_s)
-                sent += await dev.run(phase)
-            return sent, False
+            self._start_sending(dev, step, plan, PartState.APPLYING)
+            try:
+                await self._run_plan(dev, step, plan)
+            except VerificationFailed as e:
+                # The new path never forwarded and the old one is still there: take the new
+                # one away again in this session, before anyone is asked to confirm it.
+                return f"verification failed: {e.message}", await self._take_back(dev, step), False
+            # The pending state is known here (we just armed it): the check reads routes only.
+            ok, after = await dev.poll(
+                unique, until=self._changed(step), timeout_s=t.verify_timeout_s, pending=False
+            )
+            if ok:
+                return "applied", after, True
+            why = f"verification failed: {_describe(after.active, unique)}"
+            return why, await self._take_back(dev, step), False
 
-        (sent, already), ref = await self._session(inp, "apply", work)
-        return ApplyResult(
-            transcript=ref,
-            commands=sent,
-            already_applied=already,
-            auto_revert=auto_revert,
-            revert_deadline_s=deadline_s,
+        try:
+            how, snap, pending = await self._session(step, "apply", work)
+        except ContinuityError as e:
+            await self._apply_failed(step, e)
+            raise
+        auto: Literal["device", "orchestrator"] = (
+            "device" if dialect.native_auto_revert else "orchestrator"
+        )
+        if how.startswith("verification failed"):
+            return await self._settle(
+                step,
+                ChangeState.FAILED,
+                how,
+                dict(self._key_parts(step, snap)),
+                release=True,
+                disarm=True,
+                auto_revert=auto,
+            )
+        if how == "in place" and not pending and adopted:
+            owners = sorted({r.incident_id for r in prior.values()})
+            detail = (
+                f"already on backup, confirmed in {', '.join(owners)}; nothing sent, "
+                "nothing to confirm"
+            )
+            return await self._settle(
+                step,
+                ChangeState.CONFIRMED,
+                detail,
+                {k: PartState.BACKUP for k in step.keys.values()},
+                release=True,
+                already_applied=True,
+                verified=True,
+            )
+        detail = f"{step.direction.value} in place: {_describe(snap.active, unique)}" + (
+            "; found already applied" if how == "in place" else ""
+        )
+        return await self._settle(
+            step,
+            ChangeState.AWAITING_CONFIRMATION,
+            detail,
+            {k: PartState.BACKUP_UNCONFIRMED for k in step.keys.values()},
+            awaiting=True,
+            verified=True,
+            already_applied=how == "in place",
+            auto_revert=auto,
         )
 
+    async def _restore(
+        self, step: _Step, inp: DeviceStepInput, armed_by: str | None
+    ) -> DeviceStepResult:
+        """Back to primary, except what another active incident still holds; no human."""
+        dialect = dialect_for(step.device.platform)
+        t = step.timings
+        revert_s = _revert_s(t) if dialect.native_auto_revert else None
+        needed = await asyncio.to_thread(
+            self._store.held_elsewhere,
+            device=step.device.name,
+            keys=sorted(set(step.keys.values())),
+            incident_id=step.incident_id,
+        )
+        kept = {
+            c.circuit_id: sorted({inc for _, inc in needed[step.keys[c.circuit_id]]})
+            for c in step.changes
+            if needed.get(step.keys[c.circuit_id])
+        }
+        go = [c for c in step.changes if c.circuit_id not in kept]
+        kept_note = "; ".join(f"{c} still held by {', '.join(i)}" for c, i in kept.items())
+        if not go:
+            detail = f"nothing to restore: {kept_note}"
+            return await self._settle(
+                step, ChangeState.SKIPPED, detail, {}, release=True, kept=kept
+            )
+        moving = _Step(
+            step.incident_id, step.change_id, step.device, step.direction, go, t, known=step.known
+        )
+        unique = dedupe(go)
+        armer = (
+            await asyncio.to_thread(self._store.change, armed_by)
+            if armed_by and armed_by != step.change_id
+            else None
+        )
+        # A change of this incident left pending (its undo failed) is ended first, whole.
+        earlier = (
+            self._step_of(armer, t)
+            if armer is not None and armer.incident_id == step.incident_id
+            else None
+        )
+
+        ended: list[str] = []
+
+        async def work(dev: _Device) -> tuple[bool, str, _Snapshot]:
+            ok, how, snap = await move(dev)
+            if ended:
+                how = f"ended {ended[0]}, left pending, first; {how}"
+            return ok, how, snap
+
+        async def move(dev: _Device) -> tuple[bool, str, _Snapshot]:
+            snap = await dev.read(unique)
+            if snap.pending and armed_by != step.change_id:
+                if earlier is None:
+                    raise ForeignPendingCommit(
+                        f"{step.device.name} has an unconfirmed change that is not ours "
+                        f"(armed by {armed_by or 'someone outside continuity'}); nothing sent"
+                    )
+                # Undone as its own undo would, never committed along with ours.
+                await self._undo_on_device(dev, earlier, await dev.read(dedupe(earlier.changes)))
+                ended.append(earlier.change_id)
+                await asyncio.to_thread(
+                    self._store.set_armed,
+                    device=step.device.name,
+                    holder=step.incident_id,
+                    change_id=None,
+                )
+                snap = await dev.read(unique)
+                if snap.pending:
+                    raise VerificationFailed(
+                        f"{step.device.name}: {earlier.change_id} still pending after undoing it"
+                    )
+            if _in_place(snap.configured, step.direction) and not snap.pending:
+                return True, "already on primary; nothing sent", snap
+            plan = dialect.render_apply(
+                unique,
+                direction=step.direction,
+                revert_s=revert_s,
+                present=snap.configured,
+                armed=snap.pending,
+            )
+            self._start_sending(dev, moving, plan, PartState.RETURNING)
+            try:
+                await self._run_plan(dev, moving, plan)
+            except VerificationFailed as e:
+                # The primary never came up: take it away again, the backup stays in place.
+                return False, e.message, await self._take_back(dev, moving)
+            ok, after = await dev.poll(
+                unique, until=self._changed(moving), timeout_s=t.verify_timeout_s
+            )
+            if not ok:
+                why = f"primary not forwarding: {_describe(after.active, unique)}"
+                return False, why, await self._take_back(dev, moving, after)
+            if after.pending or dialect.persist_commands:
+                await dev.run(
+                    dialect.render_confirm() if after.pending else dialect.persist_commands
+                )
+            return True, "restored to primary and saved", await dev.read(unique)
+
+        try:
+            ok, how, snap = await self._session(moving, "apply", work)
+        except ContinuityError as e:
+            await self._apply_failed(moving, e)
+            raise
+        detail = how + (f"; {kept_note}" if kept_note else "")
+        if not ok:
+            return await self._settle(
+                moving,
+                ChangeState.FAILED,
+                detail,
+                dict(self._key_parts(moving, snap)),
+                release=True,
+                disarm=True,
+                kept=kept,
+            )
+        return await self._settle(
+            moving,
+            ChangeState.CONFIRMED,
+            detail,
+            {k: PartState.PRIMARY for k in moving.keys.values()},
+            release=True,
+            disarm=True,
+            kept=kept,
+            verified=True,
+            already_applied=how.startswith("already"),
+        )
+
+    def _start_sending(self, dev: _Device, step: _Step, plan: ApplyPlan, moving: PartState) -> None:
+        """With the first batch's journal write: the parts move, a timer we arm is ours."""
+
+        def write() -> None:
+            self._store.set_parts(
+                device=step.device.name,
+                states={k: moving for k in step.keys.values()},
+                incident_id=step.incident_id,
+                change_id=step.change_id,
+                detail=moving.value,
+                circuits=step.keys,
+            )
+            if plan.arm:
+                # Ours from here on, even if this worker dies before the next line.
+                self._store.set_armed(
+                    device=step.device.name, holder=step.incident_id, change_id=step.change_id
+                )
+
+        dev.before_first_send = write
+
+    async def _run_plan(self, dev: _Device, step: _Step, plan: ApplyPlan) -> None:
+        for i, phase in enumerate(plan.phases()):
+            # The phase that removes the old path: the second, or the only one when the new
+            # path was already made (a retry after an interrupted make).
+            if plan.make_before_break and plan.break_ and (i > 0 or not plan.make):
+                await self._await_new_path(dev, step, dedupe(step.changes))
+            await dev.run(phase)
+
+    async def _take_back(
+        self, dev: _Device, step: _Step, snap: _Snapshot | None = None
+    ) -> _Snapshot:
+        """Undo a move that did not verify, in the same session; what the device shows after."""
+        unique = dedupe(step.changes)
+        await self._undo_on_device(dev, step, snap or await dev.read(unique))
+        return await dev.read(unique)
+
+    async def _apply_failed(self, step: _Step, e: ContinuityError) -> None:
+        """An apply that raised leaves the store telling what is known about the device."""
+        final = not e.retryable or _last_attempt(activity.info())
+        sent = any(r.sent for r in await self._journal(step, "apply"))
+
+        def write() -> None:
+            if sent:
+                # Lines may have reached the device: its state is unknown until it is read
+                # again (the incident's undo or retry does that), and the lock stays.
+                self._store.set_parts(
+                    device=step.device.name,
+                    states={k: PartState.UNKNOWN for k in step.keys.values()},
+                    incident_id=step.incident_id,
+                    change_id=step.change_id,
+                    detail=f"{e.type} after lines were sent",
+                    circuits=step.keys,
+                )
+                if final:
+                    self._store.set_change_state(
+                        step.change_id,
+                        ChangeState.NEEDS_ATTENTION.value,
+                        detail=f"{e.type}: {e.message}",
+                    )
+                return
+            if final:
+                state = (
+                    ChangeState.REFUSED
+                    if isinstance(e, ForeignPendingCommit)
+                    else ChangeState.FAILED
+                )
+                self._store.set_change_state(
+                    step.change_id, state.value, detail=f"{e.type}: {e.message}; nothing sent"
+                )
+                # Nothing of ours is on the device: nobody needs to wait for this change.
+                self._store.unlock_device(device=step.device.name, holder=step.incident_id)
+
+        with contextlib.suppress(ContinuityError):  # the device error is what must surface
+            await asyncio.to_thread(write)
+
+    # --- confirm and undo ----------------------------------------------------------------
+
+    async def _check_claim(
+        self, step: _Step, inp: ChangeStepInput, row: ChangeRow
+    ) -> DeviceStepResult | None:
+        """The store decides which decision wins a change; None: go ahead with this step."""
+        claim = inp.claim
+        now = datetime.now(UTC)
+        if claim.kind == "decision":
+            assert claim.decision is not None
+            if row.decision is None:
+                # The decision did not come through the API (or its claim is not visible yet):
+                # claim it now, under the same rules.
+                try:
+                    await asyncio.to_thread(
+                        self._store.claim_decision,
+                        incident_id=step.incident_id,
+                        change_id=step.change_id,
+                        decision=claim.decision,
+                        operator=claim.by,
+                        reason=claim.reason,
+                        now=now,
+                    )
+                except DecisionRefused as e:
+                    return DeviceStepResult(
+                        state=ChangeState.AWAITING_CONFIRMATION,
+                        detail=e.message,
+                        refusal=DecisionRefusedSignal(
+                            change_id=step.change_id,
+                            decision=claim.decision,
+                            operator_id=claim.by,
+                            refusal=e.type,
+                            detail=e.message,
+                        ),
+                    )
+                return None  # this claim won it
+            if row.decision != claim.decision.value or row.decided_by != claim.by:
+                return self._won_by(row)
+            return None
+        # A timeout or an order closed the window as the change was loaded; a decision that
+        # won it first is carried out instead.
+        if row.decision is not None:
+            return self._won_by(row)
+        return None
+
+    @staticmethod
+    def _won_by(row: ChangeRow) -> DeviceStepResult:
+        assert row.decision is not None  # called only for a decided change
+        decision = DecisionSignal(
+            change_id=row.change_id,
+            decision=Decision(row.decision),
+            operator_id=row.decided_by or "unknown",
+            reason=row.decision_reason,
+        )
+        return DeviceStepResult(
+            state=ChangeState.AWAITING_CONFIRMATION,
+            detail=f"decided first: {row.decision} by {row.decided_by}",
+            decision=decision,
+        )
+
+    async def _confirm(
+        self, step: _Step, inp: ChangeStepInput, armed_by: str | None
+    ) -> DeviceStepResult:
+        dialect = dialect_for(step.device.platform)
+        unique = dedupe(step.changes)
+
+        async def work(dev: _Device) -> tuple[str, _Snapshot]:
+            snap = await dev.read(unique)
+            if snap.pending and armed_by != step.change_id:
+                # Confirming would accept someone else's change along with ours.
+                raise ForeignPendingCommit(
+                    f"{step.device.name} has an unconfirmed change that is not ours "
+                    f"(armed by {armed_by or 'someone outside continuity'}); not confirmed"
+                )
+            if not _in_place(snap.configured, step.direction):
+                return "reverted", snap
+            if snap.pending:
+                await dev.run(dialect.render_confirm())
+                after = await dev.read(unique)
+                if after.pending:
+                    raise VerificationFailed(f"{step.device.name}: still pending after confirm")
+                if not _in_place(after.configured, step.direction):
+                    return "reverted", after  # the device's timer fired between read and confirm
+                return "confirmed and saved", after
+            # Confirmed before (a retry) or a platform without timers: saving twice is safe.
+            await dev.run(dialect.persist_commands)
+            return "confirmed and saved", snap
+
+        how, snap = await self._session(step, "confirm", work)
+        if how == "reverted":
+            detail = "the device reverted the change before the confirmation reached it"
+            return await self._settle(
+                step,
+                ChangeState.REVERTED_BY_DEVICE,
+                detail,
+                dict(self._key_parts(step, snap)),
+                release=inp.release_lock,
+                disarm=True,
+            )
+        kept = inp.claim.kind == "timeout"
+        state = ChangeState.KEPT_ON_TIMEOUT if kept else ChangeState.CONFIRMED
+        by = "the wave's keep-on-timeout policy" if kept else inp.claim.by
+        return await self._settle(
+            step,
+            state,
+            f"{how} ({by})",
+            {k: PartState.BACKUP for k in step.keys.values()},
+            release=inp.release_lock,
+            disarm=True,
+            verified=True,
+        )
+
+    async def _undo(
+        self, step: _Step, inp: ChangeStepInput, armed_by: str | None, sent_before: bool
+    ) -> DeviceStepResult:
+        dialect = dialect_for(step.device.platform)
+        t = step.timings
+        unique = dedupe(step.changes)
+        dialect.render_inverse(unique, step.direction)  # validate before connecting
+        ours = armed_by == step.change_id
+
+        def undone(s: _Snapshot) -> bool:
+            # Someone else's timer may run on a device our change has left: not ours to end.
+            return _original(s.configured, step.direction) and not (s.pending and ours)
+
+        async def work(dev: _Device) -> tuple[str, _Snapshot, bool]:
+            snap = await dev.read(unique)
+            if snap.pending and not ours and not undone(snap):
+                # Aborting it would end someone else's change too; the incident tries again.
+                raise ForeignPendingCommit(
+                    f"{step.device.name} has an unconfirmed change that is not ours "
+                    f"(armed by {armed_by or 'someone outside continuity'}); not undone"
+                )
+            if inp.let_device_revert and snap.pending and dialect.native_auto_revert:
+                # The device's own timer undoes it; we watch, with the pending command only.
+                window = t.verify_timeout_s + t.revert_margin_s + t.revert_wait_grace_s
+                ok, snap = await dev.poll(
+                    unique,
+                    until=lambda s: _original(s.configured, step.direction) and not s.pending,
+                    timeout_s=window,
+                    while_pending=True,
+                )
+                if ok:
+                    return "reverted by the device's own timer", snap, True
+            if undone(snap):
+                # Found undone, and we never sent an undo: where the device was left to revert
+                # by itself, its timer did it.
+                by_device = inp.let_device_revert and dialect.native_auto_revert and not sent_before
+                return "already original; nothing sent", snap, by_device
+            how, by_device = await self._undo_on_device(dev, step, snap)
+            return how, await dev.read(unique), by_device
+
+        how, snap, by_device = await self._session(step, "undo", work)
+        if not undone(snap):
+            raise VerificationFailed(
+                f"{step.device.name}: after undo the configuration is not original: "
+                f"{_describe(snap.configured, unique)}"
+            )
+        state = ChangeState.REVERTED_BY_DEVICE if by_device else ChangeState.ROLLED_BACK
+        claim = inp.claim
+        why = {
+            "decision": f"rejected by {claim.by}",
+            "timeout": "no decision in the confirmation window",
+            "order": claim.reason or f"ordered by {claim.by}",
+        }[claim.kind]
+        return await self._settle(
+            step,
+            state,
+            f"{how} ({why})",
+            {k: PartState.PRIMARY for k in step.keys.values()},
+            release=inp.release_lock,
+            disarm=True,
+            verified=True,
+        )
+
+    async def _undo_on_device(self, dev: _Device, step: _Step, snap: _Snapshot) -> tuple[str, bool]:
+        """Undo a change in an open session: abort the pending commit, else the inverse lines.
+
+        Returns what happened and whether the device's own timer had done it first.
+        """
+        dialect = dev.dialect
+        unique = dedupe(step.changes)
+        if snap.pending and dialect.native_auto_revert:
+            abort = dialect.render_rollback(unique, step.direction)
+            try:
+                await dev.run(abort)
+            except CommandRejected:
+                # e.g. `abort trial` just after the trial ran out: fine if it is undone.
+                late = await dev.read(unique)
+                if not (_original(late.configured, step.direction) and not late.pending):
+                    raise
+                return "the device had reverted by itself", True
+            return "pending change aborted on the device", False
+        await dev.run(dialect.render_inverse(unique, step.direction, present=snap.configured))
+        return "inverse lines applied", False
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _changed(self, step: _Step) -> Callable[[_Snapshot], bool]:
+        def judge(snap: _Snapshot) -> bool:
+            # Forwarding on the new path, and the old one gone from forwarding and config.
+            return _in_place(snap.active, step.direction) and all(
+                not _old_new(c, step.direction)[0] for c in snap.configured
+            )
+
+        return judge
+
     async def _await_new_path(
-        self, dev: _Device, inp: DeviceSessionInput, timeout_s: float
+        self, dev: _Device, step: _Step, unique: Sequence[RouteChange]
     ) -> None:
         """Make before break: the new next hop must forward before the old one is removed."""
         routed = [
-            c
-            for c in inp.changes
-            if RerouteMechanism(c.path.mechanism) is RerouteMechanism.STATIC_ROUTE
+            c for c in unique if RerouteMechanism(c.path.mechanism) is RerouteMechanism.STATIC_ROUTE
         ]
         if not routed:
             return  # a policy route's old path is plain routing: always there
 
         def new_active(snap: _Snapshot) -> bool:
-            return all(_old_new(s, inp.direction)[1] for s in snap.active)
+            return all(_old_new(s, step.direction)[1] for s in snap.active)
 
-        ok, snap = await dev.poll(routed, until=new_active, timeout_s=timeout_s)
+        timeout_s = step.timings.verify_timeout_s
+        ok, snap = await dev.poll(
+            routed, until=new_active, timeout_s=timeout_s, forwarding_only=True
+        )
         if not ok:
             raise VerificationFailed(
-                f"{inp.device.name}: the new path never became active within {timeout_s:g}s "
+                f"{step.device.name}: the new path never became active within {timeout_s:g}s "
                 f"({_describe(snap.active, routed)}); the old path was left in place"
             )
 
-    async def _verify(self, inp: VerifyInput, *, step: str) -> VerifyResult:
-        s = inp.session
-        direction = s.direction
+    def _by_key(
+        self, step: _Step, states: Sequence[PathState]
+    ) -> list[tuple[RouteChange, PathState]]:
+        by_circuit = {s.circuit_id: s for s in states}
+        # A circuit deduplicated away has no state of its own: it shares its key's.
+        keyed = {step.keys[s.circuit_id]: s for s in states if s.circuit_id in step.keys}
+        out = []
+        for c in step.changes:
+            s = by_circuit.get(c.circuit_id) or keyed.get(step.keys[c.circuit_id])
+            if s is not None:
+                out.append((c, s))
+        return out
 
-        def judge(snap: _Snapshot) -> bool:
-            if inp.expect == "changed":
-                # Forwarding on the new path, and the old one gone from forwarding and config.
-                return _in_place(snap.active, direction) and all(
-                    not _old_new(c, direction)[0] for c in snap.configured
+    def _expand(self, step: _Step, states: Sequence[PathState]) -> list[PathState]:
+        """Path states for every change, those deduplicated away included."""
+        return [
+            s.model_copy(update={"circuit_id": c.circuit_id}) for c, s in self._by_key(step, states)
+        ]
+
+    def _key_parts(
+        self, step: _Step, snap: _Snapshot, *, pending: bool = False
+    ) -> list[tuple[str, PartState]]:
+        return [
+            (step.keys[c.circuit_id], _part(s, pending=pending))
+            for c, s in self._by_key(step, snap.configured)
+        ]
+
+    async def _settle(
+        self,
+        step: _Step,
+        state: ChangeState,
+        detail: str,
+        parts: dict[str, PartState],
+        *,
+        release: bool = False,
+        disarm: bool = False,
+        awaiting: bool = False,
+        **extra: Any,
+    ) -> DeviceStepResult:
+        """One store transaction ends a step: its journal, the parts, the change's state (and
+        window), our arm and lock; the result carries the journal the workflow lacks."""
+        journal = step.journal
+        t = step.timings
+
+        def write() -> tuple[dict[str, PartState], list[TranscriptRow], datetime | None]:
+            with self._store.unit():
+                if journal is not None:
+                    journal.write_now("complete")
+                recorded = (
+                    self._store.set_parts(
+                        device=step.device.name,
+                        states=parts,
+                        incident_id=step.incident_id,
+                        change_id=step.change_id,
+                        detail=detail,
+                        circuits=step.keys,
+                    )
+                    if parts
+                    else {}
                 )
-            return _original(snap.configured, direction) and not snap.pending
-
-        async def work(dev: _Device) -> tuple[bool, _Snapshot]:
-            return await dev.poll(
-                s.changes,
-                until=judge,
-                timeout_s=inp.timeout_s,
-                while_pending=inp.expect == "original",
-            )
-
-        (ok, snap), ref = await self._session(s, step, work)
-        state = _describe(snap.active, s.changes)
-        if ok:
-            detail = (
-                f"{direction} in place: {state}"
-                if inp.expect == "changed"
-                else f"original configuration back: {state}"
-            )
-        else:
-            what = "the change" if inp.expect == "changed" else "the original configuration"
-            pending = "; a change is still pending" if snap.pending else ""
-            detail = f"{what} not seen within {inp.timeout_s:g}s: {state}{pending}"
-        return VerifyResult(ok=ok, detail=detail, transcript=ref, paths=snap.active)
-
-    async def _confirm(self, inp: DeviceSessionInput) -> StepResult:
-        dialect = dialect_for(inp.device.platform)
-
-        async def work(dev: _Device) -> tuple[list[str], str]:
-            snap = await dev.read(inp.changes)
-            if not _in_place(snap.configured, inp.direction):
-                raise VerificationFailed(
-                    f"{inp.device.name}: nothing to confirm, the change is not on the device "
-                    f"(reverted?): {_describe(snap.configured, inp.changes)}"
+                rows = self._store.change_transcripts(step.change_id)
+                deadline = _deadline(t, rows) if awaiting else None
+                self._store.set_change_state(
+                    step.change_id, state.value, detail=detail, deadline=deadline
                 )
-            if not snap.pending:
-                # Confirmed before (a retry) or a platform without timers: persisting is safe twice.
-                sent = await dev.run(dialect.persist_commands)
-                return sent, "already confirmed; configuration saved"
-            sent = await dev.run(dialect.render_confirm())
-            after = await dev.read(inp.changes)
-            if after.pending:
-                raise VerificationFailed(f"{inp.device.name}: still pending after {sent!r}")
-            if not _in_place(after.configured, inp.direction):
-                # The device's timer fired between our check and our confirm.
-                raise VerificationFailed(
-                    f"{inp.device.name}: the change reverted before the confirmation reached it"
+                # Only our own arm: a later change's (a restore that ended this one) stays.
+                if disarm:
+                    self._store.disarm(
+                        device=step.device.name, holder=step.incident_id, change_id=step.change_id
+                    )
+                if release:
+                    self._store.unlock_device(device=step.device.name, holder=step.incident_id)
+            return recorded, rows, deadline
+
+        recorded, rows, deadline = await asyncio.to_thread(write)
+        refs, commands = _evidence(rows)
+        return DeviceStepResult(
+            state=state,
+            detail=detail[:_DETAIL_MAX],
+            commands=commands[step.known.commands :],
+            transcripts=refs[step.known.transcripts :],
+            parts=recorded,
+            deadline=deadline,
+            **extra,
+        )
+
+    async def _begin(
+        self, step: _Step, inp: DeviceStepInput
+    ) -> tuple[str | None, dict[str, CircuitPartRow]]:
+        """One store transaction starts an apply: the incident's lease on the device (another
+        incident's is waited for by the workflow, never here holding a session slot), the
+        change's record, and what the store knows of its parts and of a pending arm."""
+
+        def write() -> tuple[str | None, dict[str, CircuitPartRow]]:
+            with self._store.unit():
+                other, armed_by = self._store.lock_device(
+                    device=step.device.name,
+                    holder=step.incident_id,
+                    lease_s=step.timings.lease_s,
+                    now=time.time(),
                 )
-            return sent, "confirmed and saved"
-
-        (sent, detail), ref = await self._session(inp, "confirm", work)
-        return StepResult(transcript=ref, commands=sent, detail=detail)
-
-    async def _rollback(self, inp: DeviceSessionInput) -> StepResult:
-        dialect = dialect_for(inp.device.platform)
-        dialect.render_inverse(inp.changes, inp.direction)  # validate before connecting
-
-        async def work(dev: _Device) -> tuple[list[str], str]:
-            snap = await dev.read(inp.changes)
-            if _original(snap.configured, inp.direction) and not snap.pending:
-                return [], "already original; nothing sent"
-            if snap.pending and dialect.native_auto_revert:
-                abort = dialect.render_rollback(inp.changes, inp.direction)
-                try:
-                    sent = await dev.run(abort)
-                except CommandRejected:
-                    # e.g. `abort trial` just after the trial ran out: fine if it is undone.
-                    late = await dev.read(inp.changes)
-                    if not (_original(late.configured, inp.direction) and not late.pending):
-                        raise
-                    return list(abort), "the device had reverted by itself"
-                how = "pending change aborted on the device"
-            else:
-                sent = await dev.run(
-                    dialect.render_inverse(inp.changes, inp.direction, present=snap.configured)
+                if other is not None:
+                    raise DeviceLocked(
+                        f"{step.device.name} is held by incident {other} until its change "
+                        f"there is decided; {step.change_id} waits for it"
+                    )
+                prior = self._store.part_rows(step.device.name, list(step.keys))
+                self._store.open_change(
+                    change_id=step.change_id,
+                    incident_id=step.incident_id,
+                    device=step.device.name,
+                    wave=inp.wave,
+                    direction=step.direction.value,
+                    circuits=[c.circuit_id for c in step.changes],
+                    step={
+                        "device": step.device.model_dump(mode="json"),
+                        "direction": step.direction.value,
+                        "changes": [c.model_dump(mode="json") for c in step.changes],
+                    },
+                    declared_by=inp.declared_by,
+                    confirmers=inp.confirmers if step.direction is Direction.REROUTE else [],
+                    state=ChangeState.APPLYING.value,
                 )
-                how = "inverse lines applied"
-            after = await dev.read(inp.changes)
-            if not _original(after.configured, inp.direction):
-                raise VerificationFailed(
-                    f"{inp.device.name}: after rollback the configuration is not original: "
-                    f"{_describe(after.configured, inp.changes)}"
+            return armed_by, prior
+
+        return await asyncio.to_thread(write)
+
+    async def _resolve(
+        self, snapshot: str, device: str, circuits: Sequence[str]
+    ) -> tuple[Device, list[RouteChange]]:
+        """The device and the circuits' paths on it, as the incident's snapshot has them."""
+
+        def read() -> tuple[Device, list[RouteChange]]:
+            inv = self._store.snapshot(snapshot)
+            try:
+                dev = inv.device(device)
+            except KeyError:
+                raise ValidationFailed(
+                    f"device {device!r} is not in the incident's inventory"
+                ) from None
+            by_id = {c.id: c for c in inv.circuits}
+            missing = [c for c in circuits if c not in by_id]
+            if missing:
+                raise ValidationFailed(f"circuits not in the incident's inventory: {missing}")
+            return dev, [
+                RouteChange(circuit_id=c, path=p)
+                for c in circuits
+                for p in by_id[c].paths
+                if p.device == device
+            ]
+
+        try:
+            return await asyncio.to_thread(read)
+        except ContinuityError as e:
+            raise application_error(e) from e
+
+    async def _load(self, inp: ChangeStepInput) -> tuple[_Step, ChangeRow, str | None, bool] | None:
+        """The change as apply recorded it, who armed its device, whether an undo already sent
+        lines; for a timeout or an order the window is closed in the same transaction."""
+
+        def read() -> tuple[ChangeRow, str | None, bool] | None:
+            with self._store.unit():
+                row = self._store.change(inp.change_id)
+                if row is None:
+                    return None
+                armed_by = self._store.armed_by(row.device)
+                if inp.claim.kind != "decision":
+                    row = self._store.close_window(
+                        inp.change_id, by=inp.claim.kind, now=datetime.now(UTC)
+                    )
+                    assert row is not None
+                undone = any(
+                    r.sent
+                    for r in self._store.change_transcripts(inp.change_id)
+                    if r.step == "undo"
                 )
-            return sent, how
+            return row, armed_by, undone
 
-        (sent, detail), ref = await self._session(inp, "rollback", work)
-        return StepResult(transcript=ref, commands=sent, detail=detail)
+        loaded = await asyncio.to_thread(read)
+        if loaded is None:
+            return None
+        row, armed_by, undone = loaded
+        step = self._step_of(row, inp.timings, incident_id=inp.incident_id)
+        step.known = inp.known
+        return step, row, armed_by, undone
 
-    # --- plumbing ------------------------------------------------------------------------
+    @staticmethod
+    def _step_of(row: ChangeRow, timings: StepTimings, *, incident_id: str = "") -> _Step:
+        """A change as the store recorded it at apply: its device, direction and routes."""
+        return _Step(
+            incident_id or row.incident_id,
+            row.change_id,
+            Device.model_validate(row.step["device"]),
+            Direction(row.step["direction"]),
+            [RouteChange.model_validate(c) for c in row.step["changes"]],
+            timings,
+        )
+
+    @staticmethod
+    def _tid(step: _Step, name: str, attempt: int) -> str:
+        """One transcript row per attempt of one execution of a step, found again by a retry.
+
+        The workflow may schedule a step of a change again (a restore retried, a confirm
+        driven after a failure); attempts count from 1 again, so the execution is in the id.
+        """
+        info = activity.info()
+        key = "|".join(
+            (info.workflow_id or "", info.workflow_run_id or "", info.activity_id)
+            + (step.change_id, name, str(attempt))
+        )
+        return f"tr-{hashlib.sha1(key.encode()).hexdigest()[:20]}"
+
+    async def _journal(self, step: _Step, *steps: str) -> list[TranscriptRow]:
+        """The change's journal rows (of the named steps, or every step), oldest first."""
+        rows = await asyncio.to_thread(self._store.change_transcripts, step.change_id)
+        return [r for r in rows if not steps or r.step in steps]
 
     def _credential(self, name: str) -> DeviceCredential:
         cred = self._settings.device_credentials.get(name)
@@ -398,74 +1193,70 @@ class NetworkActivities:
             raise AuthenticationFailed(f"no device credential configured under {name!r}")
         return cred
 
-    async def _session(
-        self, inp: DeviceSessionInput, step: str, work: Callable[[_Device], Awaitable[T]]
-    ) -> tuple[T, TranscriptRef]:
-        """Run `work` in one CLI session; the transcript is stored whatever happens."""
-        dialect = dialect_for(inp.device.platform)
-        cred = self._credential(inp.device.credential)
+    async def _session(self, step: _Step, name: str, work: Callable[[_Device], Awaitable[T]]) -> T:
+        """Run `work` in the device's pooled session; the attempt's transcript is journalled."""
+        dialect = dialect_for(step.device.platform)
+        cred = self._credential(step.device.credential)
         secret = cred.password.get_secret_value() if cred.password else ""
         transcript = Transcript(secrets=[secret])
-        tid = f"tr-{uuid.uuid4().hex[:20]}"  # one row per attempt, written as the session goes
-
-        async def flush() -> TranscriptRef:
-            return await self._save(inp, step, transcript, tid=tid)
-
-        async with self._heartbeating(inp, step, flush=flush):
-            try:
-                async with open_cli(
-                    inp.device,
-                    credential=cred,
-                    known_hosts=self._settings.known_hosts_path,
-                    dialect=dialect,
-                    limits=self._limits,
-                    connect_timeout_s=self._settings.ssh_connect_timeout_s,
-                    command_timeout_s=self._settings.ssh_command_timeout_s,
-                    transcript=transcript,
-                ) as cli:
-                    result = await work(_Device(cli, dialect))
-            except BaseException as e:
-                kind = e.type if isinstance(e, ContinuityError) else type(e).__name__
-                transcript.note(f"{step} failed: {kind}: {e}")
-                with contextlib.suppress(ContinuityError):
-                    await flush()
-                raise
-        return result, await flush()
-
-    async def _save(
-        self, inp: DeviceSessionInput, step: str, transcript: Transcript, *, tid: str
-    ) -> TranscriptRef:
-        tid, digest = await asyncio.to_thread(
-            self._store.save_transcript,
-            incident_id=inp.incident_id,
-            change_id=inp.change_id,
-            device=inp.device.name,
-            step=step,
-            text=transcript.text,
-            tid=tid,
+        attempt = activity.info().attempt
+        journal = _Journal(
+            self._store,
+            transcript,
+            self._tid(step, name, attempt),
+            step.incident_id,
+            step.change_id,
+            step.device.name,
+            name,
+            attempt,
         )
-        return TranscriptRef(id=tid, sha256=digest, step=step)
+        self.touched.add(step.device.name)
+        step.journal = journal
+        try:
+            async with self._pool.session(
+                step.device,
+                credential=cred,
+                known_hosts=self._settings.known_hosts_path,
+                dialect=dialect,
+                connect_timeout_s=self._settings.ssh_connect_timeout_s,
+                command_timeout_s=self._settings.ssh_command_timeout_s,
+                transcript=transcript,
+            ) as cli:
+                result = await work(_Device(cli, dialect, journal))
+        except BaseException as e:
+            kind = e.type if isinstance(e, ContinuityError) else type(e).__name__
+            transcript.note(f"{name} failed: {kind}: {e}")
+            with contextlib.suppress(ContinuityError):
+                await journal.write("failed")
+            raise
+        return result  # the step's settle writes the journal "complete" with its bookkeeping
 
     @contextlib.asynccontextmanager
-    async def _heartbeating(
-        self, inp: DeviceSessionInput, step: str, *, flush: Callable[[], Awaitable[object]]
-    ) -> AsyncIterator[None]:
-        """Heartbeat while the session runs, so a long wait on a device is not taken for death,
-        and write the transcript so far, so a worker that dies mid-session leaves evidence."""
-        configured = activity.info().heartbeat_timeout
-        timeout_s = configured.total_seconds() if configured else inp.timings.heartbeat_timeout_s
-        interval = max(0.2, timeout_s / 3)
+    async def _reporting(self, step: _Step, name: str) -> AsyncIterator[None]:
+        """Heartbeat while the step runs; a failure leaves as ApplicationError carrying every
+        attempt's transcript and every line sent, so the record references them."""
+        info = activity.info()
+        interval = (
+            max(0.2, info.heartbeat_timeout.total_seconds() / 3) if info.heartbeat_timeout else 5.0
+        )
 
         async def beat() -> None:
             while True:
-                activity.heartbeat(step)
+                activity.heartbeat(name)
                 await asyncio.sleep(interval)
-                with contextlib.suppress(ContinuityError):
-                    await flush()
 
         task = asyncio.create_task(beat())
         try:
             yield
+        except ContinuityError as e:
+            with contextlib.suppress(ContinuityError):
+                refs, commands = _evidence(await self._journal(step))
+                raise application_error(
+                    e,
+                    transcripts=[r.model_dump(mode="json") for r in refs],
+                    commands=commands,
+                ) from e
+            raise application_error(e) from e
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

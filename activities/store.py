@@ -1,31 +1,91 @@
-"""Store activities: reports and records written by workflows."""
+"""Store activities: the circuit ledger's holds, device lock waits, and the reports at close."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client
+from temporalio.service import RPCError
 
-from continuity.errors import ContinuityError
-from continuity.messages import ReportInput, ReportResult
+from activities._errors import application_error, as_application_error
+from continuity.errors import StorageError
+from continuity.messages import (
+    HoldInput,
+    HoldResult,
+    LockInput,
+    ReleaseInput,
+    ReportResult,
+    ReportsInput,
+    ReportsResult,
+)
 from continuity.models import IncidentStatus
 from continuity.report import render_markdown
 from continuity.store import Store
 
+# How often a change waiting for another incident's device lock asks again.
+_LOCK_POLL_S = 0.5
+
 
 class StoreActivities:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, client: Client | None = None) -> None:
         self._store = store
+        self._client = client  # for the reports: the closing incident's status
 
-    @activity.defn(name="write_report")
-    async def write_report(self, inp: ReportInput) -> ReportResult:
-        status = IncidentStatus.model_validate_json(inp.status_json)
-        text = render_markdown(status, form=inp.form)
-        try:
-            rid, digest = await asyncio.to_thread(
-                self._store.save_report, incident_id=inp.incident_id, form=inp.form, text=text
+    @activity.defn(name="hold_circuits")
+    async def hold_circuits(self, inp: HoldInput) -> HoldResult:
+        with as_application_error():
+            others = await asyncio.to_thread(
+                self._store.hold_circuits, inp.incident_id, inp.circuits
             )
-        except ContinuityError as e:
-            raise ApplicationError(str(e), type=e.type, non_retryable=not e.retryable) from e
-        return ReportResult(report_id=rid, sha256=digest)
+        # Only the circuits someone else holds: the rest would be hundreds of empty lists.
+        return HoldResult(others={c: i for c, i in others.items() if i})
+
+    @activity.defn(name="release_circuits")
+    async def release_circuits(self, inp: ReleaseInput) -> HoldResult:
+        with as_application_error():
+            others = await asyncio.to_thread(self._store.release_circuits, inp.incident_id)
+        return HoldResult(others={c: i for c, i in others.items() if i})
+
+    @activity.defn(name="await_device_lock")
+    async def await_device_lock(self, inp: LockInput) -> None:
+        """Wait, heartbeating and holding no SSH session, until the device is this incident's."""
+        with as_application_error():
+            while True:
+                other, _ = await asyncio.to_thread(
+                    self._store.lock_device,
+                    device=inp.device,
+                    holder=inp.holder,
+                    lease_s=inp.lease_s,
+                    now=time.time(),
+                )
+                if other is None:
+                    return
+                activity.heartbeat(f"{inp.device} held by {other}")
+                await asyncio.sleep(_LOCK_POLL_S)
+
+    @activity.defn(name="write_reports")
+    async def write_reports(self, inp: ReportsInput) -> ReportsResult:
+        """Render and store each report from the incident's final status (it waits on this
+        activity, so what the query returns is what it closes with)."""
+        if self._client is None:
+            raise application_error(StorageError("write_reports needs a Temporal client"))
+        try:
+            status: IncidentStatus = await self._client.get_workflow_handle(inp.incident_id).query(
+                "status", result_type=IncidentStatus
+            )
+        except RPCError as e:
+            raise application_error(StorageError(f"status of {inp.incident_id}: {e}")) from e
+        out: list[ReportResult] = []
+        with as_application_error():
+            for form in inp.forms:
+                text = render_markdown(status, form=form)
+                rid, digest = await asyncio.to_thread(
+                    self._store.save_report, incident_id=inp.incident_id, form=form, text=text
+                )
+                out.append(ReportResult(report_id=rid, sha256=digest, form=form))
+        return ReportsResult(reports=out)
+
+
+__all__ = ["StoreActivities"]

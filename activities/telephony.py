@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from twilio.rest import Client
 
+from activities._errors import application_error
 from continuity.errors import ContinuityError, TelephonyError
 from continuity.messages import PlaceCallInput, PlaceCallResult, SendSmsInput, SendSmsResult
 from continuity.settings import Settings
@@ -33,9 +33,11 @@ MACHINE_DETECTION = "Enable"
 _LIST_LIMIT = 50
 
 
-def _application_error(e: ContinuityError) -> ApplicationError:
-    details: list[Any] = [{"code": twilio_code(e)}] if isinstance(e, TelephonyError) else []
-    return ApplicationError(e.message, *details, type=e.type, non_retryable=not e.retryable)
+def _translated(e: ContinuityError) -> ApplicationError:
+    # Twilio's error code travels with the failure: the history says why a call failed.
+    if isinstance(e, TelephonyError):
+        return application_error(e, code=twilio_code(e))
+    return application_error(e)
 
 
 def _aware(at: datetime) -> datetime:
@@ -60,14 +62,14 @@ class TelephonyActivities:
         try:
             return self._place_call(inp)
         except ContinuityError as e:
-            raise _application_error(e) from e
+            raise _translated(e) from e
 
     @activity.defn(name="send_sms")
     def send_sms(self, inp: SendSmsInput) -> SendSmsResult:
         try:
             return self._send_sms(inp)
         except ContinuityError as e:
-            raise _application_error(e) from e
+            raise _translated(e) from e
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -87,6 +89,7 @@ class TelephonyActivities:
             attempt=inp.attempt,
             officer_id=officer.id,
             to=officer.phone,
+            workflow_id=inp.workflow_id,
         )
         if row.officer_id != officer.id or row.to != officer.phone:
             raise TelephonyError(

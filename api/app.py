@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from api import twilio
 from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import install_handlers
-from api.routes import incidents, me
+from api.routes import circuits, incidents, me, twilio
 from api.schemas import Health
 from continuity.settings import Settings
 from continuity.store import Store
+from continuity.temporal import connect_temporal
 
 _STATIC = Path(__file__).parent / "static"
 
@@ -32,14 +32,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store = store is None
         if own_store:
-            app.state.store = Store(settings.sqlalchemy_url)
+            # Routes run store calls in threads: enough for a burst of decisions.
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
+            )
+            app.state.store = Store(settings.sqlalchemy_url, pool_size=settings.store_threads)
             app.state.store.create_schema()
         if temporal is None:
-            app.state.temporal = await Client.connect(
-                settings.temporal_address,
-                namespace=settings.temporal_namespace,
-                data_converter=pydantic_data_converter,
-            )
+            app.state.temporal = await connect_temporal(settings)
         yield
         if own_store:
             app.state.store.close()
@@ -58,6 +58,7 @@ def create_app(
     install_handlers(app)
     app.include_router(incidents.router)
     app.include_router(me.router)
+    app.include_router(circuits.router)
     app.include_router(twilio.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])

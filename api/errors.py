@@ -6,7 +6,23 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from continuity.errors import ContinuityError, PlaybookError, StorageError, ValidationFailed
+from continuity.errors import (
+    AlreadyDecided,
+    ChangeNotPending,
+    ContinuityError,
+    NotAConfirmer,
+    PlaybookError,
+    SelfDecision,
+    StorageError,
+    UnknownChange,
+    UnknownOperator,
+    ValidationFailed,
+    WindowClosed,
+)
+from continuity.incidents import TimingsUnfit
+
+# How long an operator should wait before sending again when the workflow engine is overloaded.
+RETRY_AFTER_S = 2
 
 
 class ApiError(Exception):
@@ -43,20 +59,35 @@ class Unprocessable(ApiError):
 
 
 class Unavailable(ApiError):
+    """The workflow engine or the database cannot take this now: try again (Retry-After)."""
+
     status = 503
 
 
+# First match wins: subclasses before their bases.
 _DOMAIN_STATUS: list[tuple[type[ContinuityError], int]] = [
+    (UnknownOperator, 403),
+    (UnknownChange, 404),
+    (SelfDecision, 403),
+    (NotAConfirmer, 403),
+    (ChangeNotPending, 409),
+    (WindowClosed, 409),
+    (AlreadyDecided, 409),
+    (TimingsUnfit, 503),  # a configuration fault, not the duty officer's
     (ValidationFailed, 422),
     (PlaybookError, 422),
     (StorageError, 503),
 ]
 
 
+def _retry_after(status: int) -> dict[str, str] | None:
+    return {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else _retry_after(e.status)
         return JSONResponse(
             {"error": e.type, "detail": e.message}, status_code=e.status, headers=headers
         )
@@ -74,4 +105,8 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ContinuityError)
     async def _domain_error(_: Request, e: ContinuityError) -> JSONResponse:
         status = next((s for cls, s in _DOMAIN_STATUS if isinstance(e, cls)), 500)
-        return JSONResponse({"error": e.type, "detail": e.message}, status_code=status)
+        return JSONResponse(
+            {"error": e.type, "detail": e.message},
+            status_code=status,
+            headers=_retry_after(status),
+        )

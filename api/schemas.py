@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from continuity.models import (
     CallAttempt,
+    CircuitState,
     Decision,
     Identifier,
     IncidentKind,
     IncidentStatus,
+    PartState,
+    PriorityClass,
 )
 
 
@@ -34,7 +39,7 @@ class IncidentCreated(_Body):
 
 
 class IncidentPublic(_Body):
-    status: IncidentStatus
+    status: IncidentStatus  # its circuits are the ledger's: the one state each circuit has
     calls: list[CallAttempt] = []
     acknowledged_by: str | None = None
     running: bool
@@ -51,8 +56,69 @@ class DecisionCreate(_Body):
     reason: str = Field(default="", max_length=500)
 
 
+class DecisionAccepted(_Body):
+    """The decision won the change; the incident carries it out on the device."""
+
+    incident_id: str
+    change_id: str
+    decision: Decision
+    decided_by: str
+    decided_at: datetime
+    # False: the incident was not reachable just now; it finds the decision when the window
+    # closes at the latest, before the device's own timer.
+    delivered: bool = True
+
+
+class ChangePublic(_Body):
+    change_id: str
+    incident_id: str
+    device: str
+    wave: int
+    direction: str
+    circuits: list[str]
+    state: str
+    detail: str
+    deadline: datetime | None
+    decision: Decision | None
+    decided_by: str | None
+
+
 class StandDownCreate(_Body):
     reason: str = Field(default="", max_length=500)
+
+
+class AbortCreate(_Body):
+    reason: str = Field(default="", max_length=500)
+
+
+class EndAccepted(_Body):
+    status: str
+
+
+class CircuitPartPublic(_Body):
+    device: str
+    state: PartState
+    incident_id: str = ""
+    change_id: str = ""
+    detail: str = ""
+    updated_at: datetime | None = None
+
+
+class CircuitPublic(_Body):
+    id: str
+    name: str
+    owner: str
+    area: str
+    priority_class: PriorityClass
+    restoration_level: int
+    state: CircuitState
+    held_by: list[str]  # active incidents that need it on its backup path
+    parts: list[CircuitPartPublic]
+
+
+class AreaPublic(_Body):
+    id: str
+    name: str
 
 
 class Health(_Body):

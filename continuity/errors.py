@@ -5,15 +5,25 @@
     ├── PlaybookError             an invalid playbook spec
     ├── StorageError              the store failed (retryable)
     ├── TelephonyError            Twilio refused or could not be reached
+    ├── DecisionRefused           an operator's decision that cannot take effect (recorded)
+    │   ├── UnknownChange         no such change in this incident
+    │   ├── ChangeNotPending      the change is not awaiting a decision (any more)
+    │   ├── WindowClosed          its confirmation window closed first
+    │   ├── AlreadyDecided        someone decided it first; the first decision stands
+    │   ├── SelfDecision          the incident's declarer may not decide its changes
+    │   └── NotAConfirmer         the wave names its confirmers and this operator is not one
     └── DeviceError               a device session failed
         ├── DeviceUnreachable     connect refused / timed out (retryable)
         ├── SessionLost           dropped or hung mid-session (retryable)
-        ├── DeviceBusy            another change holds the device lock (retryable)
+        ├── DeviceBusy            another session holds the device's configuration (retryable)
+        ├── DeviceLocked          another incident holds our device lock (not retryable: the
+        │                         workflow waits for the lock outside SSH, then starts again)
         ├── SessionLimit          the device refused another session (retryable)
         ├── AuthenticationFailed  credentials refused (not retryable)
         ├── HostKeyRejected       unknown or changed host key (not retryable)
         ├── CommandRejected       the CLI answered with an error marker (not retryable)
-        └── VerificationFailed    the expected path never appeared (not retryable)
+        ├── VerificationFailed    the expected path never appeared (not retryable)
+        └── ForeignPendingCommit  someone else's unconfirmed change is on the device (not retryable)
 
 Each class knows whether a retry can help; activities raise
 ``ApplicationError(type=cls.__name__, non_retryable=not cls.retryable)`` from it.
@@ -54,6 +64,43 @@ class TelephonyError(ContinuityError):
     retryable = True
 
 
+class DecisionRefused(ContinuityError):
+    """Refused with its context, so the API and the history can both say why."""
+
+    def __init__(self, message: str, *, change_id: str = "", operator: str = "") -> None:
+        super().__init__(message)
+        self.change_id = change_id
+        self.operator = operator
+
+
+class UnknownOperator(DecisionRefused):
+    """The token's subject is not an operator of the inventory the store holds now."""
+
+
+class UnknownChange(DecisionRefused):
+    pass
+
+
+class ChangeNotPending(DecisionRefused):
+    pass
+
+
+class WindowClosed(DecisionRefused):
+    pass
+
+
+class AlreadyDecided(DecisionRefused):
+    pass
+
+
+class SelfDecision(DecisionRefused):
+    pass
+
+
+class NotAConfirmer(DecisionRefused):
+    pass
+
+
 class DeviceError(ContinuityError):
     pass
 
@@ -68,6 +115,10 @@ class SessionLost(DeviceError):
 
 class DeviceBusy(DeviceError):
     retryable = True
+
+
+class DeviceLocked(DeviceError):
+    """Another incident's change holds the device; retrying in place would only hold an SSH slot."""
 
 
 class SessionLimit(DeviceError):
@@ -90,32 +141,33 @@ class VerificationFailed(DeviceError):
     pass
 
 
-NON_RETRYABLE_TYPES: list[str] = [
-    c.__name__
-    for c in (
-        ValidationFailed,
-        PlaybookError,
-        AuthenticationFailed,
-        HostKeyRejected,
-        CommandRejected,
-        VerificationFailed,
-    )
-]
+class ForeignPendingCommit(DeviceError):
+    pass
+
 
 __all__ = [
+    "AlreadyDecided",
     "AuthenticationFailed",
+    "ChangeNotPending",
     "CommandRejected",
     "ContinuityError",
+    "DecisionRefused",
     "DeviceBusy",
     "DeviceError",
+    "DeviceLocked",
     "DeviceUnreachable",
+    "ForeignPendingCommit",
     "HostKeyRejected",
-    "NON_RETRYABLE_TYPES",
+    "NotAConfirmer",
     "PlaybookError",
+    "SelfDecision",
     "SessionLimit",
     "SessionLost",
     "StorageError",
     "TelephonyError",
+    "UnknownChange",
+    "UnknownOperator",
     "ValidationFailed",
     "VerificationFailed",
+    "WindowClosed",
 ]

@@ -9,14 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from continuity.models import (
     CallAttempt,
-    ChangeRecord,
+    ChangeState,
+    CircuitState,
     Decision,
-    Device,
+    DeviceName,
+    Direction,
     DutyOfficer,
     Identifier,
     Incident,
+    IncidentPhase,
     Inventory,
-    RouteChange,
+    PartState,
     TranscriptRef,
 )
 from continuity.playbook import PlaybookSpec
@@ -39,40 +42,15 @@ class Timings(_Msg):
     ssh_retry_initial_s: float = 1.0  # first back-off; doubles, capped at 10 s
     ring_timeout_s: float = 30.0  # how long Twilio lets a phone ring
     escalation_delay_s: float = 120.0  # wait for "press 1" before the next officer
-    max_parallel_devices: int = Field(default=8, ge=1, le=64)
+    max_parallel_devices: int = Field(default=32, ge=1, le=256)  # SSH steps in flight at once
     # Device seconds that pass per real second. Real gear: 1. The lab can run its clocks
     # faster so tests need not wait the minutes IOS-XE and Junos timers count in.
     device_time_scale: float = Field(default=1.0, gt=0)
+    # Driving a device back to its recorded state never gives up; this caps the back-off.
+    drive_retry_max_s: float = Field(default=60.0, gt=0)
 
 
 # --- workflows ---------------------------------------------------------------------------
-
-
-class PlaybookRunInput(_Msg):
-    incident: Incident
-    playbook: PlaybookSpec
-    playbook_sha256: str
-    inventory: Inventory  # snapshot at declaration; lets an auditor re-render every command
-    timings: Timings = Timings()
-
-
-class PlaybookRunResult(_Msg):
-    incident_id: str
-    outcome: str
-    changes: list[ChangeRecord] = []
-    calls: list[CallAttempt] = []
-    acknowledged_by: str | None = None
-
-
-class DeviceChangeInput(_Msg):
-    incident_id: Identifier
-    change_id: str
-    device: Device
-    wave: int
-    direction: Literal["reroute", "restore"] = "reroute"
-    changes: list[RouteChange]
-    require_confirmation: bool = True
-    timings: Timings = Timings()
 
 
 class DutyCallInput(_Msg):
@@ -83,6 +61,8 @@ class DutyCallInput(_Msg):
     sms_fallback: bool = True
     rounds: int = 2
     timings: Timings = Timings()
+    # Attempt numbers are unique per incident; a later escalation (an alert) starts higher.
+    first_attempt: int = Field(default=1, ge=1)
 
 
 class DutyCallResult(_Msg):
@@ -91,15 +71,6 @@ class DutyCallResult(_Msg):
 
 
 # --- updates and signals -----------------------------------------------------------------
-
-
-class ChangeDecisionInput(_Msg):
-    """An operator's answer to a pending device change; operator_id comes from the API token."""
-
-    change_id: str
-    decision: Decision
-    operator_id: Identifier
-    reason: str = Field(default="", max_length=500)
 
 
 class StandDownInput(_Msg):
@@ -121,54 +92,10 @@ class CallEvent(_Msg):
 # --- activities: network -----------------------------------------------------------------
 
 
-class DeviceSessionInput(_Msg):
-    """What every network activity gets: the device and the change set, never a secret."""
-
-    incident_id: Identifier
-    change_id: str
-    device: Device
-    direction: Literal["reroute", "restore"] = "reroute"
-    changes: list[RouteChange]
-    timings: Timings = Timings()
-
-
 class PathState(_Msg):
     circuit_id: str
     primary_present: bool
     backup_present: bool
-
-
-class PrecheckResult(_Msg):
-    transcript: TranscriptRef
-    paths: list[PathState]
-    pending_commit: bool = False  # an unconfirmed change (ours or someone's) is on the device
-
-
-class ApplyResult(_Msg):
-    transcript: TranscriptRef | None = None
-    commands: list[str] = []
-    already_applied: bool = False
-    auto_revert: Literal["device", "orchestrator"] = "device"
-    revert_deadline_s: float = 0.0  # seconds from apply until the device reverts by itself
-
-
-class VerifyInput(_Msg):
-    session: DeviceSessionInput
-    expect: Literal["changed", "original"]
-    timeout_s: float
-
-
-class VerifyResult(_Msg):
-    ok: bool
-    detail: str
-    transcript: TranscriptRef | None = None
-    paths: list[PathState] = []
-
-
-class StepResult(_Msg):
-    transcript: TranscriptRef | None = None
-    commands: list[str] = []
-    detail: str = ""
 
 
 class LockInput(_Msg):
@@ -187,6 +114,7 @@ class PlaceCallInput(_Msg):
     message_vi: str
     message_en: str
     ring_timeout_s: float = 30.0
+    workflow_id: str | None = None  # the DutyCall that places it: where webhooks go
 
 
 class PlaceCallResult(_Msg):
@@ -206,47 +134,237 @@ class SendSmsResult(_Msg):
     status: str
 
 
-class RecordEventInput(_Msg):
-    incident_id: Identifier
-    at: datetime
-    event: str
-    detail: str = ""
-
-
-class ReportInput(_Msg):
-    incident_id: Identifier
-    form: Literal["timeline", "dossier_2c"]
-    status_json: str  # the IncidentStatus as JSON
-
-
 class ReportResult(_Msg):
     report_id: str
     sha256: str
+    form: str = ""
+
+
+# --- the incident core ---------------------------------------------------------------------
+
+
+class IncidentInput(_Msg):
+    incident: Incident
+    playbook: PlaybookSpec
+    playbook_sha256: str
+    # The area's circuits, their devices, the officers and operators, at declaration: lets an
+    # auditor re-render every command from the history alone. Device steps name it by hash
+    # (the store keeps a copy), so their inputs stay small.
+    inventory: Inventory
+    inventory_sha256: str
+    timings: Timings = Timings()
+
+
+class IncidentResult(_Msg):
+    """Small on purpose: the full record is the status query and the stored reports."""
+
+    incident_id: str
+    phase: IncidentPhase
+    outcome: str
+    circuits: dict[str, CircuitState] = {}
+    acknowledged_by: str | None = None
+
+
+class AbortInput(_Msg):
+    by: str
+    reason: str = Field(default="", max_length=500)
+
+
+class DecisionSignal(_Msg):
+    """A decision the store accepted for a change (the API claimed it first)."""
+
+    change_id: str
+    decision: Decision
+    operator_id: Identifier
+    reason: str = Field(default="", max_length=500)
+
+
+class DecisionRefusedSignal(_Msg):
+    """A decision the store refused, sent so the history shows it too."""
+
+    change_id: str
+    decision: Decision
+    operator_id: str
+    refusal: str  # the DecisionRefused subclass name
+    detail: str = ""
+
+
+class DecisionBatch(_Msg):
+    """Decisions and refusals for one incident, as many as arrived while the last batch was
+    in flight: one signal for a burst of operators, not one each (api/signals.py)."""
+
+    decisions: list[DecisionSignal] = Field(default_factory=list)
+    refusals: list[DecisionRefusedSignal] = Field(default_factory=list)
+
+
+class StepTimings(_Msg):
+    """The durations one device step needs; a subset of Timings, kept small for the history."""
+
+    confirm_window_s: float
+    verify_timeout_s: float
+    revert_margin_s: float
+    revert_wait_grace_s: float
+    device_time_scale: float = 1.0
+    lease_s: float  # how long the device lock outlives this step if nobody releases it
+
+    @classmethod
+    def of(cls, t: Timings) -> StepTimings:
+        lease = (
+            t.confirm_window_s
+            + t.verify_timeout_s
+            + t.revert_margin_s
+            + t.revert_wait_grace_s
+            + 4 * t.ssh_step_timeout_s
+        )
+        return cls(
+            confirm_window_s=t.confirm_window_s,
+            verify_timeout_s=t.verify_timeout_s,
+            revert_margin_s=t.revert_margin_s,
+            revert_wait_grace_s=t.revert_wait_grace_s,
+            device_time_scale=t.device_time_scale,
+            lease_s=lease,
+        )
+
+    @property
+    def revert_window_s(self) -> float:
+        """Real seconds a device keeps a change unconfirmed before its own timer may undo it."""
+        return self.confirm_window_s + self.verify_timeout_s + self.revert_margin_s
+
+
+class Evidence(_Msg):
+    """How much of a change's journal the workflow already holds: results send only the rest."""
+
+    commands: int = 0
+    transcripts: int = 0
+
+
+class DeviceStepInput(_Msg):
+    """Apply a change (reroute, awaiting an operator; or restore, confirmed in the session).
+
+    The device and the circuits' paths on it are named, not carried: the step reads them from
+    the incident's inventory snapshot (`snapshot`, its SHA-256), as the workflow input has it.
+    """
+
+    incident_id: Identifier
+    change_id: str
+    wave: int
+    device: DeviceName
+    circuits: list[Identifier]
+    snapshot: str
+    direction: Direction
+    declared_by: str = ""  # the store refuses this principal's decisions on the change
+    confirmers: list[str] = []  # empty: any operator
+    timings: StepTimings
+    known: Evidence = Evidence()
+
+
+class StepClaim(_Msg):
+    """Why a confirm or undo step runs; checked against the store before the device is touched."""
+
+    kind: Literal["decision", "timeout", "order"]
+    decision: Decision | None = None  # kind "decision": the operator's
+    by: str = ""  # the operator, or who gave the order
+    reason: str = ""
+    keep: bool = False  # kind "timeout" under a keep policy: confirm instead of undoing
+
+
+class ChangeStepInput(_Msg):
+    """Confirm or undo a change by id: the store holds the device and routes it acts on."""
+
+    incident_id: Identifier
+    change_id: str
+    claim: StepClaim
+    timings: StepTimings
+    let_device_revert: bool = False  # undo on timeout: watch the device's own timer first
+    release_lock: bool = True
+    known: Evidence = Evidence()
+
+
+class DeviceStepResult(_Msg):
+    state: ChangeState
+    detail: str = ""
+    # The change's journal beyond what the input said was known: every line sent by any step
+    # and attempt (killed ones too), and every session's transcript, in order.
+    commands: list[str] = []
+    transcripts: list[TranscriptRef] = []
+    parts: dict[str, PartState] = {}  # circuit -> part state recorded on this device
+    verified: bool = False
+    already_applied: bool = False
+    deadline: datetime | None = None  # awaiting: when the confirmation window closes
+    auto_revert: Literal["device", "orchestrator"] = "device"
+    kept: dict[str, list[str]] = {}  # restore: circuit -> incidents that still hold it
+    decision: DecisionSignal | None = None  # the store had a decision: carry it out instead
+    refusal: DecisionRefusedSignal | None = None  # the claimed decision was refused
+
+
+class ReadBackInput(_Msg):
+    incident_id: Identifier
+    device: DeviceName
+    circuits: list[Identifier]
+    snapshot: str
+
+
+class ReadBackResult(_Msg):
+    parts: dict[str, PartState] = {}
+    pending: bool = False
+    transcript: TranscriptRef | None = None
+
+
+class HoldInput(_Msg):
+    incident_id: Identifier
+    circuits: list[str]
+
+
+class HoldResult(_Msg):
+    others: dict[str, list[str]] = {}  # circuit -> other active incidents holding it
+
+
+class ReleaseInput(_Msg):
+    incident_id: Identifier
+
+
+class ReportsInput(_Msg):
+    """Write the reports of a closing incident; the activity reads its final status from the
+    workflow (a query), so the history keeps the report ids and hashes, not their text."""
+
+    incident_id: Identifier
+    forms: list[Literal["timeline", "dossier_2c"]]
+
+
+class ReportsResult(_Msg):
+    reports: list[ReportResult] = []
 
 
 __all__ = [
-    "ApplyResult",
+    "AbortInput",
+    "ChangeStepInput",
+    "DecisionBatch",
+    "DecisionRefusedSignal",
+    "DecisionSignal",
+    "DeviceStepInput",
+    "DeviceStepResult",
+    "Evidence",
+    "HoldInput",
+    "HoldResult",
+    "IncidentInput",
+    "IncidentResult",
+    "ReadBackInput",
+    "ReadBackResult",
+    "ReleaseInput",
+    "ReportsInput",
+    "ReportsResult",
+    "StepClaim",
+    "StepTimings",
     "CallEvent",
-    "ChangeDecisionInput",
-    "DeviceChangeInput",
-    "DeviceSessionInput",
     "DutyCallInput",
     "DutyCallResult",
     "LockInput",
     "PathState",
     "PlaceCallInput",
     "PlaceCallResult",
-    "PlaybookRunInput",
-    "PlaybookRunResult",
-    "PrecheckResult",
-    "RecordEventInput",
-    "ReportInput",
     "ReportResult",
     "SendSmsInput",
     "SendSmsResult",
     "StandDownInput",
-    "StepResult",
     "Timings",
-    "VerifyInput",
-    "VerifyResult",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -58,6 +60,64 @@ class Role(StrEnum):
     DUTY_OFFICER = "duty_officer"
     OPERATOR = "operator"
     AUDITOR = "auditor"
+
+
+# --- the vocabulary of the incident core, defined once ------------------------------------
+
+
+class Direction(StrEnum):
+    """Which way a change moves a circuit path: to its backup, or back to its primary."""
+
+    REROUTE = "reroute"
+    RESTORE = "restore"
+
+
+class PartState(StrEnum):
+    """One circuit's path on one device, as the device activities last saw it."""
+
+    PRIMARY = "primary"
+    APPLYING = "applying"
+    BACKUP_UNCONFIRMED = "backup_unconfirmed"
+    BACKUP = "backup"
+    RETURNING = "returning"
+    UNKNOWN = "unknown"  # the device did not answer, or answered something we did not expect
+
+
+class CircuitState(StrEnum):
+    ON_PRIMARY = "on_primary"
+    MOVING = "moving"
+    ON_BACKUP_UNCONFIRMED = "on_backup_unconfirmed"
+    ON_BACKUP = "on_backup"
+    NEEDS_ATTENTION = "needs_attention"
+    RETURNING = "returning"
+
+
+class IncidentPhase(StrEnum):
+    DECLARED = "declared"
+    REROUTING = "rerouting"
+    ACTIVE = "active"
+    STANDING_DOWN = "standing_down"
+    CLOSED = "closed"
+    ABORTING = "aborting"
+    ABORTED = "aborted"
+
+
+class TimeoutOutcome(StrEnum):
+    """What a confirmation window that closes without a decision means for a wave."""
+
+    ROLLBACK = "rollback"  # the device reverts by itself where it can; else we undo it
+    KEEP = "keep"  # confirm on the device, record it, phone the duty officer, review later
+
+
+class PartialOutcome(StrEnum):
+    """What happens to a circuit's other parts when one part is rejected, fails or reverts."""
+
+    ROLLBACK = "rollback"  # take them back to primary: a circuit is a unit
+    KEEP = "keep"  # leave them, flag the circuit, tell the duty officer
+
+
+# Twilio call statuses after which a call rings no more.
+TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
 # --- inventory ---------------------------------------------------------------------------
@@ -203,6 +263,12 @@ class Inventory(_Model):
         raise KeyError(name)
 
 
+def inventory_sha256(inv: Inventory) -> str:
+    """Content hash over canonical JSON: the same inventory always hashes the same."""
+    canonical = json.dumps(inv.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 # --- incidents ---------------------------------------------------------------------------
 
 
@@ -227,13 +293,35 @@ class TimelineEntry(_Model):
 
 
 class ChangeState(StrEnum):
-    PENDING = "pending"
+    PENDING = "pending"  # planned, not started
     APPLYING = "applying"
     AWAITING_CONFIRMATION = "awaiting_confirmation"
+    CONFIRMING = "confirming"  # a decision to confirm is being carried out on the device
     CONFIRMED = "confirmed"
-    ROLLED_BACK = "rolled_back"  # by the orchestrator, after a rejection
+    KEPT_ON_TIMEOUT = "kept_on_timeout"  # nobody decided; the wave's policy kept it
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"  # by the orchestrator (rejection, timeout, stand-down, partial)
     REVERTED_BY_DEVICE = "reverted_by_device"  # the device's own timer fired
-    FAILED = "failed"
+    NEEDS_ATTENTION = "needs_attention"  # the device is off its record; the incident drives it
+    FAILED = "failed"  # did not happen; the device was left as it was found
+    REFUSED = "refused"  # refused before anything was sent (e.g. someone else's pending commit)
+    SKIPPED = "skipped"  # not started: an ending order came first, or nothing was left to do
+
+    @property
+    def settled(self) -> bool:
+        """No more device work will follow for this change."""
+        return self in _SETTLED
+
+
+_SETTLED = {
+    ChangeState.CONFIRMED,
+    ChangeState.KEPT_ON_TIMEOUT,
+    ChangeState.ROLLED_BACK,
+    ChangeState.REVERTED_BY_DEVICE,
+    ChangeState.FAILED,
+    ChangeState.REFUSED,
+    ChangeState.SKIPPED,
+}
 
 
 class Decision(StrEnum):
@@ -254,22 +342,23 @@ class TranscriptRef(_Model):
     id: str
     sha256: str
     step: str
-    # Unused since v0.1: the configuration lines live in ChangeRecord.commands and the full
-    # session in the store. Kept so histories recorded with it still decode on replay.
-    commands: list[str] = []
+    attempt: int = 1
 
 
 class ChangeRecord(_Model):
-    """What the history shows about one device change (per device, per wave)."""
+    """What the history shows about one device change (one device, one wave, one direction)."""
 
     change_id: str
     device: DeviceName
     wave: int
+    direction: Direction = Direction.REROUTE
     circuits: list[str]
     state: ChangeState = ChangeState.PENDING
+    detail: str = ""
     commands: list[str] = []
     verified: bool = False
     verification: str = ""
+    deadline: datetime | None = None  # awaiting confirmation until then
     decided_by: str | None = None
     decision: Decision | None = None
     decision_reason: str = ""
@@ -277,8 +366,32 @@ class ChangeRecord(_Model):
     error_type: str | None = None
     retryable: bool | None = None
     transcripts: list[TranscriptRef] = []
-    already_applied: bool = False  # a retry found the change on the device
-    events: list[TimelineEntry] = []
+    already_applied: bool = False  # a retry (or another incident) had it in place already
+    started_at: datetime | None = None
+    settled_at: datetime | None = None
+
+
+class CircuitStatus(_Model):
+    """One circuit as an incident sees it: its one state, its parts, who else holds it."""
+
+    circuit_id: str
+    restoration_level: int = 1
+    state: CircuitState = CircuitState.ON_PRIMARY
+    parts: dict[str, PartState] = {}  # device -> part state
+    held_with: list[str] = []  # other active incidents that hold it too
+    detail: str = ""
+    rerouted_at: datetime | None = None  # every part verified on backup
+    confirmed_at: datetime | None = None  # every part confirmed
+    restored_at: datetime | None = None  # back on primary after being rerouted
+
+
+class ReviewItem(_Model):
+    """Something the duty officer must look at after the incident."""
+
+    at: datetime
+    kind: str  # kept_on_timeout, kept_partial, needs_attention, refused
+    subject: str  # a change or circuit id
+    detail: str
 
 
 class CallAttempt(_Model):
@@ -296,40 +409,53 @@ class IncidentStatus(_Model):
     incident: Incident
     playbook: str
     playbook_sha256: str
-    phase: str = "started"
-    circuits: list[str] = []
+    phase: IncidentPhase = IncidentPhase.DECLARED
+    circuits: list[CircuitStatus] = []
     changes: list[ChangeRecord] = []
     calls: list[CallAttempt] = []
     acknowledged_by: str | None = None
     decisions_refused: int = 0
-    stood_down: bool = False
     stood_down_by: str | None = None
+    aborted_by: str | None = None
+    end_reason: str = ""
     outcome: str | None = None
+    review: list[ReviewItem] = []
+    closing_evidence: list[TranscriptRef] = []  # the read-back of every touched device at close
     timeline: list[TimelineEntry] = []
 
 
 __all__ = [
+    "TERMINAL_CALL_STATUSES",
     "Area",
     "CallAttempt",
     "ChangeRecord",
     "ChangeState",
     "Circuit",
     "CircuitPath",
+    "CircuitState",
+    "CircuitStatus",
     "Decision",
     "Device",
+    "Direction",
     "DutyOfficer",
     "Incident",
     "IncidentKind",
+    "IncidentPhase",
     "IncidentStatus",
     "Inventory",
     "Language",
     "NextHop",
     "Operator",
+    "PartState",
+    "PartialOutcome",
     "Platform",
     "PriorityClass",
     "RerouteMechanism",
+    "ReviewItem",
     "Role",
     "RouteChange",
     "TimelineEntry",
+    "TimeoutOutcome",
     "TranscriptRef",
+    "inventory_sha256",
 ]

@@ -9,7 +9,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from continuity.errors import PlaybookError
-from continuity.models import Identifier, IncidentKind, PriorityClass
+from continuity.models import (
+    Identifier,
+    IncidentKind,
+    PartialOutcome,
+    PriorityClass,
+    TimeoutOutcome,
+)
 
 
 class _Step(BaseModel):
@@ -32,6 +38,11 @@ class RerouteWave(_Step):
     restoration_levels: list[int] = Field(min_length=1)
     # Operators allowed to confirm; empty means any operator of the inventory.
     confirmers: list[Identifier] = []
+    # A confirmation window that closes with no decision: undo (default) or keep and escalate.
+    on_timeout: TimeoutOutcome = TimeoutOutcome.ROLLBACK
+    # One part of a circuit rejected, failed or reverted: take its other parts back (default),
+    # or keep them, flag the circuit and tell the duty officer.
+    on_partial: PartialOutcome = PartialOutcome.ROLLBACK
 
     @model_validator(mode="after")
     def _levels(self) -> RerouteWave:
@@ -59,7 +70,8 @@ class Notify(_Step):
 
 
 class Report(_Step):
-    """Write the incident report to the store (the timeline, or the 2c dossier for police/DIC)."""
+    """Have this report written when its facts are final: at close, after the calls settled
+    (the timeline is always written; this adds e.g. the 2c dossier for police and the DIC)."""
 
     type: Literal["report"] = "report"
     form: Literal["timeline", "dossier_2c"] = "timeline"

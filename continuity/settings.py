@@ -31,6 +31,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("continuity-data")
     database_url: str = ""  # empty: SQLite file under data_dir
+    # Threads (and database connections) for store work in one process.
+    store_threads: int = Field(default=32, ge=1, le=256)
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -48,9 +50,16 @@ class Settings(BaseSettings):
     known_hosts: Path | None = None  # None: data_dir/known_hosts
     ssh_connect_timeout_s: float = 10.0
     ssh_command_timeout_s: float = 30.0
-    ssh_max_sessions: int = 20
+    # SSH sessions in use across the worker; per device (5 vty lines, one kept spare for rescue);
+    # connection setups in flight (the handshake pacing); optionally a rate on top (None: none).
+    ssh_max_sessions: int = 64
     ssh_max_sessions_per_device: int = 1
-    ssh_new_connections_per_s: float = 20.0
+    ssh_max_handshakes: int = 16
+    ssh_new_connections_per_s: float | None = None
+    # Logged-in sessions kept between uses: closed after this long idle; at most this many idle
+    # (least recently used closed first).
+    ssh_idle_s: float = 60.0
+    ssh_pool_size: int = 512
 
     # Twilio (or the local sandbox).
     twilio_account_sid: str = "AC00000000000000000000000000000000"

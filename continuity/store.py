@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -16,18 +18,51 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     delete,
     event,
+    exists,
+    insert,
+    inspect,
     select,
+    text,
+    update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Result
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from continuity.errors import StorageError
-from continuity.models import Area, Circuit, Device, DutyOfficer, Inventory, Operator
+from continuity.circuits import circuit_state, path_key
+from continuity.errors import (
+    AlreadyDecided,
+    ChangeNotPending,
+    DecisionRefused,
+    NotAConfirmer,
+    SelfDecision,
+    StorageError,
+    UnknownChange,
+    UnknownOperator,
+    WindowClosed,
+)
+from continuity.models import (
+    Area,
+    ChangeState,
+    Circuit,
+    CircuitState,
+    Decision,
+    Device,
+    DutyOfficer,
+    Inventory,
+    Operator,
+    PartState,
+    inventory_sha256,
+)
 
 
 class Base(DeclarativeBase):
@@ -36,6 +71,32 @@ class Base(DeclarativeBase):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and read back timezone-aware in UTC, on every backend.
+
+    SQLite keeps no offset: an aware time in another zone would be stored as its wall clock
+    and compare wrongly with a deadline, and it reads back naive. A naive time is taken as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _utc(value)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    # An UPDATE's result is a CursorResult; Session.execute is typed for SELECTs.
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 class AreaRow(Base):
@@ -96,7 +157,11 @@ class TranscriptRow(Base):
     step: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    # One row per activity attempt, written before each batch of configuration lines is sent.
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    sent: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    status: Mapped[str] = mapped_column(String(16), default="complete", server_default="complete")
 
 
 class CallRow(Base):
@@ -111,7 +176,9 @@ class CallRow(Base):
     status: Mapped[str] = mapped_column(String(32), default="creating")
     digits: Mapped[str] = mapped_column(String(8), default="")
     events: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    # The DutyCall workflow that placed it (None: the incident's main escalation).
+    workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class MessageRow(Base):
@@ -125,7 +192,7 @@ class MessageRow(Base):
     sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(32), default="creating")
     body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
 class DeviceLockRow(Base):
@@ -133,6 +200,83 @@ class DeviceLockRow(Base):
     device: Mapped[str] = mapped_column(String(63), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[float] = mapped_column(Float)  # epoch seconds; a lease, not a forever lock
+    # The change that armed the device's pending commit or revert timer, written before the arm
+    # command is sent: a pending commit on the device that is not this one is someone else's.
+    armed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class ChangeRow(Base):
+    """One device change: what it acts on, its confirmation window and the decision that won."""
+
+    __tablename__ = "changes"
+    change_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(String(64), index=True)
+    device: Mapped[str] = mapped_column(String(63), index=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    direction: Mapped[str] = mapped_column(String(16))
+    circuits: Mapped[list[str]] = mapped_column(JSON)
+    step: Mapped[dict[str, Any]] = mapped_column(JSON)  # the device and routes it acts on
+    state: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    declared_by: Mapped[str] = mapped_column(String(64), default="")
+    confirmers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    window_closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    closed_by: Mapped[str] = mapped_column(String(16), default="")
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decision_reason: Mapped[str] = mapped_column(Text, default="")
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class DecisionAttemptRow(Base):
+    """Every decision an operator sent, accepted or refused: the refusals are evidence too."""
+
+    __tablename__ = "decision_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(64), index=True)
+    change_id: Mapped[str] = mapped_column(String(200))
+    operator: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(32))  # "accepted" or the refusal's type
+    detail: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class CircuitHoldRow(Base):
+    """An incident that needs a circuit on its backup path."""
+
+    __tablename__ = "circuit_holds"
+    circuit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class CircuitPartRow(Base):
+    """One circuit's path on one device, as the device activities last left it."""
+
+    __tablename__ = "circuit_parts"
+    circuit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device: Mapped[str] = mapped_column(String(63), primary_key=True)
+    path_key: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(32))
+    incident_id: Mapped[str] = mapped_column(String(64), default="")
+    change_id: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class InventorySnapshotRow(Base):
+    """The inventory an incident was declared with, by content hash (its workflow input has
+    the same, so an auditor needs nothing else)."""
+
+    __tablename__ = "inventory_snapshots"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    inventory: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
 class ReportRow(Base):
@@ -142,7 +286,14 @@ class ReportRow(Base):
     form: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+# A device's first lock row raced by more takers than this is a store in trouble.
+_LOCK_RACE_RETRIES = 3
+
+# Any fixed number: the key of the PostgreSQL advisory lock that serialises schema upgrades.
+_SCHEMA_LOCK = 0x636F6E74
 
 
 def sha256_text(text: str) -> str:
@@ -152,18 +303,54 @@ def sha256_text(text: str) -> str:
 class Store:
     """The repository: every read and write of the app's tables goes through here."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
         kwargs: dict[str, Any] = {}
+        if ":memory:" not in url and url != "sqlite://":  # an in-memory SQLite has one connection
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # device -> [(circuit id, path key)], from the inventory; see _paths_on.
+        self._path_index: tuple[str, dict[str, list[tuple[str, str]]]] | None = None
+        self._index_lock = threading.Lock()
+        self._snapshots: dict[str, Inventory] = {}  # content-addressed: never stale
+        self._unit: ContextVar[Session | None] = ContextVar(f"store-unit-{id(self)}", default=None)
 
     def create_schema(self) -> None:
-        with self._translate():
-            Base.metadata.create_all(self.engine)
+        """Create missing tables, and add columns that newer versions added to old tables.
+
+        Safe when the API and the worker start together on one database: the whole upgrade
+        runs under one lock (a PostgreSQL advisory lock; SQLite's write lock).
+        """
+        with self._translate(), self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # pysqlite begins no transaction before DDL: take the write lock now.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            Base.metadata.create_all(conn)
+            self._add_missing_columns(conn)
+            conn.commit()
+
+    @staticmethod
+    def _add_missing_columns(conn: Connection) -> None:
+        # Additive upgrades only: a new column is nullable or has a server default.
+        insp = inspect(conn)
+        quote = conn.dialect.identifier_preparer.quote
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            for col in table.columns:
+                if col.name in have:
+                    continue
+                ddl = f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(col.name)} "
+                ddl += col.type.compile(dialect=conn.dialect)
+                if col.server_default is not None:
+                    default = str(col.server_default.arg)  # type: ignore[attr-defined]
+                    ddl += " DEFAULT '" + default.replace("'", "''") + "'"
+                conn.execute(text(ddl))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -177,17 +364,39 @@ class Store:
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
+        shared = self._unit.get()
+        if shared is not None:
+            yield shared  # inside unit(): one transaction for the whole block
+            return
         with self._translate(), self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def unit(self) -> Iterator[None]:
+        """Every store call inside the block, on this thread, is one transaction.
+
+        For a device step's bookkeeping: one commit instead of one per call.
+        """
+        if self._unit.get() is not None:
+            yield
+            return
+        with self._translate(), self._sessions.begin() as session:
+            token = self._unit.set(session)
+            try:
+                yield
+            finally:
+                self._unit.reset(token)
 
     # --- inventory -----------------------------------------------------------------------
 
     def replace_inventory(self, inv: Inventory) -> None:
         """Load a whole inventory atomically: the old one is gone only if the new one fits."""
+        self._path_index = None
         with self._session() as s:
             for table in (CircuitRow, DeviceRow, AreaRow, DutyOfficerRow, OperatorRow):
                 s.execute(delete(table))
             s.merge(MetaRow(key="province", value=inv.province))
+            s.merge(MetaRow(key="inventory_version", value=uuid.uuid4().hex))
             s.add_all(AreaRow(**a.model_dump()) for a in inv.areas)
             s.flush()
             s.add_all(DeviceRow(**d.model_dump(mode="json")) for d in inv.devices)
@@ -250,6 +459,33 @@ class Store:
                 operators=[Operator(id=r.id, name=r.name) for r in s.scalars(select(OperatorRow))],
             )
 
+    def _inventory_version(self) -> str:
+        # Asked every time: another process may have reloaded the inventory, and the restore
+        # guard (held_elsewhere) must see the circuits as they are now.
+        with self._session() as s:
+            meta = s.get(MetaRow, "inventory_version")
+            return meta.value if meta else ""
+
+    def save_snapshot(self, inv: Inventory) -> str:
+        """Keep an incident's inventory snapshot by its SHA-256; device steps read it by that."""
+        digest = inventory_sha256(inv)
+        with self._session() as s:
+            if s.get(InventorySnapshotRow, digest) is None:
+                s.add(InventorySnapshotRow(sha256=digest, inventory=inv.model_dump(mode="json")))
+        self._snapshots[digest] = inv
+        return digest
+
+    def snapshot(self, digest: str) -> Inventory:
+        inv = self._snapshots.get(digest)
+        if inv is None:
+            with self._session() as s:
+                row = s.get(InventorySnapshotRow, digest)
+                if row is None:
+                    raise StorageError(f"no inventory snapshot {digest[:16]}… in the store")
+                inv = Inventory.model_validate(row.inventory)
+            self._snapshots[digest] = inv
+        return inv
+
     # --- transcripts ---------------------------------------------------------------------
 
     def save_transcript(
@@ -309,7 +545,15 @@ class Store:
                 )
             ).first()
 
-    def reserve_call(self, *, incident_id: str, attempt: int, officer_id: str, to: str) -> CallRow:
+    def reserve_call(
+        self,
+        *,
+        incident_id: str,
+        attempt: int,
+        officer_id: str,
+        to: str,
+        workflow_id: str | None = None,
+    ) -> CallRow:
         """Claim the (incident, attempt) slot before dialling; a retry finds the claim."""
         with self._session() as s:
             row = s.scalars(
@@ -325,6 +569,7 @@ class Store:
                     to=to,
                     status="creating",
                     events=[],
+                    workflow_id=workflow_id,
                 )
                 s.add(row)
             return row
@@ -439,6 +684,535 @@ class Store:
                 )
             )
 
+    # --- transcripts, written ahead of what is sent ------------------------------------
+
+    def journal(
+        self,
+        *,
+        tid: str,
+        incident_id: str,
+        change_id: str,
+        device: str,
+        step: str,
+        attempt: int,
+        text: str,
+        sent: list[str],
+        status: str,
+    ) -> tuple[str, str]:
+        """Create or update one attempt's transcript; returns (id, sha256).
+
+        Called before configuration lines go out, with them already in `sent`, so a worker
+        killed mid-session leaves a row naming every line the device may have received.
+        """
+        digest = sha256_text(text)
+        with self._session() as s:
+            _upsert(
+                s,
+                TranscriptRow,
+                [
+                    {
+                        "id": tid,
+                        "incident_id": incident_id,
+                        "change_id": change_id,
+                        "device": device,
+                        "step": step,
+                        "sha256": digest,
+                        "text": text,
+                        "attempt": attempt,
+                        "sent": list(sent),
+                        "status": status,
+                        "created_at": _now(),
+                    }
+                ],
+                key=["id"],
+                update_cols=["text", "sha256", "sent", "status"],
+            )
+        return tid, digest
+
+    def change_transcripts(self, change_id: str) -> list[TranscriptRow]:
+        """Every transcript of one change, every step and attempt, oldest first."""
+        with self._session() as s:
+            return list(
+                s.scalars(
+                    select(TranscriptRow)
+                    .where(TranscriptRow.change_id == change_id)
+                    .order_by(TranscriptRow.created_at, TranscriptRow.attempt)
+                )
+            )
+
+    def step_transcripts(self, change_id: str, step: str) -> list[TranscriptRow]:
+        """Every attempt's transcript of one step of one change, oldest first."""
+        with self._session() as s:
+            return list(
+                s.scalars(
+                    select(TranscriptRow)
+                    .where(TranscriptRow.change_id == change_id, TranscriptRow.step == step)
+                    .order_by(TranscriptRow.attempt, TranscriptRow.created_at)
+                )
+            )
+
+    # --- device locks: one incident at a time, and who armed the pending commit ---------
+
+    def lock_device(
+        self, *, device: str, holder: str, lease_s: float, now: float
+    ) -> tuple[str | None, str | None]:
+        """Take or renew the device's lease for `holder` (an incident).
+
+        Returns (other holder or None, armed_by): the other holder when busy; armed_by is the
+        change that armed the device's pending commit, as we recorded it.
+        """
+        for _ in range(_LOCK_RACE_RETRIES):
+            try:
+                return self._lock_device_once(
+                    device=device, holder=holder, lease_s=lease_s, now=now
+                )
+            except StorageError as e:
+                # Another taker inserted the first row for this device between our update
+                # and our insert: ask again, to learn who holds it now.
+                if not isinstance(e.__cause__, IntegrityError):
+                    raise
+        raise StorageError(f"store: the lock of {device} kept changing hands; try again")
+
+    def _lock_device_once(
+        self, *, device: str, holder: str, lease_s: float, now: float
+    ) -> tuple[str | None, str | None]:
+        with self._session() as s:
+            won = _rowcount(
+                s.execute(
+                    update(DeviceLockRow)
+                    .where(
+                        DeviceLockRow.device == device,
+                        (DeviceLockRow.holder == holder) | (DeviceLockRow.expires_at < now),
+                    )
+                    .execution_options(synchronize_session=False)
+                    .values(holder=holder, expires_at=now + lease_s)
+                )
+            )
+            row = s.get(DeviceLockRow, device)
+            if won:
+                return None, row.armed_by if row else None
+            if row is None:
+                s.add(DeviceLockRow(device=device, holder=holder, expires_at=now + lease_s))
+                s.flush()
+                return None, None
+            return row.holder, row.armed_by
+
+    def set_armed(self, *, device: str, holder: str, change_id: str | None) -> None:
+        with self._session() as s:
+            s.execute(
+                update(DeviceLockRow)
+                .where(DeviceLockRow.device == device, DeviceLockRow.holder == holder)
+                .execution_options(synchronize_session=False)
+                .values(armed_by=change_id)
+            )
+
+    def disarm(self, *, device: str, holder: str, change_id: str) -> None:
+        """Forget `change_id`'s arm on the device, and only its own (a later arm stays)."""
+        locks = _table(DeviceLockRow).c
+        with self._session() as s:
+            s.connection().execute(
+                update(_table(DeviceLockRow))
+                .where(locks.device == device, locks.holder == holder, locks.armed_by == change_id)
+                .values(armed_by=None)
+            )
+
+    def armed_by(self, device: str) -> str | None:
+        with self._session() as s:
+            row = s.get(DeviceLockRow, device)
+            return row.armed_by if row else None
+
+    # --- changes: the arbiter of each confirmation window -------------------------------
+
+    def open_change(
+        self,
+        *,
+        change_id: str,
+        incident_id: str,
+        device: str,
+        wave: int,
+        direction: str,
+        circuits: list[str],
+        step: dict[str, Any],
+        declared_by: str,
+        confirmers: list[str],
+        state: str,
+        detail: str = "",
+    ) -> None:
+        """Record a change as it starts; a retry finds the row and only moves its state."""
+        with self._session() as s:
+            _upsert(
+                s,
+                ChangeRow,
+                [
+                    {
+                        "change_id": change_id,
+                        "incident_id": incident_id,
+                        "device": device,
+                        "wave": wave,
+                        "direction": direction,
+                        "circuits": circuits,
+                        "step": step,
+                        "state": state,
+                        "detail": detail,
+                        "declared_by": declared_by,
+                        "confirmers": confirmers,
+                        "decision_reason": "",
+                        "closed_by": "",
+                        "updated_at": _now(),
+                    }
+                ],
+                key=["change_id"],
+                update_cols=["state", "detail", "updated_at"],
+                # A decided or closed change keeps its state: the step that carries it out says.
+                where=ChangeRow.decision.is_(None) & ChangeRow.window_closed_at.is_(None),
+            )
+
+    def change(self, change_id: str) -> ChangeRow | None:
+        with self._session() as s:
+            return s.get(ChangeRow, change_id)
+
+    def changes(self, incident_id: str, *, state: str | None = None) -> list[ChangeRow]:
+        with self._session() as s:
+            q = select(ChangeRow).where(ChangeRow.incident_id == incident_id)
+            if state is not None:
+                q = q.where(ChangeRow.state == state)
+            return list(s.scalars(q.order_by(ChangeRow.wave, ChangeRow.change_id)))
+
+    def set_change_state(
+        self, change_id: str, state: str, *, detail: str = "", deadline: datetime | None = None
+    ) -> None:
+        values: dict[str, Any] = {"state": state, "detail": detail, "updated_at": _now()}
+        if deadline is not None:
+            values["deadline"] = deadline
+        with self._session() as s:
+            s.connection().execute(
+                update(_table(ChangeRow))
+                .where(_table(ChangeRow).c.change_id == change_id)
+                .values(**values)
+            )
+
+    def claim_decision(
+        self,
+        *,
+        incident_id: str,
+        change_id: str,
+        decision: Decision,
+        operator: str,
+        reason: str,
+        now: datetime,
+    ) -> datetime:
+        """The one place an operator's decision wins a change, or is refused with the reason.
+
+        One conditional UPDATE decides (an operator of the inventory as it is now, not the
+        declarer, a confirmer of the wave, the change still awaiting in its window); only a
+        refusal reads the row to say why. Every attempt is logged in decision_attempts (the
+        accepted one in the same transaction). Returns when the decision was taken; raises a
+        DecisionRefused subclass.
+        """
+        now = _utc(now)
+        changes, operators = _table(ChangeRow), _table(OperatorRow)
+        try:
+            with self._session() as s:
+                conn = s.connection()
+                won = conn.execute(
+                    update(changes)
+                    .where(
+                        changes.c.change_id == change_id,
+                        changes.c.incident_id == incident_id,
+                        changes.c.declared_by != operator,
+                        changes.c.state == ChangeState.AWAITING_CONFIRMATION.value,
+                        changes.c.decision.is_(None),
+                        changes.c.window_closed_at.is_(None),
+                        changes.c.deadline > now,
+                        exists().where(operators.c.id == operator),
+                    )
+                    .values(
+                        decision=decision.value,
+                        decided_by=operator,
+                        decision_reason=reason,
+                        decided_at=now,
+                        updated_at=now,
+                    )
+                    .returning(changes.c.confirmers)
+                ).first()
+                if won is None or (won.confirmers and operator not in won.confirmers):
+                    # Raised inside the transaction: a won row that may not be won rolls back.
+                    raise self._why_refused(s, incident_id, change_id, operator, now)
+                conn.execute(
+                    insert(_table(DecisionAttemptRow)).values(
+                        incident_id=incident_id,
+                        change_id=change_id,
+                        operator=operator,
+                        decision=decision.value,
+                        reason=reason,
+                        outcome="accepted",
+                        detail="",
+                        at=now,
+                    )
+                )
+                return now
+        except DecisionRefused as e:
+            self._log_attempt(incident_id, change_id, operator, decision, reason, e.type, e.message)
+            raise
+
+    @staticmethod
+    def _why_refused(
+        s: Session, incident_id: str, change_id: str, operator: str, now: datetime
+    ) -> DecisionRefused:
+        ctx = {"change_id": change_id, "operator": operator}
+        if s.get(OperatorRow, operator) is None:
+            return UnknownOperator(f"{operator} is not an operator of the inventory", **ctx)
+        row = s.get(ChangeRow, change_id)
+        if row is None or row.incident_id != incident_id:
+            return UnknownChange(f"incident {incident_id} has no change {change_id!r}", **ctx)
+        if operator == row.declared_by:
+            return SelfDecision(
+                f"{operator} declared incident {incident_id} and may not decide its changes",
+                **ctx,
+            )
+        if row.confirmers and operator not in row.confirmers:
+            return NotAConfirmer(
+                f"{operator} may not decide {change_id}; its wave's confirmers are "
+                + ", ".join(row.confirmers),
+                **ctx,
+            )
+        return _why_not_pending(row, now, operator)
+
+    def _log_attempt(
+        self,
+        incident_id: str,
+        change_id: str,
+        operator: str,
+        decision: Decision,
+        reason: str,
+        outcome: str,
+        detail: str,
+    ) -> None:
+        with self._session() as s:
+            s.add(
+                DecisionAttemptRow(
+                    incident_id=incident_id,
+                    change_id=change_id,
+                    operator=operator,
+                    decision=decision.value,
+                    reason=reason,
+                    outcome=outcome,
+                    detail=detail,
+                )
+            )
+
+    def decision_attempts(self, incident_id: str) -> list[DecisionAttemptRow]:
+        with self._session() as s:
+            return list(
+                s.scalars(
+                    select(DecisionAttemptRow)
+                    .where(DecisionAttemptRow.incident_id == incident_id)
+                    .order_by(DecisionAttemptRow.id)
+                )
+            )
+
+    def close_window(self, change_id: str, *, by: str, now: datetime) -> ChangeRow | None:
+        """Close a change's window unless a decision won it first; returns the row after.
+
+        `by` is "timeout" or "order" (stand-down, abort, a partial pull-back). A row whose
+        `decision` is set was decided before the window closed: carry that decision out.
+        """
+        now = _utc(now)
+        with self._session() as s:
+            s.execute(
+                update(ChangeRow)
+                .where(
+                    ChangeRow.change_id == change_id,
+                    ChangeRow.decision.is_(None),
+                    ChangeRow.window_closed_at.is_(None),
+                )
+                .execution_options(synchronize_session=False)
+                .values(window_closed_at=now, closed_by=by, updated_at=now)
+            )
+            return s.get(ChangeRow, change_id)
+
+    # --- the circuit ledger: holds and parts ---------------------------------------------
+
+    def hold_circuits(self, incident_id: str, circuits: list[str]) -> dict[str, list[str]]:
+        """Hold circuits for an incident; returns, per circuit, the other incidents holding it."""
+        with self._session() as s:
+            for cid in circuits:
+                row = s.get(CircuitHoldRow, (cid, incident_id))
+                if row is None:
+                    s.add(CircuitHoldRow(circuit_id=cid, incident_id=incident_id))
+                elif row.released_at is not None:
+                    # Held again after a release: it counts again (a silent no-op would not).
+                    row.held_at, row.released_at = _now(), None
+            s.flush()
+            return self._holders(s, circuits, exclude=incident_id)
+
+    def release_circuits(self, incident_id: str) -> dict[str, list[str]]:
+        """Release every hold of an incident; returns, per circuit, who still holds it."""
+        with self._session() as s:
+            held = list(
+                s.scalars(
+                    select(CircuitHoldRow.circuit_id).where(
+                        CircuitHoldRow.incident_id == incident_id
+                    )
+                )
+            )
+            s.execute(
+                update(CircuitHoldRow)
+                .where(
+                    CircuitHoldRow.incident_id == incident_id,
+                    CircuitHoldRow.released_at.is_(None),
+                )
+                .execution_options(synchronize_session=False)
+                .values(released_at=_now())
+            )
+            s.flush()
+            return self._holders(s, held, exclude=incident_id)
+
+    @staticmethod
+    def _holders(s: Session, circuits: list[str], *, exclude: str) -> dict[str, list[str]]:
+        """Circuit -> the other active incidents holding it, for every circuit asked about."""
+        out: dict[str, list[str]] = {c: [] for c in circuits}
+        if not circuits:
+            return out
+        for row in s.scalars(
+            select(CircuitHoldRow)
+            .where(
+                CircuitHoldRow.circuit_id.in_(circuits),
+                CircuitHoldRow.released_at.is_(None),
+                CircuitHoldRow.incident_id != exclude,
+            )
+            .order_by(CircuitHoldRow.held_at)
+        ):
+            out[row.circuit_id].append(row.incident_id)
+        return out
+
+    def held_elsewhere(
+        self, *, device: str, keys: list[str], incident_id: str
+    ) -> dict[str, list[tuple[str, str]]]:
+        """Per path key on `device`: (circuit, incident) pairs that still need it on backup.
+
+        A key is needed while any circuit using it on this device is held by another active
+        incident (a shared aggregate route serves every circuit behind it).
+        """
+        users = [(cid, key) for cid, key in self._paths_on(device) if key in keys]
+        out: dict[str, list[tuple[str, str]]] = {k: [] for k in keys}
+        if not users:
+            return out
+        with self._session() as s:
+            holders = self._holders(s, sorted({c for c, _ in users}), exclude=incident_id)
+        for cid, key in users:
+            out[key] += [(cid, inc) for inc in holders.get(cid, [])]
+        return out
+
+    def set_parts(
+        self,
+        *,
+        device: str,
+        states: dict[str, PartState],
+        incident_id: str,
+        change_id: str,
+        detail: str = "",
+        circuits: dict[str, str] | None = None,
+    ) -> dict[str, PartState]:
+        """Record path states on a device by path key; every circuit sharing a key moves too.
+
+        `circuits` (circuit id -> key) names the step's own circuits, recorded even when the
+        inventory no longer lists them. Returns circuit id -> the state recorded.
+        """
+        users = [(c, k) for c, k in self._paths_on(device) if k in states]
+        # A step circuit whose key was given no state is left as last recorded, not guessed.
+        users += [
+            (c, k) for c, k in (circuits or {}).items() if k in states and (c, k) not in users
+        ]
+        recorded = {cid: states[key] for cid, key in users}
+        now = _now()
+        with self._session() as s:
+            _upsert(
+                s,
+                CircuitPartRow,
+                [
+                    {
+                        "circuit_id": cid,
+                        "device": device,
+                        "path_key": key,
+                        "state": states[key].value,
+                        "incident_id": incident_id,
+                        "change_id": change_id,
+                        "detail": detail,
+                        "updated_at": now,
+                    }
+                    for cid, key in dict(users).items()
+                ],
+                key=["circuit_id", "device"],
+                update_cols=[
+                    "path_key",
+                    "state",
+                    "incident_id",
+                    "change_id",
+                    "detail",
+                    "updated_at",
+                ],
+            )
+        return recorded
+
+    def part_rows(self, device: str, circuit_ids: list[str]) -> dict[str, CircuitPartRow]:
+        with self._session() as s:
+            return {
+                r.circuit_id: r
+                for r in s.scalars(
+                    select(CircuitPartRow).where(
+                        CircuitPartRow.device == device, CircuitPartRow.circuit_id.in_(circuit_ids)
+                    )
+                )
+            }
+
+    def circuit_views(self, circuit_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every circuit (or those named) with its parts, its holders and its one state."""
+        inv = self.inventory()
+        wanted = [c for c in inv.circuits if circuit_ids is None or c.id in circuit_ids]
+        ids = [c.id for c in wanted]
+        with self._session() as s:
+            parts = {
+                (r.circuit_id, r.device): r
+                for r in s.scalars(select(CircuitPartRow).where(CircuitPartRow.circuit_id.in_(ids)))
+            }
+            holders = self._holders(s, ids, exclude="")
+        views = []
+        for c in wanted:
+            part_rows = {p.device: parts.get((c.id, p.device)) for p in c.paths}
+            states = {
+                d: PartState(r.state) if r is not None else PartState.PRIMARY
+                for d, r in part_rows.items()
+            }
+            views.append(
+                {
+                    "circuit": c,
+                    "state": circuit_state(states.values()),
+                    "parts": states,
+                    "part_rows": part_rows,
+                    "holders": holders.get(c.id, []),
+                }
+            )
+        return views
+
+    def circuit_state(self, circuit_id: str) -> CircuitState | None:
+        views = self.circuit_views([circuit_id])
+        return views[0]["state"] if views else None
+
+    def _paths_on(self, device: str) -> list[tuple[str, str]]:
+        """(circuit id, path key) of every inventory circuit with a path on `device`."""
+        version = self._inventory_version()
+        if self._path_index is None or self._path_index[0] != version:
+            # One thread builds it; the others wait for that one instead of each building.
+            with self._index_lock:
+                if self._path_index is None or self._path_index[0] != version:
+                    index: dict[str, list[tuple[str, str]]] = {}
+                    for c in self.inventory().circuits:
+                        for p in c.paths:
+                            index.setdefault(p.device, []).append((c.id, path_key(p, c.id)))
+                    self._path_index = (version, index)
+        return list(self._path_index[1].get(device, []))
+
     # --- reports -------------------------------------------------------------------------
 
     def save_report(self, *, incident_id: str, form: str, text: str) -> tuple[str, str]:
@@ -461,11 +1235,63 @@ class Store:
             return list(s.scalars(select(ReportRow).where(ReportRow.incident_id == incident_id)))
 
 
+def _upsert(
+    s: Session,
+    table: type[Base],
+    rows: list[dict[str, Any]],
+    *,
+    key: list[str],
+    update_cols: list[str],
+    where: Any = None,
+) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE, on PostgreSQL and SQLite alike, in one round trip.
+
+    The statement is built once per shape and executed with the rows as parameters, so
+    SQLAlchemy compiles it once, not per call (a device step writes several per second).
+    """
+    if not rows:
+        return
+    dialect = s.get_bind().dialect.name
+    shape = (dialect, table, tuple(key), tuple(update_cols), where is not None)
+    stmt = _UPSERTS.get(shape)
+    if stmt is None:
+        # Core, not ORM: no unit-of-work bookkeeping for rows nobody reads back here.
+        base = (pg_insert if dialect == "postgresql" else sqlite_insert)(_table(table))
+        stmt = base.on_conflict_do_update(
+            index_elements=key, set_={c: base.excluded[c] for c in update_cols}, where=where
+        )
+        _UPSERTS[shape] = stmt
+    s.connection().execute(stmt, rows)
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+# (dialect, table, key, update columns, conditional) -> the compiled-once upsert
+_UPSERTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _why_not_pending(row: ChangeRow, now: datetime, operator: str) -> DecisionRefused:
+    ctx = {"change_id": row.change_id, "operator": operator}
+    if row.decision is not None:
+        return AlreadyDecided(
+            f"{row.change_id} was already decided: {row.decision} by {row.decided_by}", **ctx
+        )
+    if row.window_closed_at is not None or (row.deadline is not None and row.deadline <= now):
+        closed = row.closed_by or "timeout"
+        what = "its confirmation window closed" if closed == "timeout" else "the incident ended"
+        return WindowClosed(f"{row.change_id} can no longer be decided: {what}", **ctx)
+    return ChangeNotPending(f"{row.change_id} is {row.state}, not awaiting confirmation", **ctx)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL survives a killed process (what the write-ahead transcripts guard against).
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
-__all__ = ["Store", "sha256_text"]
+__all__ = ["ChangeRow", "Store", "sha256_text"]

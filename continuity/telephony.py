@@ -30,7 +30,6 @@ REST_TIMEOUT_S = 10.0
 GATHER_TIMEOUT_S = 10
 TWIML_MAX_CHARS = 4000  # Twilio refuses longer inline TwiML
 STATUS_CALLBACK_EVENTS = ("initiated", "ringing", "answered", "completed")
-TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 ACK_DIGIT = "1"
 
 PROMPT_VI = "Nhấn phím 1 để xác nhận."
@@ -270,7 +269,6 @@ __all__ = [
     "GATHER_TIMEOUT_S",
     "REST_TIMEOUT_S",
     "STATUS_CALLBACK_EVENTS",
-    "TERMINAL_CALL_STATUSES",
     "RebasedTwilioHttpClient",
     "ack_twiml",
     "build_client",

@@ -27,7 +27,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-CalleeBehaviour = Literal["press_1", "press_9", "no_answer", "busy", "answer_silent", "fail"]
+# ring_out: the phone rings for the call's whole Timeout, as an unattended phone does.
+CalleeBehaviour = Literal[
+    "press_1", "press_9", "no_answer", "ring_out", "busy", "answer_silent", "fail"
+]
 Resource = Literal["Calls", "Messages"]
 
 API_VERSION = "2010-04-01"
@@ -583,7 +586,9 @@ class TelephonySandbox:
             return
         await status("ringing", event="ringing")
         await self._step()
-        if behaviour == "no_answer":
+        if behaviour == "ring_out":
+            await asyncio.sleep(float(call.field("Timeout") or 60))
+        if behaviour in ("no_answer", "ring_out"):
             await status("no-answer", event="completed", final=True)
             return
         call.answered_by = "human" if amd else None

@@ -11,9 +11,9 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from app.stack import Stack, temporal_binary
 from continuity.messages import Timings
 from continuity.models import Role
-from continuity.stack import Stack, temporal_binary
 
 # Durations short enough for tests; the lab's clocks run 60x so device-side
 # minute timers (IOS-XE, Junos) take seconds.
@@ -29,6 +29,7 @@ TEST_TIMINGS = Timings(
     escalation_delay_s=3,
     max_parallel_devices=4,
     device_time_scale=LAB_TIME_SCALE,
+    drive_retry_max_s=2,
 )
 
 
@@ -58,6 +59,10 @@ async def stack(
         temporal_client=temporal_env.client,
     )
     await s.start()
+    # How every device looked before any test touched it: tests reset to this.
+    s.lab_snapshot = {  # type: ignore[attr-defined]
+        n: (d.running.copy(), d.saved.copy()) for n, d in s.network.devices.items()
+    }
     yield s
     await s.stop()
 

@@ -1,16 +1,21 @@
 """Temporal workflow code only: deterministic, no I/O."""
 
-from workflows.device_change import DeviceChangeWorkflow
+from workflows._common import site_task_queue
 from workflows.duty_call import DutyCallWorkflow
-from workflows.playbook import PlaybookWorkflow, calls_workflow_id, change_id
+from workflows.incident import IncidentWorkflow, calls_workflow_id, change_id, restore_id
+from workflows.legacy import LEGACY_WORKFLOWS
 
-ALL_WORKFLOWS = [PlaybookWorkflow, DeviceChangeWorkflow, DutyCallWorkflow]
+ALL_WORKFLOWS = [IncidentWorkflow, DutyCallWorkflow]
+# Auditors replay recorded histories: today's workflows and the frozen ones they replaced.
+REPLAY_WORKFLOWS = [IncidentWorkflow, DutyCallWorkflow, *LEGACY_WORKFLOWS]
 
 __all__ = [
     "ALL_WORKFLOWS",
-    "DeviceChangeWorkflow",
     "DutyCallWorkflow",
-    "PlaybookWorkflow",
+    "IncidentWorkflow",
+    "REPLAY_WORKFLOWS",
     "calls_workflow_id",
     "change_id",
+    "restore_id",
+    "site_task_queue",
 ]

@@ -1,54 +1,50 @@
-"""Activity names, retry policies and timeouts shared by the workflows (no I/O here)."""
+"""Activity names, task queues, retry policies and timeouts shared by the workflows (no I/O)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-with workflow.unsafe.imports_passed_through():
-    from continuity.errors import NON_RETRYABLE_TYPES
-
 # Registered activity names: they live in histories, never rename them casually.
-LOCK_DEVICE = "lock_device"
-UNLOCK_DEVICE = "unlock_device"
-PRECHECK_DEVICE = "precheck_device"
-APPLY_CHANGE = "apply_change"
-VERIFY_CHANGE = "verify_change"
-CONFIRM_CHANGE = "confirm_change"
-ROLLBACK_CHANGE = "rollback_change"
-AWAIT_DEVICE_REVERT = "await_device_revert"
+APPLY_DEVICE_CHANGE = "apply_device_change"
+AWAIT_DEVICE_LOCK = "await_device_lock"
+CONFIRM_DEVICE_CHANGE = "confirm_device_change"
+UNDO_DEVICE_CHANGE = "undo_device_change"
+READ_BACK_DEVICE = "read_back_device"
+HOLD_CIRCUITS = "hold_circuits"
+RELEASE_CIRCUITS = "release_circuits"
 PLACE_CALL = "place_call"
 SEND_SMS = "send_sms"
-WRITE_REPORT = "write_report"
+WRITE_REPORTS = "write_reports"
+
+# Registered signal names.
+STOP_SIGNAL = "stop"
+
+
+def site_task_queue(base: str, site: str) -> str:
+    """Where a device's activities run: a worker next to the site's gear polls it."""
+    return f"{base}-site-{site}"
 
 
 def ssh_retry(*, attempts: int, initial_s: float) -> RetryPolicy:
     """A dropped session or an unreachable device is worth a few tries; an auth failure,
-    a host-key mismatch or a CLI rejection is not."""
+    a host-key mismatch or a CLI rejection is not. The activities say which, on each failure
+    (activities/_errors.py sets non_retryable from the error): no type list travels here, so
+    each of hundreds of scheduled steps stays small in the history."""
     return RetryPolicy(
         initial_interval=timedelta(seconds=initial_s),
         backoff_coefficient=2.0,
         maximum_interval=timedelta(seconds=10),
         maximum_attempts=attempts,
-        non_retryable_error_types=NON_RETRYABLE_TYPES,
     )
 
 
-# Waiting for another incident's change on the same device to finish.
-LOCK_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    backoff_coefficient=1.5,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=0,
-)
 TELEPHONY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=20),
     maximum_attempts=5,
-    non_retryable_error_types=NON_RETRYABLE_TYPES,
 )
-STORE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=10)
+STORE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=20)
 STORE_TIMEOUT = timedelta(seconds=30)

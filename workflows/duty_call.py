@@ -18,12 +18,10 @@ with workflow.unsafe.imports_passed_through():
         SendSmsInput,
         SendSmsResult,
     )
-    from continuity.models import CallAttempt, DutyOfficer, Language
+    from continuity.models import TERMINAL_CALL_STATUSES, CallAttempt, DutyOfficer, Language
 
-from workflows._common import PLACE_CALL, SEND_SMS, TELEPHONY_RETRY
+from workflows._common import PLACE_CALL, SEND_SMS, STOP_SIGNAL, TELEPHONY_RETRY
 
-# A call that ends in one of these without "1" pressed moves the escalation on at once.
-_FINAL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
 CALL_EVENT_SIGNAL = "call_event"
 
 
@@ -33,14 +31,17 @@ class DutyCallWorkflow:
     def __init__(self, inp: DutyCallInput) -> None:
         self._attempts: dict[int, CallAttempt] = {}
         self._acked_by: str | None = None
+        self._stopped = False
 
     @workflow.run
     async def run(self, inp: DutyCallInput) -> DutyCallResult:
         t = inp.timings
         officers = sorted(inp.officers, key=lambda o: o.escalation_order)
-        attempt = 0
+        attempt = inp.first_attempt - 1
         for _round in range(inp.rounds):
             for officer in officers:
+                if self._stopped:
+                    return self._result()
                 attempt += 1
                 record = CallAttempt(
                     officer_id=officer.id, officer_name=officer.name, at=workflow.now()
@@ -56,6 +57,7 @@ class DutyCallWorkflow:
                             message_vi=inp.message_vi,
                             message_en=inp.message_en,
                             ring_timeout_s=t.ring_timeout_s,
+                            workflow_id=workflow.info().workflow_id,
                         ),
                         result_type=PlaceCallResult,
                         start_to_close_timeout=timedelta(seconds=30),
@@ -75,7 +77,7 @@ class DutyCallWorkflow:
                         )
                     except TimeoutError:
                         record.status = f"{record.status} (no answer in {t.escalation_delay_s:g}s)"
-                if self._acked_by is not None:
+                if self._acked_by is not None or self._stopped:
                     return self._result()
                 if inp.sms_fallback:
                     await self._sms(inp, officer, attempt=attempt)
@@ -98,9 +100,14 @@ class DutyCallWorkflow:
             if self._acked_by is None:
                 self._acked_by = rec.officer_id
 
+    @workflow.signal(name=STOP_SIGNAL)
+    def stop(self) -> None:
+        """The incident ended: no further calls; a call already ringing is left to end."""
+        self._stopped = True
+
     def _settled(self, rec: CallAttempt) -> bool:
-        """Someone acknowledged, or this call ended without a "1": time to move on."""
-        return self._acked_by is not None or rec.status in _FINAL_STATUSES
+        """Someone acknowledged, this call ended without a "1", or the incident ended."""
+        return self._acked_by is not None or rec.status in TERMINAL_CALL_STATUSES or self._stopped
 
     @workflow.query(name="calls")
     def calls(self) -> DutyCallResult:

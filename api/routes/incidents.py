@@ -1,48 +1,66 @@
-"""Incidents: declare, read, decide a device change, stand down, export history and report."""
+"""Incidents: declare, read, decide a device change, stand down, abort, export history and report.
+
+Decisions are claimed in the store (one winner per change, in one transaction) and then
+signalled to the incident; see docs/incident-core.md §5.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response
 from temporalio.client import WorkflowExecutionStatus as ExecStatus
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AnyRole, Auditor, DutyOfficer, Operator, SettingsDep, StoreDep, TemporalDep
-from api.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
+from api.deps import (
+    AnyRole,
+    Auditor,
+    CourierDep,
+    DutyOfficer,
+    Operator,
+    SettingsDep,
+    StoreDep,
+    TemporalDep,
+)
+from api.errors import Conflict, NotFound, Unavailable, Unprocessable
+from api.routes.circuits import circuit_statuses
 from api.schemas import (
+    AbortCreate,
+    ChangePublic,
+    DecisionAccepted,
     DecisionCreate,
+    EndAccepted,
     IncidentCreate,
     IncidentCreated,
     IncidentPublic,
     IncidentSummary,
     StandDownCreate,
 )
-from continuity.dialects import check_timings
-from continuity.errors import ValidationFailed
+from api.signals import signal_incident
+from continuity.errors import DecisionRefused
+from continuity.incidents import prepare_incident
 from continuity.messages import (
-    ChangeDecisionInput,
+    AbortInput,
+    DecisionRefusedSignal,
+    DecisionSignal,
     DutyCallResult,
-    PlaybookRunInput,
     StandDownInput,
 )
-from continuity.models import ChangeRecord, Incident, IncidentStatus
+from continuity.models import ChangeState, Decision, IncidentPhase, IncidentStatus
 from continuity.report import render_markdown
 from playbooks import DEFAULT_PLAYBOOK, get_playbook
-from workflows import PlaybookWorkflow, calls_workflow_id
+from workflows import IncidentWorkflow, calls_workflow_id
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
-_UPDATE_STATUS = {
-    "UnknownOperator": Forbidden,
-    "UnknownChange": NotFound,
-    "ChangeNotPending": Conflict,
-}
+_MARKDOWN = "text/markdown; charset=utf-8"
 
 
 def _new_incident_id() -> str:
@@ -58,45 +76,22 @@ async def declare_incident(
     temporal: TemporalDep,
 ) -> IncidentCreated:
     spec = get_playbook(body.playbook or DEFAULT_PLAYBOOK)
-    if body.kind not in spec.incident_kinds:
-        raise Unprocessable(f"playbook {spec.name} does not handle {body.kind.value} incidents")
-    inventory = await asyncio.to_thread(store.inventory)
-    if body.area not in {a.id for a in inventory.areas}:
-        raise Unprocessable(
-            f"unknown area {body.area!r}; known: "
-            + ", ".join(sorted(a.id for a in inventory.areas))
-        )
-    platforms = {
-        inventory.device(p.device).platform
-        for c in inventory.circuits
-        if c.area == body.area
-        for p in c.paths
-    }
-    try:
-        check_timings(platforms, settings.timings)
-    except ValidationFailed as e:
-        # A configuration fault, not the duty officer's: refuse before any device is touched.
-        raise Unavailable(f"the configured confirmation window does not fit: {e}") from None
-    incident = Incident(
-        id=body.id or _new_incident_id(),
+    inp = prepare_incident(
+        spec=spec,
+        inventory=await asyncio.to_thread(store.inventory),
+        incident_id=body.id or _new_incident_id(),
         kind=body.kind,
         area=body.area,
         description=body.description,
         declared_by=who.subject,
-        declared_at=datetime.now(UTC),
+        timings=settings.timings,
     )
-    sha = spec.sha256()
+    await asyncio.to_thread(store.save_snapshot, inp.inventory)
     try:
         handle = await temporal.start_workflow(
-            PlaybookWorkflow.run,
-            PlaybookRunInput(
-                incident=incident,
-                playbook=spec,
-                playbook_sha256=sha,
-                inventory=inventory,
-                timings=settings.timings,
-            ),
-            id=incident.id,
+            IncidentWorkflow.run,
+            inp,
+            id=inp.incident.id,
             task_queue=settings.task_queue,
             # The incident id is the workflow id: a second declaration can never start a second run.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -104,104 +99,211 @@ async def declare_incident(
         )
     except WorkflowAlreadyStartedError:
         raise Conflict(
-            f"incident {incident.id} is already declared", type="AlreadyDeclared"
+            f"incident {inp.incident.id} is already declared", type="AlreadyDeclared"
         ) from None
+    except RPCError as e:
+        raise Unavailable(f"workflow service: {e.message}") from None
     return IncidentCreated(
-        id=incident.id,
+        id=inp.incident.id,
         workflow_id=handle.id,
         run_id=handle.result_run_id,
         playbook=f"{spec.name} v{spec.version}",
-        playbook_sha256=sha,
+        playbook_sha256=inp.playbook_sha256,
     )
 
 
 @router.get("", response_model=list[IncidentSummary])
 async def list_incidents(_: AnyRole, temporal: TemporalDep) -> list[IncidentSummary]:
     out: list[IncidentSummary] = []
-    async for wf in temporal.list_workflows("WorkflowType = 'Playbook'", limit=100):
-        out.append(
-            IncidentSummary(
-                id=wf.id,
-                status=wf.status.name if wf.status else "UNKNOWN",
-                start_time=wf.start_time.isoformat() if wf.start_time else None,
+    try:
+        async for wf in temporal.list_workflows(
+            "WorkflowType = 'Incident' OR WorkflowType = 'Playbook'", limit=100
+        ):
+            out.append(
+                IncidentSummary(
+                    id=wf.id,
+                    status=wf.status.name if wf.status else "UNKNOWN",
+                    start_time=wf.start_time.isoformat() if wf.start_time else None,
+                )
             )
-        )
+    except RPCError as e:
+        raise Unavailable(f"workflow service: {e.message}") from None
     return out
 
 
-async def _handle(temporal: TemporalDep, incident_id: str) -> WorkflowHandle:
+async def _describe(temporal: TemporalDep, incident_id: str) -> tuple[WorkflowHandle, bool]:
+    """The incident's handle and whether it still runs; 404 for an unknown id."""
     handle = temporal.get_workflow_handle(incident_id)
     try:
-        await handle.describe()
+        desc = await handle.describe()
     except RPCError as e:
         if e.status is RPCStatusCode.NOT_FOUND:
             raise NotFound(f"no incident {incident_id!r}") from None
         raise Unavailable(f"workflow service: {e.message}") from None
-    return handle
+    if desc.workflow_type != "Incident":
+        raise NotFound(f"{incident_id!r} is not an incident of this version")
+    return handle, desc.status is ExecStatus.RUNNING
+
+
+async def _status(handle: WorkflowHandle) -> IncidentStatus:
+    try:
+        return await handle.query(IncidentWorkflow.status)
+    except RPCError as e:
+        raise Unavailable(f"workflow service: {e.message}") from None
 
 
 @router.get("/{incident_id}", response_model=IncidentPublic)
-async def read_incident(incident_id: str, _: AnyRole, temporal: TemporalDep) -> IncidentPublic:
-    handle = await _handle(temporal, incident_id)
-    desc = await handle.describe()
-    status = await handle.query(PlaybookWorkflow.status)
+async def read_incident(
+    incident_id: str, _: AnyRole, store: StoreDep, temporal: TemporalDep
+) -> IncidentPublic:
+    handle, running = await _describe(temporal, incident_id)
+    status = await _status(handle)
+    if running:
+        # While it runs, its circuits are what the ledger says now (another incident may share
+        # them); once closed, the record the incident ended with.
+        ledger = await asyncio.to_thread(circuit_statuses, store, status.circuits)
+        status = status.model_copy(update={"circuits": ledger})
     calls = DutyCallResult()
-    try:
-        calls = await temporal.get_workflow_handle(calls_workflow_id(incident_id)).query(
-            "calls", result_type=DutyCallResult
-        )
-    except RPCError:
-        pass  # the playbook has not phoned anyone (yet)
+    if running:
+        try:
+            calls = await temporal.get_workflow_handle(calls_workflow_id(incident_id)).query(
+                "calls", result_type=DutyCallResult
+            )
+        except RPCError:
+            pass  # the playbook has not phoned anyone (yet)
     return IncidentPublic(
         status=status,
         calls=calls.attempts or status.calls,
         acknowledged_by=calls.acknowledged_by or status.acknowledged_by,
-        running=desc.status is ExecStatus.RUNNING,
+        running=running,
     )
 
 
-@router.post("/{incident_id}/changes/{change_id}/decision", response_model=ChangeRecord)
+@router.get("/{incident_id}/changes", response_model=list[ChangePublic])
+async def list_changes(
+    incident_id: str,
+    _: AnyRole,
+    store: StoreDep,
+    temporal: TemporalDep,
+    state: ChangeState | None = None,
+) -> list[ChangePublic]:
+    """The incident's device changes as the store has them (what an operator's screen polls)."""
+    await _describe(temporal, incident_id)  # 404 for an incident that does not exist
+    rows = await asyncio.to_thread(store.changes, incident_id, state=state.value if state else None)
+    return [
+        ChangePublic(
+            change_id=r.change_id,
+            incident_id=r.incident_id,
+            device=r.device,
+            wave=r.wave,
+            direction=r.direction,
+            circuits=r.circuits,
+            state=r.state,
+            detail=r.detail,
+            deadline=r.deadline,
+            decision=Decision(r.decision) if r.decision else None,
+            decided_by=r.decided_by,
+        )
+        for r in rows
+    ]
+
+
+@router.post("/{incident_id}/changes/{change_id}/decision", response_model=DecisionAccepted)
 async def decide_change(
-    incident_id: str, change_id: str, body: DecisionCreate, who: Operator, temporal: TemporalDep
-) -> ChangeRecord:
-    handle = await _handle(temporal, incident_id)
+    incident_id: str,
+    change_id: str,
+    body: DecisionCreate,
+    who: Operator,
+    store: StoreDep,
+    courier: CourierDep,
+) -> DecisionAccepted:
     try:
-        return await handle.execute_update(
-            "decide_change",
-            ChangeDecisionInput(
+        decided_at = await asyncio.to_thread(
+            store.claim_decision,
+            incident_id=incident_id,
+            change_id=change_id,
+            decision=body.decision,
+            operator=who.subject,
+            reason=body.reason,
+            now=datetime.now(UTC),
+        )
+    except DecisionRefused as e:
+        refusal = DecisionRefusedSignal(
+            change_id=change_id,
+            decision=body.decision,
+            operator_id=who.subject,
+            refusal=e.type,
+            detail=e.message,
+        )
+        try:  # so the history shows the refusal too; the store already has it
+            await courier.send(incident_id, refusal)
+        except (NotFound, Unavailable) as again:
+            log.warning("refusal of %s not signalled: %s", change_id, again.message)
+        raise
+    delivered = True
+    try:
+        await courier.send(
+            incident_id,
+            DecisionSignal(
                 change_id=change_id,
                 decision=body.decision,
                 operator_id=who.subject,
                 reason=body.reason,
             ),
-            result_type=ChangeRecord,
         )
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        if isinstance(cause, ApplicationError) and cause.type in _UPDATE_STATUS:
-            raise _UPDATE_STATUS[cause.type](cause.message, type=cause.type) from None
-        raise Conflict(str(cause or e)) from None
-    except RPCError as e:
-        raise Conflict(f"incident {incident_id}: {e.message}") from None
+    except (NotFound, Unavailable) as e:
+        # The claim is durable: the incident finds it when the window closes, at the latest.
+        log.warning("decision on %s claimed but not signalled: %s", change_id, e.message)
+        delivered = False
+    return DecisionAccepted(
+        incident_id=incident_id,
+        change_id=change_id,
+        decision=body.decision,
+        decided_by=who.subject,
+        decided_at=decided_at,
+        delivered=delivered,
+    )
 
 
-@router.post("/{incident_id}/stand-down", status_code=202)
+@router.post("/{incident_id}/stand-down", status_code=202, response_model=EndAccepted)
 async def stand_down(
     incident_id: str, body: StandDownCreate, who: DutyOfficer, temporal: TemporalDep
-) -> dict[str, str]:
-    handle = await _handle(temporal, incident_id)
-    try:
-        await handle.signal(
-            PlaybookWorkflow.stand_down, StandDownInput(by=who.subject, reason=body.reason)
+) -> EndAccepted:
+    handle = await _ending_allowed(temporal, incident_id)
+    await signal_incident(
+        handle, IncidentWorkflow.stand_down, StandDownInput(by=who.subject, reason=body.reason)
+    )
+    return EndAccepted(status="stand-down requested")
+
+
+@router.post("/{incident_id}/abort", status_code=202, response_model=EndAccepted)
+async def abort(
+    incident_id: str, body: AbortCreate, who: DutyOfficer, temporal: TemporalDep
+) -> EndAccepted:
+    handle = await _ending_allowed(temporal, incident_id)
+    await signal_incident(
+        handle, IncidentWorkflow.abort, AbortInput(by=who.subject, reason=body.reason)
+    )
+    return EndAccepted(status="abort requested")
+
+
+async def _ending_allowed(temporal: TemporalDep, incident_id: str) -> WorkflowHandle:
+    """Only one ending order per incident: the first one is carried out, a second is 409."""
+    handle, running = await _describe(temporal, incident_id)
+    if not running:
+        raise Conflict(f"incident {incident_id} has already ended", type="IncidentEnded")
+    phase = (await _status(handle)).phase
+    if phase in (IncidentPhase.STANDING_DOWN, IncidentPhase.ABORTING):
+        raise Conflict(
+            f"incident {incident_id} is already {phase.value.replace('_', ' ')}",
+            type="IncidentEnding",
         )
-    except RPCError as e:
-        raise Conflict(f"incident {incident_id}: {e.message}") from None
-    return {"status": "stand-down requested"}
+    return handle
 
 
 @router.get("/{incident_id}/history")
 async def export_history(incident_id: str, _: Auditor, temporal: TemporalDep) -> Response:
-    handle = await _handle(temporal, incident_id)
+    handle, _running = await _describe(temporal, incident_id)
     history = await handle.fetch_history()
     return Response(
         history.to_json(),
@@ -212,10 +314,19 @@ async def export_history(incident_id: str, _: Auditor, temporal: TemporalDep) ->
 
 @router.get("/{incident_id}/report")
 async def incident_report(
-    incident_id: str, _: AnyRole, temporal: TemporalDep, form: str = "timeline"
+    incident_id: str, _: AnyRole, store: StoreDep, temporal: TemporalDep, form: str = "timeline"
 ) -> Response:
+    """A closed incident's stored report (what was written at close), else one rendered now."""
     if form not in ("timeline", "dossier_2c"):
         raise Unprocessable("form is timeline or dossier_2c")
-    handle = await _handle(temporal, incident_id)
-    status: IncidentStatus = await handle.query(PlaybookWorkflow.status)
-    return Response(render_markdown(status, form=form), media_type="text/markdown")
+    handle, running = await _describe(temporal, incident_id)
+    if not running:
+        stored = [r for r in await asyncio.to_thread(store.reports, incident_id) if r.form == form]
+        if stored:
+            latest = max(stored, key=lambda r: r.created_at)
+            return Response(latest.text, media_type=_MARKDOWN, headers={"X-Report-Id": latest.id})
+    status = await _status(handle)
+    text = render_markdown(status, form=form)
+    if status.phase not in (IncidentPhase.CLOSED, IncidentPhase.ABORTED):
+        text = f"> Interim: the incident is {status.phase.value}; facts may still change.\n\n{text}"
+    return Response(text, media_type=_MARKDOWN)

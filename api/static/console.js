@@ -6,17 +6,32 @@
   const TOKEN_KEY = "continuity.token";
   const POLL_MS = 1500;
   const LIST_MS = 5000;
+  const CIRCUITS_MS = 3000;
   const HEALTH_MS = 10000;
+  // The NOC reads local time; the browser running the console may be set to any zone.
+  const NOC_TZ = "Asia/Ho_Chi_Minh";
   const ROLE_LABEL = { duty_officer: "duty officer", operator: "operator", auditor: "auditor" };
   const STATUS_TEXT = {
     0: "API unreachable", 400: "Bad request", 401: "Unauthorized", 403: "Forbidden",
     404: "Not found", 409: "Conflict", 422: "Unprocessable", 500: "Server error",
     502: "Bad gateway", 503: "Unavailable", 504: "Gateway timeout",
   };
+  // Why a decision was refused, in the operator's words; the server's own detail follows it.
+  const REFUSAL_TEXT = {
+    SelfDecision: "the declarer may not decide / người công bố không được quyết định",
+    NotAConfirmer: "not a confirmer of this wave / không thuộc người xác nhận của đợt này",
+    UnknownOperator: "not an operator of the inventory / không phải vận hành viên",
+    UnknownChange: "no such change / không có thay đổi này",
+    ChangeNotPending: "no longer awaiting confirmation / không còn chờ xác nhận",
+    WindowClosed: "its confirmation window closed / đã hết thời gian xác nhận",
+    AlreadyDecided: "already decided / đã có quyết định",
+  };
+  const ENDING_PHASES = new Set(["standing_down", "aborting", "closed", "aborted"]);
 
   const state = {
     token: sessionStorage.getItem(TOKEN_KEY) || "",
     me: null, // {subject, role} as the server reports it; null when it has not said
+    view: "incident",
     incidentId: null,
     pollTimer: null,
     pollSeq: 0,
@@ -24,9 +39,18 @@
     // change id -> decision the server accepted; until the device change moves on, the row says
     // so instead of offering the buttons again (a second click would record a second decision)
     decided: new Map(),
+    // change id -> {kind: "refused"|"busy", type, detail}: what the server said to the last try
+    refusals: new Map(),
+    // change id -> {decision, decided_by, deadline} from the store, which arbitrates decisions
+    // and can be ahead of the incident's own status
+    claims: new Map(),
     rejectDrafts: new Map(), // change id -> reason being typed, survives re-renders
     report: null, // {form, text, incidentId}
     last: null, // the incident as last read, to re-render at once after a local change
+    circuitInfo: new Map(), // circuit id -> {name, owner, area, priority_class}
+    circuitsTimer: null,
+    circuitsSeq: 0,
+    skewMs: 0, // server clock minus ours, from the Date header, for the countdowns
   };
 
   const $ = (id) => document.getElementById(id);
@@ -35,11 +59,12 @@
   const apiUrl = (path) => new URL(`../${path}`, document.baseURI).toString();
 
   class ApiError extends Error {
-    constructor(status, type, detail) {
+    constructor(status, type, detail, retryAfter) {
       super(`${status} ${type}: ${detail}`);
       this.status = status;
       this.type = type;
       this.detail = detail;
+      this.retryAfter = retryAfter;
     }
   }
 
@@ -59,6 +84,14 @@
     return JSON.stringify(detail);
   }
 
+  function noteServerClock(res) {
+    const date = Date.parse(res.headers.get("Date") || "");
+    if (Number.isNaN(date)) return;
+    // The header has whole seconds: only a clock that is clearly off is corrected.
+    const skew = date + 500 - Date.now();
+    state.skewMs = Math.abs(skew) > 2000 ? skew : 0;
+  }
+
   async function api(method, path, { body } = {}) {
     const headers = { Accept: "application/json, text/markdown;q=0.9, */*;q=0.5" };
     if (state.token) headers.Authorization = `Bearer ${state.token}`;
@@ -72,6 +105,7 @@
     } catch (e) {
       throw new ApiError(0, "Unreachable", `cannot reach the API (${e.message})`);
     }
+    noteServerClock(res);
     if (res.ok) return res;
     const text = await res.text();
     let type = STATUS_TEXT[res.status] || res.statusText || "Error";
@@ -85,7 +119,8 @@
     } catch (_) {
       // not JSON (a proxy's error page): the first part of the text is all we have
     }
-    throw new ApiError(res.status, type, detail);
+    const retryAfter = Number.parseInt(res.headers.get("Retry-After") || "", 10);
+    throw new ApiError(res.status, type, detail, Number.isNaN(retryAfter) ? undefined : retryAfter);
   }
 
   // --- DOM helpers: text only ---------------------------------------------------------------
@@ -96,7 +131,8 @@
       if (v === undefined || v === null || v === false) continue;
       if (k === "class") n.className = v;
       else if (k === "text") n.textContent = String(v);
-      else if (k.startsWith("data-") || k === "title" || k === "type" || k === "aria-label") {
+      else if (k.startsWith("data-") || k.startsWith("aria-") || k === "title" || k === "type"
+        || k === "datetime") {
         n.setAttribute(k, String(v));
       } else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
       else n[k] = v;
@@ -139,13 +175,112 @@
     }
   }
 
+  // --- time: NOC local time with its offset, and UTC ---------------------------------------
+
   const pad = (n) => String(n).padStart(2, "0");
+
+  // The store's timestamps can arrive without a zone (SQLite keeps them naive); they are UTC.
+  // A zone-less ISO string would otherwise be read as the browser's local time.
+  function parseTime(v) {
+    if (!v) return null;
+    if (v instanceof Date) return v;
+    let s = String(v);
+    if (/T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(s)) s += "Z";
+    const d = new Date(s);
+    return Number.isNaN(d.getTime()) ? null : d;
+  }
+
+  let nocFormat = null;
+  try {
+    nocFormat = new Intl.DateTimeFormat("en-GB", {
+      timeZone: NOC_TZ, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "longOffset",
+    });
+  } catch (_) {
+    nocFormat = null; // no time zone data: fall back to the browser's zone, offset still shown
+  }
+
+  // {date, time, offset} in NOC time ("+07:00"), or in the browser's zone without tz data.
+  function nocParts(d) {
+    if (nocFormat) {
+      const p = Object.fromEntries(nocFormat.formatToParts(d).map((x) => [x.type, x.value]));
+      const m = /([+-])(\d{1,2})(?::?(\d{2}))?/.exec(p.timeZoneName || "");
+      const offset = m ? `${m[1]}${pad(m[2])}:${m[3] || "00"}` : "+00:00";
+      return { date: `${p.year}-${p.month}-${p.day}`, time: `${p.hour}:${p.minute}:${p.second}`, offset, zone: NOC_TZ };
+    }
+    const off = -d.getTimezoneOffset();
+    const sign = off >= 0 ? "+" : "-";
+    return {
+      date: `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`,
+      time: `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`,
+      offset: `${sign}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)}`,
+      zone: "browser time",
+    };
+  }
+
+  function utcParts(d) {
+    return {
+      date: `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`,
+      time: `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`,
+    };
+  }
+
+  const shortOffset = (offset) => offset.replace(/:00$/, "");
+
+  // "03:16:50 +07" (with the date in front when asked); the full instant in both zones as title.
   function fmtTime(iso, { date = false } = {}) {
-    if (!iso) return "—";
-    const d = new Date(iso);
-    if (Number.isNaN(d.getTime())) return String(iso);
-    const t = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-    return date ? `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${t}` : t;
+    const d = parseTime(iso);
+    if (!d) return iso ? String(iso) : "—";
+    const n = nocParts(d);
+    return `${date ? `${n.date} ` : ""}${n.time} ${shortOffset(n.offset)}`;
+  }
+
+  function fmtUtc(iso, { date = false } = {}) {
+    const d = parseTime(iso);
+    if (!d) return "";
+    const u = utcParts(d);
+    return `${date ? `${u.date} ` : ""}${u.time} UTC`;
+  }
+
+  function fullTime(iso) {
+    const d = parseTime(iso);
+    if (!d) return "";
+    const n = nocParts(d);
+    const u = utcParts(d);
+    return `${n.date} ${n.time} UTC${n.offset} (${n.zone}) = ${u.date} ${u.time} UTC`;
+  }
+
+  // A time cell: NOC time with offset, UTC underneath (both: true) or on hover only.
+  function timeEl(iso, { date = false, both = true } = {}) {
+    if (!iso) return el("span", { class: "muted", text: "—" });
+    return el("time", { class: "ts", datetime: String(iso), title: fullTime(iso) },
+      el("span", { class: "ts-local", text: fmtTime(iso, { date }) }),
+      both ? el("span", { class: "ts-utc", text: fmtUtc(iso, { date }) }) : null);
+  }
+
+  const serverNow = () => Date.now() + state.skewMs;
+
+  function fmtLeft(ms) {
+    const s = Math.max(0, Math.ceil(ms / 1000));
+    return `${Math.floor(s / 60)}:${pad(s % 60)}`;
+  }
+
+  function renderCountdown(node) {
+    const d = parseTime(node.dataset.deadline);
+    if (!d) return;
+    const left = d.getTime() - serverNow();
+    node.dataset.urgency = left <= 0 ? "closed" : left < 10000 ? "urgent" : "ok";
+    node.textContent = left <= 0
+      ? "window closing / hết giờ xác nhận"
+      : `${fmtLeft(left)} left / còn ${fmtLeft(left)}`;
+  }
+
+  function tick() {
+    const now = new Date(serverNow());
+    const n = nocParts(now);
+    const u = utcParts(now);
+    $("clock").textContent = `${n.time} ${shortOffset(n.offset)} · ${u.time} UTC`;
+    for (const node of document.querySelectorAll(".countdown[data-deadline]")) renderCountdown(node);
   }
 
   // --- messages --------------------------------------------------------------------------
@@ -154,7 +289,9 @@
     const e = err instanceof ApiError ? err : new ApiError(0, "Error", String(err && err.message || err));
     const status = e.status ? `${e.status} ${STATUS_TEXT[e.status] || ""}`.trim() : STATUS_TEXT[0];
     $("alert-title").textContent = e.type === STATUS_TEXT[e.status] ? status : `${status} — ${e.type}`;
-    $("alert-detail").textContent = e.detail || "";
+    $("alert-detail").textContent = e.status === 503
+      ? `busy, try again${e.retryAfter ? ` in ${e.retryAfter} s` : ""} / hệ thống bận, thử lại — ${e.detail || ""}`
+      : e.detail || "";
     $("alert-context").textContent = context ? `(while ${context})` : "";
     $("alert").dataset.status = String(e.status);
     $("alert").dataset.source = context && context.startsWith("refreshing") ? "poll" : "action";
@@ -175,12 +312,14 @@
   }
 
   // Wraps a user action: one error banner per failure, buttons disabled while it runs.
-  async function act(context, buttons, fn) {
+  // onError sees the failure first (e.g. to show it beside the row it concerns).
+  async function act(context, buttons, fn, onError) {
     clearError();
     buttons.forEach((b) => { b.disabled = true; });
     try {
       return await fn();
     } catch (e) {
+      if (onError) onError(e);
       showError(e, context);
       return undefined;
     } finally {
@@ -267,6 +406,20 @@
     }
   }
 
+  // --- views -----------------------------------------------------------------------------
+
+  function showView(view) {
+    state.view = view;
+    for (const tab of document.querySelectorAll(".tabs .tab")) {
+      tab.setAttribute("aria-pressed", String(tab.dataset.view === view));
+    }
+    $("circuits-view").hidden = view !== "circuits";
+    $("incident-view").hidden = view !== "incident" || !state.incidentId;
+    $("no-incident").hidden = view !== "incident" || Boolean(state.incidentId);
+    if (view === "circuits") startCircuits();
+    else stopCircuits();
+  }
+
   // --- incident list ---------------------------------------------------------------------
 
   async function loadList({ quiet = false } = {}) {
@@ -283,12 +436,106 @@
     const tbody = $("incident-list").tBodies[0];
     syncRows(tbody, items, (it) => it.id, (it) => el("tr", { "data-incident": it.id },
       el("td", {}, el("button", {
-        type: "button", class: "link mono", text: it.id, onclick: () => openIncident(it.id),
-      })),
-      el("td", {}, el("span", { class: "badge", "data-status": it.status, text: it.status })),
-      el("td", { class: "mono", text: fmtTime(it.start_time, { date: true }) })));
+        type: "button", class: "link mono incident-link", text: it.id, onclick: () => openIncident(it.id),
+      }), el("div", { class: "small muted" }, timeEl(it.start_time, { date: true, both: false }))),
+      el("td", {}, el("span", { class: "badge", "data-status": it.status, text: it.status }))));
     for (const row of tbody.rows) row.classList.toggle("selected", row.dataset.key === state.incidentId);
     $("incident-list-empty").hidden = items.length > 0;
+  }
+
+  // --- circuits: names for the incident view, and the all-circuits panel -------------------
+
+  function rememberCircuits(items) {
+    for (const c of items) {
+      state.circuitInfo.set(c.id, { name: c.name, owner: c.owner, area: c.area, priority_class: c.priority_class });
+    }
+    // Areas the inventory has that the static list lacks become choices too.
+    const known = new Set([...$("areas").options].map((o) => o.value));
+    for (const area of new Set(items.map((c) => c.area))) {
+      if (!known.has(area)) $("areas").append(el("option", { value: area }));
+    }
+    const select = $("circuits-area");
+    const listed = new Set([...select.options].map((o) => o.value));
+    for (const area of [...new Set(items.map((c) => c.area))].sort()) {
+      if (!listed.has(area)) select.append(el("option", { value: area, text: area }));
+    }
+  }
+
+  async function loadCircuitNames() {
+    if (!state.token || state.circuitInfo.size) return;
+    try {
+      rememberCircuits(await (await api("GET", "circuits")).json());
+      if (state.last) renderIncident(state.last);
+    } catch (_) {
+      // names are a convenience; the incident view shows circuit ids without them
+    }
+  }
+
+  function startCircuits() {
+    clearTimeout(state.circuitsTimer);
+    state.circuitsSeq += 1;
+    pollCircuits(state.circuitsSeq);
+  }
+
+  function stopCircuits() {
+    clearTimeout(state.circuitsTimer);
+    state.circuitsSeq += 1;
+  }
+
+  async function pollCircuits(seq) {
+    if (seq !== state.circuitsSeq || state.view !== "circuits") return;
+    if (state.token && !document.hidden) {
+      // The area filter is applied by the server; the names are learnt from the full list.
+      const area = $("circuits-area").value;
+      try {
+        const res = await api("GET", area ? `circuits?area=${encodeURIComponent(area)}` : "circuits");
+        const items = await res.json();
+        if (seq !== state.circuitsSeq) return;
+        rememberCircuits(items);
+        renderCircuits(items);
+        $("circuits-updated").textContent = `live · ${fmtTime(new Date(serverNow()).toISOString())}`;
+        if ($("alert").dataset.source === "circuits") clearError();
+      } catch (e) {
+        if (seq !== state.circuitsSeq) return;
+        showError(e, "refreshing the circuits");
+        $("alert").dataset.source = "circuits";
+        $("circuits-updated").textContent = "refresh failed";
+      }
+    }
+    if (seq === state.circuitsSeq) state.circuitsTimer = setTimeout(() => pollCircuits(seq), CIRCUITS_MS);
+  }
+
+  const stateBadge = (cls, value) => el("span", { class: `badge ${cls}`, "data-state": value, text: value });
+
+  function incidentLinks(ids) {
+    if (!ids || !ids.length) return el("span", { class: "muted", text: "—" });
+    return ids.map((id) => el("div", {}, el("button", {
+      type: "button", class: "link mono", "data-incident": id, text: id, title: `Open ${id}`,
+      onclick: () => openIncident(id),
+    })));
+  }
+
+  function renderCircuits(items) {
+    const counts = new Map();
+    for (const c of items) counts.set(c.state, (counts.get(c.state) || 0) + 1);
+    fill($("circuits-summary"), [...counts].map(([s, n]) => el("span", { class: "chip" },
+      stateBadge("cstate", s), ` ${n}`)));
+    syncRows($("all-circuits").tBodies[0], items, (c) => c.id, (c) => {
+      const latest = c.parts.map((p) => p.updated_at).filter(Boolean)
+        .sort((a, b) => parseTime(a) - parseTime(b)).pop();
+      return el("tr", { "data-circuit": c.id, "data-state": c.state },
+        el("td", {}, el("div", { class: "mono nowrap", text: c.id }), el("div", { class: "small muted", text: c.name })),
+        el("td", {}, el("div", { text: c.owner }), el("div", { class: "small muted mono", text: c.priority_class })),
+        el("td", { class: "mono nowrap", text: c.area }),
+        el("td", { class: "num", text: c.restoration_level }),
+        el("td", { "data-cell": "state" }, stateBadge("cstate", c.state)),
+        el("td", { "data-cell": "parts" }, c.parts.map((p) => el("div", { class: "part", "data-device": p.device },
+          el("span", { class: "mono", text: p.device }), " ", stateBadge("pstate", p.state),
+          p.change_id ? el("div", { class: "small muted mono wrap", title: p.detail || "", text: p.change_id }) : null))),
+        el("td", { "data-cell": "holders" }, incidentLinks(c.held_by)),
+        el("td", {}, timeEl(latest)));
+    });
+    $("all-circuits-empty").hidden = items.length > 0;
   }
 
   // --- incident view ---------------------------------------------------------------------
@@ -298,17 +545,21 @@
       state.rejectDrafts.clear();
       state.inflight.clear();
       state.decided.clear();
-      for (const t of ["changes", "calls", "timeline"]) $(t).tBodies[0].replaceChildren();
+      state.refusals.clear();
+      state.claims.clear();
+      state.last = null;
+      for (const t of ["changes", "calls", "timeline", "inc-circuits", "review"]) $(t).tBodies[0].replaceChildren();
       closeReport();
+      closeAbort();
     }
     state.incidentId = id;
-    $("incident-view").hidden = false;
-    $("no-incident").hidden = true;
     $("inc-id").textContent = id;
     $("inc-phase").textContent = "loading…";
     for (const row of $("incident-list").tBodies[0].rows) {
       row.classList.toggle("selected", row.dataset.key === id);
     }
+    showView("incident");
+    loadCircuitNames();
     startPolling();
   }
 
@@ -318,14 +569,28 @@
     poll(state.pollSeq);
   }
 
+  // The store's view of the changes awaiting confirmation: who already decided which.
+  async function loadClaims(id) {
+    try {
+      const res = await api("GET", `incidents/${encodeURIComponent(id)}/changes?state=awaiting_confirmation`);
+      const rows = await res.json();
+      return new Map(rows.map((r) => [r.change_id, { decision: r.decision, decided_by: r.decided_by, deadline: r.deadline }]));
+    } catch (_) {
+      return null; // the incident's own status still says what to show
+    }
+  }
+
   async function poll(seq) {
     const id = state.incidentId;
     if (!id || !state.token || seq !== state.pollSeq) return;
     let again = true;
+    const claims = loadClaims(id);
     try {
       const res = await api("GET", `incidents/${encodeURIComponent(id)}`);
       const data = await res.json();
+      const fresh = await claims;
       if (seq !== state.pollSeq || id !== state.incidentId) return;
+      if (fresh) state.claims = fresh;
       renderIncident(data);
       // A refresh that failed during an outage is over once one succeeds; an action's error stays.
       if ($("alert").dataset.source === "poll") clearError();
@@ -343,8 +608,9 @@
 
   function phaseKind(phase) {
     if (phase === "closed") return "closed";
+    if (phase === "aborted") return "aborted";
     if (phase === "active") return "active";
-    if (phase.startsWith("awaiting")) return "waiting";
+    if (phase === "standing_down" || phase === "aborting") return "ending";
     return "working";
   }
 
@@ -356,7 +622,9 @@
     fill($("inc-meta"),
       el("span", { class: "badge kind", "data-kind": inc.kind, text: inc.kind }), " ",
       el("span", { text: `area ${inc.area}` }), " · ",
-      el("span", { text: `declared by ${inc.declared_by} at ${fmtTime(inc.declared_at, { date: true })}` }),
+      el("span", { text: `declared by ${inc.declared_by} at ` }),
+      el("time", { datetime: inc.declared_at, title: fullTime(inc.declared_at),
+        text: `${fmtTime(inc.declared_at, { date: true })} (${fmtUtc(inc.declared_at)})` }),
       inc.description ? el("div", { class: "description", text: inc.description }) : null);
     $("inc-playbook").textContent = `playbook ${s.playbook} · sha256 ${s.playbook_sha256.slice(0, 16)}…`;
     $("inc-playbook").title = s.playbook_sha256;
@@ -365,24 +633,32 @@
     phase.dataset.phase = phaseKind(s.phase);
     $("inc-running").textContent = data.running ? "workflow running" : "workflow finished";
     $("inc-running").dataset.running = String(data.running);
-    $("inc-updated").textContent = data.running ? `live · ${fmtTime(new Date().toISOString())}`
-      : `final · ${fmtTime(new Date().toISOString())}`;
+    const now = new Date(serverNow()).toISOString();
+    $("inc-updated").textContent = `${data.running ? "live" : "final"} · ${fmtTime(now)}`;
 
-    const outcome = $("inc-outcome");
-    outcome.hidden = !s.outcome && !s.stood_down;
-    fill(outcome,
-      el("strong", { text: "Outcome / Kết quả: " }),
-      el("span", { text: s.outcome || "stand-down in progress" }),
-      s.stood_down_by ? el("span", { class: "muted", text: ` · stood down by ${s.stood_down_by}` }) : null,
-      s.decisions_refused ? el("span", { class: "muted", text: ` · ${s.decisions_refused} decisions refused` }) : null);
+    renderOutcome(s);
+    renderIncidentCircuits(s.circuits || []);
 
-    fill($("inc-circuits"), ...(s.circuits.length
-      ? s.circuits.map((c) => el("span", { class: "chip mono", text: c }))
-      : [el("span", { class: "muted", text: "none selected yet" })]));
-
-    syncRows($("changes").tBodies[0], s.changes, (c) => c.change_id, changeRow,
-      (c) => `|${state.inflight.has(c.change_id)}|${state.decided.get(c.change_id) || ""}`);
+    syncRows($("changes").tBodies[0], s.changes, (c) => c.change_id, changeRow, (c) => {
+      const claim = state.claims.get(c.change_id);
+      const refusal = state.refusals.get(c.change_id);
+      return `|${state.inflight.has(c.change_id)}|${state.decided.get(c.change_id) || ""}`
+        + `|${claim ? `${claim.decision || ""}:${claim.decided_by || ""}` : ""}`
+        + `|${refusal ? `${refusal.kind}:${refusal.type}:${refusal.detail}` : ""}|${state.me ? state.me.role : ""}`;
+    });
     $("changes-empty").hidden = s.changes.length > 0;
+    const awaiting = s.changes.filter((c) => c.state === "awaiting_confirmation").length;
+    $("changes-summary").textContent = s.changes.length
+      ? `${s.changes.length} changes${awaiting ? ` · ${awaiting} awaiting confirmation / chờ xác nhận` : ""}` : "";
+
+    const review = s.review || [];
+    syncRows($("review").tBodies[0], review, (r, i) => `${i}:${r.subject}`, (r) => el("tr", { "data-kind": r.kind },
+      el("td", {}, timeEl(r.at)),
+      el("td", {}, el("span", { class: "badge review-kind", "data-kind": r.kind, text: r.kind })),
+      el("td", { class: "mono wrap", title: r.subject, text: shortChange(r.subject) }),
+      el("td", { class: "wrap", text: r.detail })));
+    $("review-empty").hidden = review.length > 0;
+    $("review-panel").dataset.count = String(review.length);
 
     const calls = data.calls || [];
     syncRows($("calls").tBodies[0], calls, (c, i) => `${i}:${c.call_sid || ""}`, callRow);
@@ -392,21 +668,64 @@
       : el("span", { class: "ack no", text: "Not acknowledged yet / Chưa xác nhận" }));
 
     const tl = $("timeline").tBodies[0];
-    const atBottom = tl.closest(".scroll");
-    const stick = atBottom.scrollTop + atBottom.clientHeight >= atBottom.scrollHeight - 4;
+    const box = tl.closest(".scroll");
+    const stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
     // Child workflows report their events when they finish, so the record is not in time order;
     // the console sorts by time (stably), the Markdown report keeps the recorded order.
     const timeline = s.timeline.map((t, i) => ({ ...t, i }))
-      .sort((a, b) => (Date.parse(a.at) - Date.parse(b.at)) || (a.i - b.i));
+      .sort((a, b) => (parseTime(a.at) - parseTime(b.at)) || (a.i - b.i));
     syncRows(tl, timeline, (t) => String(t.i), (t) => el("tr", {},
-      el("td", { class: "mono nowrap", title: t.at, text: fmtTime(t.at) }),
-      el("td", { class: "nowrap", title: t.event, text: shortChange(t.event) }),
+      el("td", { class: "mono nowrap" }, timeEl(t.at, { both: false })),
+      el("td", { class: "event", title: t.event, text: shortChange(t.event) }),
       el("td", { class: "wrap", text: t.detail })));
-    if (stick) atBottom.scrollTop = atBottom.scrollHeight;
+    if (stick) box.scrollTop = box.scrollHeight;
 
-    const standDown = $("standdown-submit");
-    standDown.hidden = !data.running || s.stood_down;
-    $("standdown-reason").hidden = standDown.hidden;
+    // One ending order per incident: the workflow ignores a second one.
+    const ended = !data.running || ENDING_PHASES.has(s.phase) || Boolean(s.stood_down_by || s.aborted_by);
+    $("end-controls").hidden = ended;
+    if (ended) closeAbort();
+    tick();
+  }
+
+  function renderOutcome(s) {
+    const outcome = $("inc-outcome");
+    const ending = s.stood_down_by || s.aborted_by;
+    outcome.hidden = !s.outcome && !ending;
+    outcome.dataset.phase = s.phase;
+    const inProgress = s.phase === "aborting" ? "abort in progress: undoing newest wave first / đang hủy bỏ"
+      : "stand-down in progress: circuits going back to primary / đang kết thúc";
+    fill(outcome,
+      el("strong", { text: "Outcome / Kết quả: " }),
+      el("span", { text: s.outcome || inProgress }),
+      s.stood_down_by ? el("span", { class: "muted", text: ` · stood down by ${s.stood_down_by}` }) : null,
+      s.aborted_by ? el("span", { class: "muted", text: ` · aborted by ${s.aborted_by}` }) : null,
+      s.end_reason ? el("span", { class: "muted", text: ` · reason: ${s.end_reason}` }) : null,
+      s.decisions_refused ? el("span", { class: "muted", text: ` · ${s.decisions_refused} decisions refused` }) : null,
+      (s.closing_evidence || []).length
+        ? el("span", { class: "muted", text: ` · closing read-back: ${s.closing_evidence.length} transcripts` }) : null);
+  }
+
+  function renderIncidentCircuits(circuits) {
+    const counts = new Map();
+    for (const c of circuits) counts.set(c.state, (counts.get(c.state) || 0) + 1);
+    $("inc-circuits-summary").textContent = [...counts].map(([k, n]) => `${n} ${k}`).join(" · ");
+    syncRows($("inc-circuits").tBodies[0], circuits, (c) => c.circuit_id, (c) => {
+      const info = state.circuitInfo.get(c.circuit_id);
+      return el("tr", { "data-circuit": c.circuit_id, "data-state": c.state },
+        el("td", {}, el("div", { class: "mono nowrap", text: c.circuit_id }),
+          info ? el("div", { class: "small muted", text: `${info.name} · ${info.owner}` }) : null,
+          c.detail ? el("div", { class: "small wrap", text: c.detail }) : null),
+        el("td", { class: "num", text: c.restoration_level }),
+        el("td", { "data-cell": "state" }, stateBadge("cstate", c.state)),
+        el("td", { "data-cell": "parts" }, Object.entries(c.parts || {}).map(([device, ps]) =>
+          el("div", { class: "part", "data-device": device }, el("span", { class: "mono", text: device }), " ",
+            stateBadge("pstate", ps)))),
+        el("td", { "data-cell": "holders" }, incidentLinks(c.held_with)),
+        el("td", { "data-cell": "rerouted" }, timeEl(c.rerouted_at)),
+        el("td", { "data-cell": "confirmed" }, timeEl(c.confirmed_at)),
+        el("td", { "data-cell": "restored" }, timeEl(c.restored_at)));
+    }, (c) => `|${state.circuitInfo.has(c.circuit_id)}`);
+    $("inc-circuits-empty").hidden = circuits.length > 0;
   }
 
   // Change ids repeat the incident id shown above them; the full id stays in the tooltip.
@@ -416,37 +735,77 @@
   }
 
   function changeRow(c) {
-    const details = [];
+    const claim = state.claims.get(c.change_id);
+    const extra = [];
+    if (c.verification && c.verification !== c.detail) {
+      extra.push(el("div", { class: "small wrap" },
+        el("span", { class: c.verified ? "ok-text" : "muted", text: c.verified ? "verified: " : "not verified: " }),
+        c.verification));
+    } else {
+      extra.push(el("div", { class: `small ${c.verified ? "ok-text" : "muted"}`, text: c.verified ? "verified" : "not verified" }));
+    }
+    if (c.error) {
+      extra.push(el("div", { class: "error-text",
+        text: `${c.error_type ? `${c.error_type}: ` : ""}${c.error}${c.retryable === null || c.retryable === undefined ? "" : c.retryable ? " (retryable)" : " (not retryable)"}` }));
+    }
     if (c.commands.length) {
-      details.push(el("details", { class: "commands" },
+      extra.push(el("details", { class: "commands" },
         el("summary", { text: `${c.commands.length} commands` }),
         el("pre", { class: "mono", text: c.commands.join("\n") })));
     }
     if (c.transcripts.length) {
-      details.push(el("div", { class: "muted small",
+      extra.push(el("div", { class: "muted small wrap",
         text: `${c.transcripts.length} transcripts · ${c.transcripts.map((t) => `${t.step} ${t.sha256.slice(0, 8)}`).join(", ")}` }));
     }
-    if (c.already_applied) details.push(el("div", { class: "muted small", text: "found already applied on retry" }));
-    const wave = c.wave === 0 ? "restore" : String(c.wave);
-    return el("tr", { "data-change": c.change_id, "data-state": c.state },
-      el("td", {}, el("div", { class: "mono nowrap", title: c.change_id, text: shortChange(c.change_id) }), details),
-      el("td", { class: "mono nowrap", text: c.device }),
-      el("td", { text: wave }),
-      el("td", { class: "mono" }, c.circuits.map((id) => el("div", { class: "nowrap", text: id }))),
+    if (c.already_applied) extra.push(el("div", { class: "muted small", text: "found already in place" }));
+    const when = [];
+    if (c.started_at) when.push(el("div", { class: "small muted" }, "started ", timeEl(c.started_at, { both: false })));
+    if (c.settled_at) when.push(el("div", { class: "small muted" }, "settled ", timeEl(c.settled_at, { both: false })));
+
+    const awaiting = c.state === "awaiting_confirmation";
+    const deadline = c.deadline || (claim && claim.deadline);
+    const decision = c.decision || (claim && claim.decision);
+    const decidedBy = c.decided_by || (claim && claim.decided_by);
+    const where = c.direction === "restore" ? "restore" : `wave ${c.wave} · ${c.direction}`;
+    return el("tr", { "data-change": c.change_id, "data-state": c.state, "data-direction": c.direction },
       el("td", {},
+        el("div", { class: "mono nowrap strong", text: c.device }),
+        el("div", { class: "small" }, el("span", { class: `direction ${c.direction}`, text: where })),
+        el("div", { class: "mono small muted wrap", title: c.change_id, text: shortChange(c.change_id) })),
+      el("td", { class: "mono circuits", "data-cell": "circuits" }, c.circuits.map((id) => el("div", { text: id }))),
+      el("td", { "data-cell": "state" },
         el("span", { class: "badge state", "data-state": c.state, text: c.state }),
-        c.error ? el("div", { class: "error-text",
-          text: `${c.error_type ? `${c.error_type}: ` : ""}${c.error}${c.retryable === null ? "" : c.retryable ? " (retryable)" : " (not retryable)"}` })
-          : null),
-      el("td", { class: "wrap" },
-        el("span", { class: c.verified ? "ok-text" : "muted", text: c.verified ? "verified" : "not verified" }),
-        c.verification ? el("div", { class: "small wrap", text: c.verification }) : null),
-      el("td", {}, c.decision
-        ? [el("span", { class: `decision ${c.decision}`, text: c.decision }),
-           el("div", { class: "small", text: `by ${c.decided_by || "?"}` }),
-           c.decision_reason ? el("div", { class: "small wrap", text: c.decision_reason }) : null]
-        : el("span", { class: "muted", text: "—" })),
-      el("td", { class: "actions" }, c.state === "awaiting_confirmation" ? decisionControls(c) : null));
+        // The countdown matters only while nobody has decided.
+        awaiting && deadline && !decision && !state.decided.has(c.change_id) ? el("div", { class: "deadline small" },
+          el("span", { class: "countdown", "data-deadline": deadline }),
+          el("div", { class: "muted" }, "until ", timeEl(deadline, { both: false }))) : null,
+        when),
+      el("td", { class: "detail wrap", "data-cell": "detail" },
+        // A change on several circuits reports each one after "; ": one line each reads better.
+        c.detail ? c.detail.split("; ").map((line) => el("div", { class: "detail-line", text: line })) : null,
+        extra),
+      // One cell: the decision once there is one, the controls while the change asks for it.
+      el("td", { class: "actions", "data-cell": "decision" }, decision
+        ? [el("span", { class: `decision ${decision}`, text: decision }),
+           el("div", { class: "small", text: `by ${decidedBy || "?"}` }),
+           c.decision_reason ? el("div", { class: "small wrap", text: c.decision_reason }) : null,
+           awaiting && !c.decision ? el("div", { class: "small muted", "data-claimed": decision,
+             text: "being carried out / đang thực hiện" }) : null]
+        : awaiting ? decisionControls(c) : el("span", { class: "muted", text: "—" }),
+        refusalNote(c.change_id)));
+  }
+
+  function refusalNote(id) {
+    const r = state.refusals.get(id);
+    if (!r) return null;
+    if (r.kind === "busy") {
+      return el("div", { class: "busy-text", "data-busy": r.type,
+        text: `busy, try again${r.retryAfter ? ` in ${r.retryAfter} s` : ""} / hệ thống bận, thử lại` });
+    }
+    const why = REFUSAL_TEXT[r.type];
+    return el("div", { class: "error-text refusal", "data-refusal": r.type },
+      el("strong", { text: `Refused${why ? ` — ${why}` : ""}` }),
+      el("div", { text: r.detail }));
   }
 
   function decisionControls(c) {
@@ -468,7 +827,8 @@
     });
     const send = el("button", { type: "submit", class: "danger", "data-action": "send-reject" }, "Send reject");
     const cancel = el("button", { type: "button", class: "secondary" }, "Cancel");
-    const form = el("form", { class: "reject-form", autocomplete: "off" }, reason, send, cancel);
+    const form = el("form", { class: "reject-form", autocomplete: "off" }, reason,
+      el("div", { class: "reject-buttons" }, send, cancel));
     const draft = state.rejectDrafts.get(id);
     form.hidden = draft === undefined;
     reason.value = draft || "";
@@ -497,24 +857,40 @@
     return [wrap, form];
   }
 
+  function rerender(incidentId) {
+    if (state.last && state.incidentId === incidentId) renderIncident(state.last);
+  }
+
   async function decide(c, decision, reason, buttons) {
     const incidentId = state.incidentId;
     state.inflight.add(c.change_id);
+    state.refusals.delete(c.change_id);
     const done = await act(`${decision === "confirm" ? "confirming" : "rejecting"} ${c.change_id}`, buttons,
       async () => {
         const res = await api("POST",
           `incidents/${encodeURIComponent(incidentId)}/changes/${encodeURIComponent(c.change_id)}/decision`,
           { body: { decision, reason } });
         return res.json();
+      },
+      (e) => {
+        // 503: nothing was decided, the operator may send again. 403/404/409: the server's reason.
+        const busy = e instanceof ApiError && (e.status === 503 || e.status === 0);
+        state.refusals.set(c.change_id, {
+          kind: busy ? "busy" : "refused", type: e.type || "Error", detail: e.detail || String(e.message || e),
+          retryAfter: e.retryAfter,
+        });
       });
     state.inflight.delete(c.change_id);
     if (done) {
       state.decided.set(c.change_id, decision);
       state.rejectDrafts.delete(c.change_id);
       // Same task as the answer: the row must not offer its buttons again, even for a moment.
-      if (state.last && state.incidentId === incidentId) renderIncident(state.last);
-      notice(`${decision === "confirm" ? "Confirmed" : "Rejected"} ${c.change_id} on ${c.device}`);
+      rerender(incidentId);
+      notice(`${decision === "confirm" ? "Confirmed" : "Rejected"} ${c.change_id} on ${c.device}`
+        + (done.delivered === false ? " · recorded; the incident picks it up before the window closes" : ""));
       startPolling();
+    } else {
+      rerender(incidentId);
     }
   }
 
@@ -526,7 +902,32 @@
       el("td", { class: c.acknowledged ? "ok-text" : "muted", text: c.acknowledged ? "yes" : "no" }),
       el("td", { class: "mono small wrap" },
         el("div", { text: c.call_sid || "—" }), c.sms_sid ? el("div", { text: `SMS ${c.sms_sid}` }) : null),
-      el("td", { class: "mono nowrap", text: fmtTime(c.at) }));
+      el("td", { class: "mono nowrap" }, timeEl(c.at, { both: false })));
+  }
+
+  // --- ending: stand-down and abort ------------------------------------------------------
+
+  function closeAbort() {
+    $("abort-panel").hidden = true;
+    $("abort-reason").value = "";
+  }
+
+  async function endIncident(kind, reason, button) {
+    const id = state.incidentId;
+    const path = kind === "abort" ? "abort" : "stand-down";
+    const ok = await act(`${kind === "abort" ? "aborting" : "standing down"} ${id}`, [button], async () => {
+      await api("POST", `incidents/${encodeURIComponent(id)}/${path}`, { body: { reason } });
+      return true;
+    });
+    if (!ok) {
+      startPolling(); // 409 IncidentEnded: show what it ended as
+      return false;
+    }
+    notice(kind === "abort"
+      ? `Abort of ${id} requested; its changes are undone newest wave first`
+      : `Stand-down of ${id} requested; devices go back to their primary paths`);
+    startPolling();
+    return true;
   }
 
   // --- reports and history ---------------------------------------------------------------
@@ -547,10 +948,11 @@
       const text = await res.text();
       state.report = { form, text, incidentId: id };
       // A report is a snapshot; the time says how old it is while the incident moves on.
-      const at = fmtTime(new Date().toISOString());
+      const at = new Date(serverNow()).toISOString();
+      const asOf = `${fmtTime(at)} (${fmtUtc(at)})`;
       $("report-title").textContent = form === "dossier_2c"
-        ? `2c dossier — ${id} · as of ${at} (for police and the DIC / gửi Công an và Sở TT&TT)`
-        : `Timeline report — ${id} · as of ${at}`;
+        ? `2c dossier — ${id} · as of ${asOf} (for police and the DIC / gửi Công an và Sở TT&TT)`
+        : `Timeline report — ${id} · as of ${asOf}`;
       $("report-text").textContent = text;
       $("report-panel").hidden = false;
       $("report-panel").scrollIntoView({ block: "nearest" });
@@ -589,17 +991,28 @@
       input.value = "";
       await identify();
       await loadList();
+      loadCircuitNames();
       if (state.incidentId) startPolling();
+      if (state.view === "circuits") startCircuits();
     });
     $("token-forget").addEventListener("click", () => {
       state.token = "";
       sessionStorage.removeItem(TOKEN_KEY);
       clearTimeout(state.pollTimer);
       state.pollSeq += 1;
+      stopCircuits();
       identify();
     });
     $("alert-close").addEventListener("click", clearError);
     $("list-refresh").addEventListener("click", () => { clearError(); loadList(); });
+    for (const tab of document.querySelectorAll(".tabs .tab")) {
+      tab.addEventListener("click", () => showView(tab.dataset.view));
+    }
+    $("circuits-area").addEventListener("change", startCircuits);
+    $("circuits-refresh").addEventListener("click", () => { clearError(); startCircuits(); });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && state.view === "circuits") startCircuits();
+    });
 
     $("declare-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
@@ -621,16 +1034,24 @@
 
     $("standdown-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const id = state.incidentId;
       const reason = $("standdown-reason").value.trim();
-      const ok = await act(`standing down ${id}`, [$("standdown-submit")], async () => {
-        await api("POST", `incidents/${encodeURIComponent(id)}/stand-down`, { body: { reason } });
-        return true;
-      });
-      if (!ok) return;
-      $("standdown-reason").value = "";
-      notice(`Stand-down of ${id} requested; devices go back to their primary paths`);
-      startPolling();
+      if (await endIncident("stand_down", reason, $("standdown-submit"))) $("standdown-reason").value = "";
+    });
+
+    // Abort undoes everything: it takes a reason and a second, explicit click.
+    $("abort-open").addEventListener("click", () => {
+      $("abort-panel").hidden = false;
+      $("abort-reason").focus();
+    });
+    $("abort-cancel").addEventListener("click", closeAbort);
+    $("abort-panel").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const reason = $("abort-reason").value.trim();
+      if (!reason) {
+        $("abort-reason").focus();
+        return;
+      }
+      if (await endIncident("abort", reason, $("abort-confirm"))) closeAbort();
     });
 
     $("report-timeline").addEventListener("click", (ev) => openReport("timeline", ev.currentTarget));
@@ -645,11 +1066,14 @@
 
   async function start() {
     wire();
+    tick();
+    setInterval(tick, 1000);
     checkHealth();
     setInterval(checkHealth, HEALTH_MS);
     setInterval(() => { if (!document.hidden) loadList({ quiet: true }); }, LIST_MS);
     await identify();
     await loadList();
+    loadCircuitNames();
   }
 
   start();

@@ -8,11 +8,18 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from continuity.errors import ValidationFailed
-from continuity.messages import PathState, Timings
-from continuity.models import CircuitPath, NextHop, Platform, RerouteMechanism, RouteChange
+from continuity.messages import PathState, StepTimings, Timings
+from continuity.models import (
+    CircuitPath,
+    Direction,
+    NextHop,
+    Platform,
+    RerouteMechanism,
+    RouteChange,
+)
 from continuity.validation import (
     check_identifier,
     check_interface,
@@ -20,8 +27,7 @@ from continuity.validation import (
     check_ipv4_prefix,
 )
 
-Direction = Literal["reroute", "restore"]
-DIRECTIONS: tuple[Direction, ...] = ("reroute", "restore")
+DIRECTIONS: tuple[Direction, ...] = tuple(Direction)
 
 # Names we create on devices (route-maps, filters, traffic policies) carry the circuit id.
 # Stricter than an Identifier: '.' is not safe in every vendor's object names.
@@ -32,7 +38,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
 
 def revert_window_s(timings: Timings) -> float:
     """Real seconds a device must keep a change unconfirmed before its own timer may undo it."""
-    return timings.confirm_window_s + timings.verify_timeout_s + timings.revert_margin_s
+    return StepTimings.of(timings).revert_window_s
 
 
 @dataclass(frozen=True)
@@ -184,9 +190,12 @@ class Dialect(ABC):
 
     @staticmethod
     def _direction(direction: str) -> Direction:
-        if direction not in DIRECTIONS:
-            raise ValidationFailed(f"direction must be reroute or restore, not {direction!r}")
-        return direction  # type: ignore[return-value]
+        try:
+            return Direction(direction)
+        except ValueError:
+            raise ValidationFailed(
+                f"direction must be reroute or restore, not {direction!r}"
+            ) from None
 
     # --- timers -----------------------------------------------------------------------
 
@@ -243,7 +252,7 @@ class Dialect(ABC):
             if state is not None:
                 new_there, old_there = (
                     (state.backup_present, state.primary_present)
-                    if direction == "reroute"
+                    if direction == Direction.REROUTE
                     else (state.primary_present, state.backup_present)
                 )
             m, b = self._render_change(change.circuit_id, path, direction)
@@ -261,7 +270,11 @@ class Dialect(ABC):
         present: Sequence[PathState] | None = None,
     ) -> list[str]:
         """The lines that undo a `direction` change by hand, committed plainly (no timer)."""
-        back: Direction = "restore" if self._direction(direction) == "reroute" else "reroute"
+        back = (
+            Direction.RESTORE
+            if self._direction(direction) is Direction.REROUTE
+            else Direction.REROUTE
+        )
         plan = self.render_apply(changes, direction=back, revert_s=None, present=present)
         return plan.commands()
 
@@ -401,7 +414,9 @@ def stanzas(config: str) -> dict[str, list[str]]:
 
 def ends(path: CircuitPath, direction: Direction) -> tuple[NextHop, NextHop]:
     """(new, old) next hop of a move: reroute goes to the backup, restore back to the primary."""
-    return (path.backup, path.primary) if direction == "reroute" else (path.primary, path.backup)
+    if direction == Direction.REROUTE:
+        return path.backup, path.primary
+    return path.primary, path.backup
 
 
 def add_route(table: dict[str, set[str]], prefix: str | None, hops: Iterable[str]) -> None:

@@ -109,7 +109,7 @@ class CiscoIosXe(Dialect):
             f"no ip access-list extended {name}",
         ]
         # The primary path of a policy route is plain routing: rerouting only adds the policy.
-        return (attach, []) if direction == "reroute" else ([], detach)
+        return (attach, []) if direction == Direction.REROUTE else ([], detach)
 
     def _plan(
         self, make: list[str], break_: list[str], *, revert_s: float | None, armed: bool

@@ -77,7 +77,7 @@ class Frr(Dialect):
             f"no pbr-map {name}",
             f"no nexthop-group {name}",
         ]
-        return (attach, []) if direction == "reroute" else ([], detach)
+        return (attach, []) if direction == Direction.REROUTE else ([], detach)
 
     def _plan(
         self, make: list[str], break_: list[str], *, revert_s: float | None, armed: bool

@@ -107,7 +107,7 @@ class HuaweiVrp(Dialect):
             f"undo traffic classifier {name}",
             f"undo acl number {acl}",
         ]
-        return (attach, []) if direction == "reroute" else ([], detach)
+        return (attach, []) if direction == Direction.REROUTE else ([], detach)
 
     def _plan(
         self, make: list[str], break_: list[str], *, revert_s: float | None, armed: bool

@@ -25,7 +25,12 @@ class JuniperJunos(Dialect):
     on_open = ("set cli screen-length 0", "set cli screen-width 511")
     error_markers = ("syntax error", "error:", "unknown command")
     benign_markers = ("warning: statement not found",)
-    busy_markers = ("configuration database locked", "database is locked")
+    # Someone holds the candidate, or left uncommitted edits in the shared one: wait, retry.
+    busy_markers = (
+        "configuration database locked",
+        "database is locked",
+        "configuration database modified",
+    )
     interactive = (
         # Only reached after a failed edit: leaving discards the exclusive candidate.
         (re.compile(r"Exit with uncommitted changes\? \[yes,no\] \(yes\) ?$"), "yes"),
@@ -74,7 +79,7 @@ class JuniperJunos(Dialect):
             f"delete {flt}",
             f"delete routing-instances {name}",
         ]
-        return (attach, []) if direction == "reroute" else ([], detach)
+        return (attach, []) if direction == Direction.REROUTE else ([], detach)
 
     def _plan(
         self, make: list[str], break_: list[str], *, revert_s: float | None, armed: bool

@@ -291,6 +291,7 @@ class SimDevice(ABC, Generic[ConfigT]):
         self.fault_params: dict[str, Any] = {}
         self.sessions: set[CliSession] = set()
         self.log: list[str] = []
+        self.received: list[str] = []  # every line typed into any session, in order
         self._revert: DeviceTimer | None = None
         self._revert_done: asyncio.Event | None = None
         self._route_since: dict[tuple[str, str], float] = {}

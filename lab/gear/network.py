@@ -8,6 +8,7 @@ from itertools import cycle
 from typing import Any
 
 from continuity.models import (
+    Area,
     Circuit,
     CircuitPath,
     Device,
@@ -191,7 +192,9 @@ def generate_inventory(
                     paths=[path],
                 )
             )
-    return Inventory(province="Lab", devices=devices, circuits=circuits)
+    return Inventory(
+        province="Lab", areas=[Area(id="lab", name="Lab")], devices=devices, circuits=circuits
+    )
 
 
 __all__ = ["FaultListener", "LabNetwork", "generate_inventory"]

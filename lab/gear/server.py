@@ -157,6 +157,8 @@ class _Terminal:
             for line in self._lines(data):
                 if self._hung:
                     continue
+                # Every line that reached the device, for tests that hold the record against it.
+                self._device.received.append(line)
                 if not self._write(line + "\n"):  # the echo, as a terminal shows it at once
                     return
                 if self._hangs_on(line):
@@ -396,7 +398,10 @@ class LabServer:
         if ep is None:
             return
         if fault is Fault.UNREACHABLE:
+            # A dead router or a cut management link: new connections refused, open ones gone.
             ep.close_listener()
+            for conn in list(ep.connections):
+                conn.close()
         elif previous is Fault.UNREACHABLE:
             ep.reopen()
         if fault is Fault.HOST_KEY_CHANGE:

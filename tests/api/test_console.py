@@ -6,20 +6,22 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from app.stack import Stack
 from continuity.models import ChangeState, IncidentStatus, Role
-from continuity.stack import Stack
+from continuity.settings import ApiToken
 from tests.conftest import wait_until
 
 try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
+    from playwright.async_api import Browser, Locator, Page, Route, async_playwright, expect
 except ImportError:  # pragma: no cover - depends on the machine
     async_playwright = None  # type: ignore[assignment]
 
@@ -32,9 +34,19 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-AREA = "dak-ha"  # shared with other tests: every incident here must end stood down
-_ACTIVE_OR_ASKING = """() => document.querySelector('#inc-phase').textContent === 'active'
-    || document.querySelector('#changes button[data-action="confirm"]:not(:disabled)')"""
+AREA = "dak-ha"  # shared with other tests: every incident here must end stood down or aborted
+AREA_CIRCUITS = ("pmc-dak-ha", "ppc-dak-ha")
+CITY = "thanh-pho-kon-tum"
+NOC_TIME = timezone(timedelta(hours=7))  # Asia/Ho_Chi_Minh has no daylight saving time
+AWAITING = '#changes tr[data-state="awaiting_confirmation"]'
+CONFIRM = '#changes button[data-action="confirm"]:not(:disabled)'
+# Active with nothing left to decide or carry out ("active" comes once every wave is applied,
+# while the last changes may still be asking).
+_SETTLED = """() => document.querySelector('#inc-phase').textContent === 'active'
+    && !document.querySelector(['awaiting_confirmation', 'confirming', 'applying', 'pending']
+        .map((s) => `#changes tr[data-state="${s}"]`).join(', '))"""
+_SETTLED_OR_ASKING = f"""() => ({_SETTLED})()
+    || document.querySelector('{CONFIRM}')"""
 
 pytestmark = [
     pytest.mark.skipif(
@@ -60,9 +72,36 @@ class Console:
     async def paste_token(self, token: str) -> None:
         await self.page.fill("#token-input", token)
         await self.page.click("#token-use")
+        await expect(self.page.locator("#identity")).not_to_have_attribute("data-state", "pending")
 
     async def phase(self) -> str:
         return (await self.page.locator("#inc-phase").text_content()) or ""
+
+    async def declare(self, *, kind: str = "riot", description: str = "") -> str:
+        """Declare in AREA from the form (the duty officer's token must be in use)."""
+        await self.page.select_option("#declare-kind", kind)
+        await self.page.fill("#declare-area", AREA)
+        await self.page.fill("#declare-description", description)
+        await self.page.click("#declare-submit")
+        await expect(self.page.locator("#inc-id")).to_have_text(re.compile(r"^INC-"))
+        return (await self.page.locator("#inc-id").text_content()) or ""
+
+    async def confirm_until_active(self) -> int:
+        """Confirm each change as it asks (waves come one after another) until all are settled."""
+        clicks = 0
+        confirm = self.page.locator(CONFIRM)
+        while not await self.page.evaluate(_SETTLED):
+            await self.page.wait_for_function(_SETTLED_OR_ASKING, timeout=30_000)
+            if await confirm.count():
+                await confirm.first.click()
+                clicks += 1
+        return clicks
+
+    def circuit_cell(self, table: str, circuit_id: str, cell: str) -> Locator:
+        return self.page.locator(f'{table} tr[data-circuit="{circuit_id}"] td[data-cell="{cell}"]')
+
+
+MakeConsole = Callable[..., Awaitable[Console]]
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -76,37 +115,72 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest_asyncio.fixture
-async def console(browser: Browser, stack: Stack) -> AsyncIterator[Console]:
-    context = await browser.new_context(
-        viewport={"width": 1440, "height": 1000},
-        timezone_id="Asia/Ho_Chi_Minh",
-        accept_downloads=True,
-    )
-    context.set_default_timeout(15_000)
-    page = await context.new_page()
-    c = Console(page=page, tokens=stack.tokens)
-    page.on("pageerror", lambda e: c.script_errors.append(str(e)))
-    # Refused API calls log "Failed to load resource", which is expected; anything else (a CSP
-    # violation, a script error) is a defect.
-    page.on(
-        "console",
-        lambda m: (
-            c.script_errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    await page.goto(f"{stack.api_url}/console/")
-    yield c
-    await context.close()
+async def make_console(browser: Browser, stack: Stack) -> AsyncIterator[MakeConsole]:
+    contexts = []
+
+    async def _make(
+        *, width: int = 1440, height: int = 1000, timezone_id: str = "Asia/Ho_Chi_Minh"
+    ) -> Console:
+        context = await browser.new_context(
+            viewport={"width": width, "height": height},
+            timezone_id=timezone_id,
+            accept_downloads=True,
+        )
+        contexts.append(context)
+        context.set_default_timeout(15_000)
+        page = await context.new_page()
+        c = Console(page=page, tokens=stack.tokens)
+        page.on("pageerror", lambda e: c.script_errors.append(str(e)))
+        # Refused API calls log "Failed to load resource", which is expected; anything else (a
+        # CSP violation, a script error) is a defect.
+        page.on(
+            "console",
+            lambda m: (
+                c.script_errors.append(m.text)
+                if m.type == "error" and not m.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
+        await page.goto(f"{stack.api_url}/console/")
+        return c
+
+    yield _make
+    for context in contexts:
+        await context.close()
 
 
-def _routes_on_primary(stack: Stack, area: str) -> bool:
+@pytest_asyncio.fixture
+async def console(make_console: MakeConsole) -> Console:
+    return await make_console()
+
+
+@pytest.fixture
+def one_person_two_roles(stack: Stack) -> Iterator[dict[Role, str]]:
+    """Tokens of one inventory operator who is also on duty-officer duty (one subject, two roles).
+
+    The stack's own duty officer is no operator, so only such a person can be refused as the
+    declarer of the change they try to decide.
+    """
+    assert stack.settings is not None
+    subject = stack.store.inventory().operators[-1].id
+    tokens = {
+        role: f"two-roles-{role.value}-{uuid.uuid4().hex}"
+        for role in (Role.DUTY_OFFICER, Role.OPERATOR)
+    }
+    for role, token in tokens.items():
+        stack.settings.api_tokens[token] = ApiToken(subject=subject, role=role)
+    yield tokens
+    for token in tokens.values():
+        stack.settings.api_tokens.pop(token, None)
+
+
+def _routes_on(stack: Stack, area: str, hop: str) -> bool:
+    """Every path of the area's circuits points at its primary (hop="primary") or backup."""
     for circuit in stack.store.inventory().circuits:
         if circuit.area == area:
             for p in circuit.paths:
                 hops = stack.network.devices[p.device].static_routes().get(p.prefix)
-                if hops != [p.primary.address]:
+                if hops != [getattr(p, hop).address]:
                     return False
     return True
 
@@ -118,6 +192,19 @@ async def _status(api: httpx.AsyncClient, auth: Auth, incident_id: str) -> Incid
     r = await api.get(f"/incidents/{incident_id}", headers=auth(Role.AUDITOR))
     assert r.status_code == 200, r.text
     return IncidentStatus.model_validate(r.json()["status"])
+
+
+async def _awaiting_change(api: httpx.AsyncClient, auth: Auth, incident_id: str) -> str:
+    async def first() -> str | None:
+        r = await api.get(
+            f"/incidents/{incident_id}/changes",
+            params={"state": "awaiting_confirmation"},
+            headers=auth(Role.AUDITOR),
+        )
+        assert r.status_code == 200, r.text
+        return r.json()[0]["change_id"] if r.json() else None
+
+    return str(await wait_until(first, timeout_s=30, what=f"a change of {incident_id} to ask"))
 
 
 async def _drive_to_closed(
@@ -135,9 +222,9 @@ async def _drive_to_closed(
                     headers=auth(Role.OPERATOR),
                     json={"decision": decision, "reason": "test clean-up"},
                 )
-                assert r.status_code == 200, r.text
+                assert r.status_code in (200, 409), r.text  # 409: decided in the console already
                 decided.add(rec.change_id)
-        return st.phase == "active" or st.stood_down
+        return st.phase == "active" or bool(st.stood_down_by or st.aborted_by)
 
     await wait_until(active, timeout_s=60, what=f"{incident_id} active")
     await api.post(
@@ -151,7 +238,7 @@ async def _drive_to_closed(
 async def _close_if_running(
     stack: Stack, api: httpx.AsyncClient, auth: Auth, incident_id: str | None
 ) -> None:
-    if incident_id is None:
+    if not incident_id:
         return
     desc = await stack.client.get_workflow_handle(incident_id).describe()
     if desc.close_time is None:
@@ -167,29 +254,18 @@ async def test_console_riot_declared_confirmed_stood_down_closed(
     await expect(page.locator("#health-temporal")).to_have_attribute("data-state", "ok")
     await expect(page.locator("#health-database")).to_have_attribute("data-state", "ok")
 
-    await page.select_option("#declare-kind", "riot")
-    await page.fill("#declare-area", AREA)
-    await page.fill("#declare-description", "Đám đông tụ tập trước UBND huyện Đắk Hà")
-    await page.click("#declare-submit")
-    await expect(page.locator("#inc-id")).to_have_text(re.compile(r"^INC-"))
-    incident_id = await page.locator("#inc-id").text_content()
+    incident_id = await console.declare(
+        kind="riot", description="Đám đông tụ tập trước UBND huyện Đắk Hà"
+    )
     try:
         await expect(page.locator("#inc-meta")).to_contain_text(
             "Đám đông tụ tập trước UBND huyện Đắk Hà"
         )
-        awaiting = page.locator('#changes tr[data-state="awaiting_confirmation"]')
-        await expect(awaiting.first).to_be_visible()
+        await expect(page.locator(AWAITING).first).to_be_visible()
 
         await console.use_token(Role.OPERATOR)
         await expect(page.locator("#identity")).to_have_attribute("data-state", "ok")
-        confirm = page.locator('#changes button[data-action="confirm"]:not(:disabled)')
-        clicks = 0
-        while await console.phase() != "active":
-            # Waves come one after another: wait for the next change to ask, or for the end.
-            await page.wait_for_function(_ACTIVE_OR_ASKING, timeout=30_000)
-            if await confirm.count():
-                await confirm.first.click()
-                clicks += 1
+        clicks = await console.confirm_until_active()
         states = page.locator("#changes .badge.state")
         assert clicks == await states.count() >= 1
         await expect(states).to_have_text(["confirmed"] * clicks)
@@ -206,14 +282,333 @@ async def test_console_riot_declared_confirmed_stood_down_closed(
         await page.click("#standdown-submit")
         await expect(page.locator("#inc-phase")).to_have_text("closed", timeout=30_000)
         await expect(page.locator("#inc-outcome")).to_contain_text("stood down")
+        await expect(page.locator("#inc-outcome")).to_contain_text("Tình hình đã ổn định")
         await expect(page.locator("#inc-running")).to_have_text("workflow finished")
+        await expect(page.locator("#end-controls")).to_be_hidden()
         await expect(page.locator("#incident-view")).not_to_contain_text(
-            re.compile(r"\b(null|undefined|NaN)\b")
+            re.compile(r"\b(null|undefined|NaN|Invalid Date)\b")
         )
         await expect(page.locator("#alert")).to_be_hidden()
     finally:
         await _close_if_running(stack, api, auth, incident_id)
-    assert _routes_on_primary(stack, AREA)
+    assert _routes_on(stack, AREA, "primary")
+    assert console.script_errors == []
+
+
+async def test_console_circuits_on_backup_after_reroute_on_primary_after_stand_down(
+    stack, api, auth, console, tmp_path
+):
+    page = console.page
+    await console.use_token(Role.DUTY_OFFICER)
+    incident_id = await console.declare(kind="sabotage", description="cáp quang bị cắt")
+    try:
+        await console.use_token(Role.OPERATOR)
+        await console.confirm_until_active()
+        for cid in AREA_CIRCUITS:
+            await expect(console.circuit_cell("#inc-circuits", cid, "state")).to_have_text(
+                "on_backup"
+            )
+            await expect(console.circuit_cell("#inc-circuits", cid, "parts")).to_have_text(
+                "dh-agg-01 backup"
+            )
+            for when in ("rerouted", "confirmed"):
+                # NOC time with its offset, and UTC under it
+                await expect(console.circuit_cell("#inc-circuits", cid, when)).to_have_text(
+                    re.compile(r"^\d\d:\d\d:\d\d \+07\d\d:\d\d:\d\d UTC$")
+                )
+            await expect(console.circuit_cell("#inc-circuits", cid, "restored")).to_have_text("—")
+        assert _routes_on(stack, AREA, "backup")
+
+        await page.click("#tab-circuits")
+        await expect(page.locator("#all-circuits")).to_be_visible()
+        await page.select_option("#circuits-area", AREA)
+        await expect(page.locator("#all-circuits tbody tr")).to_have_count(len(AREA_CIRCUITS))
+        for cid in AREA_CIRCUITS:
+            await expect(console.circuit_cell("#all-circuits", cid, "state")).to_have_text(
+                "on_backup"
+            )
+            await expect(console.circuit_cell("#all-circuits", cid, "holders")).to_have_text(
+                incident_id
+            )
+        await page.screenshot(path=tmp_path / "console-circuits.png", full_page=True)
+
+        await console.use_token(Role.DUTY_OFFICER)
+        await page.click("#tab-incident")
+        await page.fill("#standdown-reason", "cáp đã được nối lại")
+        await page.click("#standdown-submit")
+        await expect(page.locator("#inc-phase")).to_have_text("closed", timeout=30_000)
+        for cid in AREA_CIRCUITS:
+            await expect(console.circuit_cell("#inc-circuits", cid, "state")).to_have_text(
+                "on_primary"
+            )
+            await expect(console.circuit_cell("#inc-circuits", cid, "parts")).to_have_text(
+                "dh-agg-01 primary"
+            )
+            await expect(console.circuit_cell("#inc-circuits", cid, "restored")).to_have_text(
+                re.compile(r"\+07.*UTC")
+            )
+
+        # The panel keeps refreshing while it is shown: it sees the release without a click.
+        await page.click("#tab-circuits")
+        for cid in AREA_CIRCUITS:
+            await expect(console.circuit_cell("#all-circuits", cid, "state")).to_have_text(
+                "on_primary"
+            )
+            await expect(console.circuit_cell("#all-circuits", cid, "holders")).to_have_text("—")
+        await expect(page.locator("#alert")).to_be_hidden()
+    finally:
+        await _close_if_running(stack, api, auth, incident_id)
+    assert _routes_on(stack, AREA, "primary")
+    assert console.script_errors == []
+
+
+async def test_console_abort_with_reason_and_confirmation_ends_aborted(
+    stack, api, auth, console, tmp_path
+):
+    page = console.page
+    await console.use_token(Role.DUTY_OFFICER)
+    incident_id = await console.declare(kind="riot", description="bạo loạn, hủy bỏ để thử")
+    try:
+        await expect(page.locator(AWAITING).first).to_be_visible()
+        # Wave 1 confirmed, wave 2 awaiting: the abort has both kinds of change to undo.
+        await console.use_token(Role.OPERATOR)
+        await page.locator(CONFIRM).first.click()
+        await expect(page.locator('#changes .badge.state:text-is("confirmed")')).to_have_count(
+            1, timeout=30_000
+        )
+
+        await console.use_token(Role.DUTY_OFFICER)
+        await page.click("#abort-open")
+        await expect(page.locator("#abort-panel")).to_be_visible()
+        await expect(page.locator("#abort-panel")).to_contain_text("newest wave first")
+        await page.click("#abort-confirm")  # no reason yet: nothing is sent
+        await expect(page.locator("#abort-reason")).to_be_focused()
+        assert (await _status(api, auth, incident_id)).aborted_by is None
+
+        await page.fill("#abort-reason", "khai báo nhầm địa bàn")
+        await page.screenshot(path=tmp_path / "console-abort.png", full_page=True)
+        await page.click("#abort-confirm")
+        await expect(page.locator("#inc-phase")).to_have_text("aborted", timeout=30_000)
+        await expect(page.locator("#inc-outcome")).to_contain_text("aborted by")
+        await expect(page.locator("#inc-outcome")).to_contain_text("khai báo nhầm địa bàn")
+        await expect(page.locator("#end-controls")).to_be_hidden()
+        for cid in AREA_CIRCUITS:
+            await expect(console.circuit_cell("#inc-circuits", cid, "state")).to_have_text(
+                "on_primary"
+            )
+        await expect(page.locator('#changes tr[data-direction="restore"]').first).to_be_visible()
+        await expect(page.locator("#timeline")).to_contain_text("abort")
+        await expect(page.locator("#alert")).to_be_hidden()
+    finally:
+        await _close_if_running(stack, api, auth, incident_id)
+    st = await _status(api, auth, incident_id)
+    assert st.phase == "aborted"
+    assert st.end_reason == "khai báo nhầm địa bàn"
+    assert _routes_on(stack, AREA, "primary")
+    assert console.script_errors == []
+
+
+async def test_console_decision_by_declarer_refused_reason_shown(
+    stack, api, auth, console, one_person_two_roles
+):
+    page = console.page
+    await console.paste_token(one_person_two_roles[Role.DUTY_OFFICER])
+    incident_id = await console.declare(kind="unrest")
+    try:
+        await expect(page.locator(AWAITING).first).to_be_visible()
+        change_id = await page.locator(AWAITING).first.get_attribute("data-change")
+        await console.paste_token(one_person_two_roles[Role.OPERATOR])
+        await expect(page.locator("#identity")).to_have_attribute("data-state", "ok")
+        await page.locator(CONFIRM).first.click()
+
+        row = page.locator(f'#changes tr[data-change="{change_id}"]')
+        refusal = row.locator('[data-refusal="SelfDecision"]')
+        await expect(refusal).to_contain_text("the declarer may not decide")
+        await expect(refusal).to_contain_text(f"declared incident {incident_id}")
+        await expect(page.locator("#alert-title")).to_have_text("403 Forbidden — SelfDecision")
+        await expect(page.locator("#alert-detail")).to_contain_text("may not decide its changes")
+        # Nothing was decided: the change still asks, and the store has no decision.
+        await expect(row).to_have_attribute("data-state", "awaiting_confirmation")
+        await expect(row.locator("[data-sent]")).to_have_count(0)
+        await expect(row.locator('button[data-action="confirm"]')).to_be_enabled()
+        stored = stack.store.change(change_id)
+        assert stored is not None and stored.decision is None
+    finally:
+        await _close_if_running(stack, api, auth, incident_id)
+    assert _routes_on(stack, AREA, "primary")
+    assert console.script_errors == []
+
+
+async def test_console_decision_already_decided_elsewhere_conflict_reason_shown(
+    stack, api, auth, console
+):
+    page = console.page
+    await console.use_token(Role.DUTY_OFFICER)
+    incident_id = await console.declare(kind="riot")
+    try:
+        await expect(page.locator(AWAITING).first).to_be_visible()
+        change_id = await page.locator(AWAITING).first.get_attribute("data-change")
+        await console.use_token(Role.OPERATOR)
+        row = page.locator(f'#changes tr[data-change="{change_id}"]')
+        await expect(row.locator('button[data-action="confirm"]')).to_be_enabled()
+
+        # The tab's refreshes are held, so it still offers the buttons when another operator's
+        # decision has already won the change.
+        release = asyncio.Event()
+
+        async def held(route: Route) -> None:
+            await release.wait()
+            await route.continue_()
+
+        def refresh(url: str) -> bool:
+            return f"/incidents/{incident_id}" in url and "/decision" not in url
+
+        await page.route(refresh, held)
+        try:
+            r = await api.post(
+                f"/incidents/{incident_id}/changes/{change_id}/decision",
+                headers=auth(Role.OPERATOR),
+                json={"decision": "reject", "reason": "decided in another tab"},
+            )
+            assert r.status_code == 200, r.text
+            await row.locator('button[data-action="confirm"]').click()
+            refusal = row.locator('[data-refusal="AlreadyDecided"]')
+            await expect(refusal).to_contain_text("already decided")
+            await expect(refusal).to_contain_text("was already decided: reject by")
+            await expect(page.locator("#alert-title")).to_have_text("409 Conflict — AlreadyDecided")
+        finally:
+            # The tab refreshes again; a request still held would keep its context from closing.
+            release.set()
+        await expect(row.locator(".decision.reject")).to_be_visible()
+        stored = stack.store.change(change_id)
+        assert stored is not None and stored.decision == "reject"
+    finally:
+        await _close_if_running(stack, api, auth, incident_id)
+    assert _routes_on(stack, AREA, "primary")
+    assert console.script_errors == []
+
+
+async def test_console_decision_busy_shows_try_again_not_decided(stack, api, auth, console):
+    page = console.page
+    await console.use_token(Role.DUTY_OFFICER)
+    incident_id = await console.declare(kind="riot")
+    try:
+        await expect(page.locator(AWAITING).first).to_be_visible()
+        change_id = await page.locator(AWAITING).first.get_attribute("data-change")
+        await console.use_token(Role.OPERATOR)
+
+        # The workflow engine's overload, as the API answers it (503 with Retry-After).
+        async def overloaded(route: Route) -> None:
+            await route.fulfill(
+                status=503,
+                headers={"Retry-After": "2"},
+                content_type="application/json",
+                body=json.dumps({"error": "Unavailable", "detail": "workflow service: busy"}),
+            )
+
+        await page.route("**/decision", overloaded)
+        row = page.locator(f'#changes tr[data-change="{change_id}"]')
+        await row.locator(CONFIRM.removeprefix("#changes ")).click()
+        await expect(row.locator("[data-busy]")).to_contain_text("busy, try again")
+        await expect(page.locator("#alert-detail")).to_contain_text("busy, try again")
+        await expect(row.locator("[data-sent]")).to_have_count(0)
+        await expect(row.locator('button[data-action="confirm"]')).to_be_enabled()
+        stored = stack.store.change(change_id)
+        assert stored is not None and stored.decision is None
+
+        await page.unroute("**/decision", overloaded)
+        await row.locator('button[data-action="confirm"]').click()
+        await expect(row.locator(".decision.confirm")).to_be_visible(timeout=30_000)
+        await expect(row.locator("[data-busy]")).to_have_count(0)
+    finally:
+        await _close_if_running(stack, api, auth, incident_id)
+    assert console.script_errors == []
+
+
+async def test_console_awaiting_changes_readable_at_1280px(
+    stack, api, auth, make_console, tmp_path
+):
+    console = await make_console(width=1280, height=900)
+    page = console.page
+    await console.use_token(Role.OPERATOR)
+    r = await api.post(
+        "/incidents",
+        headers=auth(Role.DUTY_OFFICER),
+        # The city: several devices ask at once and their details name many circuits.
+        json={"kind": "riot", "area": CITY, "description": "đọc được ở 1280 px"},
+    )
+    assert r.status_code == 201, r.text
+    incident_id = r.json()["id"]
+    try:
+        await _awaiting_change(api, auth, incident_id)
+        await page.click("#list-refresh")
+        await page.locator(f'#incident-list button:text-is("{incident_id}")').click()
+        await expect(page.locator(AWAITING)).to_have_count(3, timeout=30_000)
+        countdown = page.locator(f"{AWAITING} .countdown").first
+        await expect(countdown).to_have_text(re.compile(r"^\d+:\d\d left"))
+        await page.locator(f"{AWAITING} button[data-action=reject]").first.click()
+        await page.screenshot(path=tmp_path / "console-1280.png", full_page=True)
+        layout = await page.evaluate(
+            """() => {
+              const width = (n) => n.getBoundingClientRect().width;
+              const rows = [...document.querySelectorAll(
+                '#changes tr[data-state="awaiting_confirmation"]')];
+              const row = rows.reduce((a, b) => (a.offsetHeight >= b.offsetHeight ? a : b));
+              return {
+                page: [document.documentElement.scrollWidth, document.documentElement.clientWidth],
+                heads: [...document.querySelectorAll('#changes thead th, #inc-circuits thead th')]
+                  .map((th) => [th.textContent.trim().split(/\\s+/)[0], width(th)]),
+                cells: [...row.cells].map((td) => [td.dataset.cell || '', width(td),
+                  td.scrollWidth - td.clientWidth]),
+                tables: [...document.querySelectorAll('#changes, #inc-circuits')]
+                  .map((t) => [t.id, t.scrollWidth - t.parentElement.clientWidth]),
+                row: row.getBoundingClientRect().height,
+                badge: row.querySelector('.badge.state').getBoundingClientRect().height,
+              };
+            }"""
+        )
+        scroll_width, client_width = layout["page"]
+        assert scroll_width <= client_width, layout
+        # No column squeezed to a word per line; nothing sticks out of its cell.
+        assert all(overflow <= 0 for _, overflow in layout["tables"]), layout
+        assert all(w >= 60 for name, w in layout["heads"] if name != "Level"), layout
+        assert all(w >= 100 and overflow <= 1 for _, w, overflow in layout["cells"]), layout
+        detail = dict((c, w) for c, w, _ in layout["cells"])["detail"]
+        assert detail >= 180, layout
+        assert layout["badge"] < 22, layout  # the state badge stays on one line
+        assert layout["row"] < 260, layout
+    finally:
+        await _close_if_running(stack, api, auth, incident_id)
+    assert console.script_errors == []
+
+
+async def test_console_times_in_noc_time_and_utc_whatever_the_browser_zone(
+    stack, api, auth, make_console
+):
+    console = await make_console(timezone_id="America/New_York")
+    page = console.page
+    await console.use_token(Role.AUDITOR)
+    r = await api.post(
+        "/incidents", headers=auth(Role.DUTY_OFFICER), json={"kind": "unrest", "area": AREA}
+    )
+    assert r.status_code == 201, r.text
+    incident_id = r.json()["id"]
+    try:
+        await _awaiting_change(api, auth, incident_id)
+        st = await _status(api, auth, incident_id)
+        declared = st.incident.declared_at
+        deadline = next(c.deadline for c in st.changes if c.deadline is not None)
+        await page.click("#list-refresh")
+        await page.locator(f'#incident-list button:text-is("{incident_id}")').click()
+        await expect(page.locator("#inc-meta")).to_contain_text(
+            f"{declared.astimezone(NOC_TIME):%Y-%m-%d %H:%M:%S} +07"
+            f" ({declared.astimezone(UTC):%H:%M:%S} UTC)"
+        )
+        await expect(page.locator(f"{AWAITING} .deadline").first).to_contain_text(
+            f"until {deadline.astimezone(NOC_TIME):%H:%M:%S} +07"
+        )
+    finally:
+        await _close_if_running(stack, api, auth, incident_id)
     assert console.script_errors == []
 
 
@@ -282,6 +677,9 @@ async def test_console_auditor_downloads_history_and_reads_dossier(stack, api, a
     await page.click("#report-dossier")
     await expect(page.locator("#report-title")).to_contain_text("2c dossier")
     await expect(page.locator("#report-text")).to_contain_text(incident_id)
+    await page.click("#report-timeline")
+    await expect(page.locator("#report-title")).to_contain_text("Timeline report")
+    await expect(page.locator("#report-text")).to_contain_text("## Circuits")
     await expect(page.locator("#alert")).to_be_hidden()
     assert console.script_errors == []
 

@@ -9,9 +9,16 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.app import create_app
-from continuity.audit import replay
-from continuity.models import ChangeState, IncidentStatus, RerouteMechanism, Role
-from continuity.stack import Stack
+from app.audit import replay
+from app.stack import Stack
+from continuity.models import (
+    ChangeState,
+    CircuitState,
+    IncidentPhase,
+    IncidentStatus,
+    RerouteMechanism,
+    Role,
+)
 from tests.conftest import wait_until
 
 
@@ -39,23 +46,38 @@ async def _status(api: httpx.AsyncClient, auth, incident_id: str) -> IncidentSta
     return IncidentStatus.model_validate(r.json()["status"])
 
 
-async def _confirm_all_until_active(api, auth, incident_id: str) -> IncidentStatus:  # type: ignore[no-untyped-def]
+async def _decide_all_until_active(api, auth, incident_id: str, decision: str) -> IncidentStatus:  # type: ignore[no-untyped-def]
+    """What an operator's screen does: answer each change listed as awaiting, once."""
     decided: set[str] = set()
 
     async def step() -> IncidentStatus | None:
+        r = await api.get(
+            f"/incidents/{incident_id}/changes",
+            params={"state": "awaiting_confirmation"},
+            headers=auth(Role.OPERATOR),
+        )
+        assert r.status_code == 200, r.text
+        for change in r.json():
+            if change["change_id"] in decided:
+                continue
+            r = await api.post(
+                f"/incidents/{incident_id}/changes/{change['change_id']}/decision",
+                headers=auth(Role.OPERATOR),
+                json={"decision": decision, "reason": "checked from the NOC"},
+            )
+            # 409 AlreadyDecided: the test itself answered it first.
+            ok = r.status_code == 200 or r.json().get("error") == "AlreadyDecided"
+            assert ok, r.text
+            decided.add(change["change_id"])
         st = await _status(api, auth, incident_id)
-        for rec in st.changes:
-            if rec.state is ChangeState.AWAITING_CONFIRMATION and rec.change_id not in decided:
-                r = await api.post(
-                    f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
-                    headers=auth(Role.OPERATOR),
-                    json={"decision": "confirm"},
-                )
-                assert r.status_code == 200, r.text
-                decided.add(rec.change_id)
-        return st if st.phase == "active" else None
+        settled = all(c.state.settled for c in st.changes)
+        return st if st.phase is IncidentPhase.ACTIVE and settled else None
 
     return await wait_until(step, timeout_s=90, what="incident active")  # type: ignore[return-value]
+
+
+async def _confirm_all_until_active(api, auth, incident_id: str) -> IncidentStatus:  # type: ignore[no-untyped-def]
+    return await _decide_all_until_active(api, auth, incident_id, "confirm")
 
 
 async def test_incident_declared_confirmed_acknowledged_stood_down_completes(stack, api, auth):
@@ -73,12 +95,17 @@ async def test_incident_declared_confirmed_acknowledged_stood_down_completes(sta
 
     inv = stack.store.inventory()
     selected = [c.id for c in inv.circuits if c.area == area]
-    assert sorted(active.circuits) == sorted(selected)
+    ids = [c.circuit_id for c in active.circuits]
+    assert sorted(ids) == sorted(selected)
     assert all(rec.state is ChangeState.CONFIRMED and rec.verified for rec in active.changes)
+    assert all(c.state is CircuitState.ON_BACKUP for c in active.circuits)
     assert _routes_point_to(stack, area, "backup")
-    assert active.acknowledged_by is not None
     levels = {c.id: c.restoration_level for c in inv.circuits}
-    assert [levels[c] for c in active.circuits] == sorted(levels[c] for c in active.circuits)
+    assert [levels[c] for c in ids] == sorted(levels[c] for c in ids)
+    r = await api.get("/circuits", params={"area": area}, headers=auth(Role.AUDITOR))
+    assert {c["id"]: (c["state"], c["held_by"]) for c in r.json()} == {
+        c: ("on_backup", [incident_id]) for c in selected
+    }
 
     r = await api.post(
         f"/incidents/{incident_id}/stand-down",
@@ -89,6 +116,19 @@ async def test_incident_declared_confirmed_acknowledged_stood_down_completes(sta
     result = await stack.client.get_workflow_handle(incident_id).result()
     assert "stood down" in result["outcome"]
     assert _routes_point_to(stack, area, "primary")
+    r = await api.get(f"/circuits/{selected[0]}", headers=auth(Role.AUDITOR))
+    assert r.json()["state"] == "on_primary" and r.json()["held_by"] == []
+    # Closed: the report is the copy stored at close, after the calls settled.
+    r = await api.get(
+        f"/incidents/{incident_id}/report",
+        params={"form": "dossier_2c"},
+        headers=auth(Role.AUDITOR),
+    )
+    assert r.headers["content-type"].startswith("text/markdown")
+    stored = [x for x in stack.store.reports(incident_id) if x.form == "dossier_2c"]
+    assert stored and r.text == stored[-1].text
+    closed = await _status(api, auth, incident_id)
+    assert closed.acknowledged_by and f"Acknowledged by: {closed.acknowledged_by}" in r.text
 
     r = await api.get(f"/incidents/{incident_id}/history", headers=auth(Role.AUDITOR))
     assert r.status_code == 200
@@ -116,25 +156,10 @@ async def test_incident_declared_twice_same_id_conflict_one_run(stack, api, auth
 
 
 async def _reject_all_and_close(stack, api, auth, incident_id: str) -> IncidentStatus:  # type: ignore[no-untyped-def]
-    decided: set[str] = set()
-
-    async def step() -> IncidentStatus | None:
-        st = await _status(api, auth, incident_id)
-        for rec in st.changes:
-            if rec.state is ChangeState.AWAITING_CONFIRMATION and rec.change_id not in decided:
-                r = await api.post(
-                    f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
-                    headers=auth(Role.OPERATOR),
-                    json={"decision": "reject", "reason": "backup path congested"},
-                )
-                assert r.status_code in (200, 409), r.text  # 409: decided already
-                decided.add(rec.change_id)
-        return st if st.phase == "active" else None
-
-    st = await wait_until(step, timeout_s=90, what="incident active")
+    st = await _decide_all_until_active(api, auth, incident_id, "reject")
     await api.post(f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER), json={})
     await stack.client.get_workflow_handle(incident_id).result()
-    return st  # type: ignore[return-value]
+    return st
 
 
 async def test_change_rejected_by_operator_device_back_to_original(stack, api, auth):
@@ -250,18 +275,17 @@ async def test_second_decision_on_same_change_conflict_first_stands(stack, api, 
     incident_id = r.json()["id"]
 
     async def first_awaiting() -> str | None:
-        st = await _status(api, auth, incident_id)
-        return next(
-            (c.change_id for c in st.changes if c.state is ChangeState.AWAITING_CONFIRMATION), None
-        )
+        rows = stack.store.changes(incident_id, state="awaiting_confirmation")
+        return rows[0].change_id if rows else None
 
     change_id = await wait_until(first_awaiting, timeout_s=60, what="a change awaiting")
     url = f"/incidents/{incident_id}/changes/{change_id}/decision"
     first = await api.post(url, headers=auth(Role.OPERATOR), json={"decision": "reject"})
     second = await api.post(url, headers=auth(Role.OPERATOR), json={"decision": "confirm"})
     assert first.status_code == 200, first.text
+    assert first.json()["decided_by"] == "op-pham-quoc-dung"
     assert second.status_code == 409
-    assert second.json()["error"] == "ChangeNotPending"
+    assert second.json()["error"] == "AlreadyDecided"
     assert "already decided" in second.json()["detail"]
     st = await _reject_all_and_close(stack, api, auth, incident_id)
     assert next(c for c in st.changes if c.change_id == change_id).decision == "reject"
@@ -288,3 +312,123 @@ async def test_declare_with_window_longer_than_device_timers_refused_nothing_sta
     assert "revert timer" in r.json()["detail"]
     with pytest.raises(RPCError):
         await stack.client.get_workflow_handle(incident_id).describe()
+
+
+async def test_abort_through_the_api_ends_aborted_second_order_conflict(stack, api, auth):
+    r = await api.post(
+        "/incidents", headers=auth(Role.DUTY_OFFICER), json={"kind": "riot", "area": "dak-ha"}
+    )
+    incident_id = r.json()["id"]
+    await _confirm_all_until_active(api, auth, incident_id)
+    r = await api.post(
+        f"/incidents/{incident_id}/abort",
+        headers=auth(Role.DUTY_OFFICER),
+        json={"reason": "declared on the wrong district"},
+    )
+    assert r.status_code == 202, r.text
+    await stack.client.get_workflow_handle(incident_id).result()
+    st = await _status(api, auth, incident_id)
+    assert st.phase is IncidentPhase.ABORTED and st.aborted_by
+    assert _routes_point_to(stack, "dak-ha", "primary")
+    again = await api.post(
+        f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER), json={}
+    )
+    assert again.status_code == 409 and again.json()["error"] == "IncidentEnded"
+    r = await api.post(
+        f"/incidents/{incident_id}/abort", headers=auth(Role.OPERATOR), json={"reason": "x"}
+    )
+    assert r.status_code == 403
+
+
+async def test_unknown_circuit_not_found(api, auth):
+    r = await api.get("/circuits/no-such-circuit", headers=auth(Role.AUDITOR))
+    assert r.status_code == 404
+
+
+class _BusyTemporal:
+    """A Temporal frontend answering every signal with RESOURCE_EXHAUSTED, as when overloaded."""
+
+    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+        self._real = real
+        self.signals = 0
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._real, name)
+
+    def get_workflow_handle(self, workflow_id: str, **kw):  # type: ignore[no-untyped-def]
+        handle = self._real.get_workflow_handle(workflow_id, **kw)
+        outer = self
+
+        class _Handle:
+            id = workflow_id
+
+            async def describe(self):  # type: ignore[no-untyped-def]
+                return await handle.describe()
+
+            async def query(self, *a, **k):  # type: ignore[no-untyped-def]
+                return await handle.query(*a, **k)
+
+            async def signal(self, *_a, **_k):  # type: ignore[no-untyped-def]
+                outer.signals += 1
+                raise RPCError(
+                    "namespace rate limit exceeded", RPCStatusCode.RESOURCE_EXHAUSTED, b""
+                )
+
+        return _Handle()
+
+
+async def test_overloaded_workflow_engine_answers_503_retry_after_never_409(stack, auth):
+    busy = _BusyTemporal(stack.client)
+    app = create_app(stack.settings, store=stack.store, temporal=busy)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://continuity.test"
+    ) as client:
+        r0 = await client.post(
+            "/incidents", headers=auth(Role.DUTY_OFFICER), json={"kind": "riot", "area": "dak-ha"}
+        )
+    assert r0.status_code == 201, r0.text
+    incident_id = r0.json()["id"]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://continuity.test"
+    ) as client:
+        r = await client.post(
+            f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER), json={}
+        )
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"]
+    assert busy.signals >= 2  # retried before giving up
+    await stack.client.get_workflow_handle(incident_id).signal("stand_down", {"by": "test"})
+    await stack.client.get_workflow_handle(incident_id).result()
+
+
+async def test_second_ending_order_conflict_first_one_carried_out(stack, api, auth):
+    r = await api.post(
+        "/incidents", headers=auth(Role.DUTY_OFFICER), json={"kind": "riot", "area": "dak-to"}
+    )
+    incident_id = r.json()["id"]
+    await _confirm_all_until_active(api, auth, incident_id)
+    first = await api.post(
+        f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER), json={}
+    )
+    second = await api.post(
+        f"/incidents/{incident_id}/abort", headers=auth(Role.DUTY_OFFICER), json={"reason": "x"}
+    )
+    assert first.status_code == 202
+    assert second.status_code == 409, second.text
+    assert second.json()["error"] in ("IncidentEnding", "IncidentEnded")
+    await stack.client.get_workflow_handle(incident_id).result()
+    assert (await _status(api, auth, incident_id)).phase is IncidentPhase.CLOSED
+
+
+async def test_changes_of_unknown_incident_not_found_unknown_state_unprocessable(api, auth):
+    r = await api.get("/incidents/INC-nope/changes", headers=auth(Role.OPERATOR))
+    assert r.status_code == 404
+    r = await api.get(
+        "/incidents/INC-nope/changes", params={"state": "sideways"}, headers=auth(Role.OPERATOR)
+    )
+    assert r.status_code == 422
+
+
+async def test_areas_listed_for_declaration(api, auth, stack):
+    r = await api.get("/areas", headers=auth(Role.DUTY_OFFICER))
+    assert {a["id"] for a in r.json()} == {a.id for a in stack.store.inventory().areas}

@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator
 
 from activities.telephony import TelephonyActivities
 from api.errors import install_handlers
-from api.twilio import router
+from api.routes.twilio import router
 from continuity.messages import CallEvent, PlaceCallInput, PlaceCallResult, SendSmsInput
 from continuity.models import DutyOfficer, Language
 from continuity.settings import Settings

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from continuity.stack import SAMPLE_INVENTORY
+from app.stack import SAMPLE_INVENTORY
 from continuity.store import Store
 
 ROOT = Path(__file__).parent.parent.parent
@@ -18,7 +18,7 @@ HISTORY = sorted((ROOT / "tests" / "histories").glob("*.json"))[0]
 def _run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CONTINUITY_DATA_DIR": str(data_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "continuity.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import subprocess
+import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import OperationalError
 
-from continuity.errors import StorageError
-from continuity.models import Inventory
-from continuity.stack import SAMPLE_INVENTORY
+from app.stack import SAMPLE_INVENTORY
+from continuity.circuits import path_key
+from continuity.errors import (
+    AlreadyDecided,
+    ChangeNotPending,
+    DecisionRefused,
+    NotAConfirmer,
+    SelfDecision,
+    StorageError,
+    UnknownChange,
+    UnknownOperator,
+    WindowClosed,
+)
+from continuity.models import (
+    Area,
+    Circuit,
+    CircuitPath,
+    CircuitState,
+    Decision,
+    Device,
+    Inventory,
+    NextHop,
+    Operator,
+    PartState,
+    Platform,
+    PriorityClass,
+    RerouteMechanism,
+)
 from continuity.store import Store
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -28,12 +64,10 @@ def _postgres_reason() -> str | None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on each backend, dropped afterwards."""
     if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'c.db'}")
-        s.create_schema()
-        yield s
-        s.close()
+        yield f"sqlite:///{tmp_path / 'c.db'}"
         return
     reason = _postgres_reason()
     if reason:
@@ -42,15 +76,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
-    s = Store(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
     s.create_schema()
     try:
         yield s
     finally:
         s.close()
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _sample() -> Inventory:
@@ -139,3 +180,749 @@ def test_unreachable_database_is_a_storage_error(tmp_path: Path):
     s = Store(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
     with pytest.raises(StorageError):
         s.create_schema()
+
+
+# --- the circuit ledger ------------------------------------------------------------------
+
+SHARED = CircuitPath(
+    device="r1",
+    prefix="10.1.0.0/24",
+    primary=NextHop(address="10.255.0.1"),
+    backup=NextHop(address="10.254.0.1"),
+)
+
+
+def _circuit(cid: str, *paths: CircuitPath) -> Circuit:
+    return Circuit(
+        id=cid,
+        name=f"circuit {cid}",
+        owner="Provincial Police",
+        priority_class=PriorityClass.ARMED_FORCES,
+        restoration_level=1,
+        area="north",
+        paths=list(paths),
+    )
+
+
+def _ledger_inventory(*, b_path: CircuitPath = SHARED) -> Inventory:
+    """Circuits a and b share one static route on r1; a also crosses r2; c is policy-routed."""
+    a_on_r2 = CircuitPath(
+        device="r2",
+        prefix="10.1.0.0/24",
+        primary=NextHop(address="10.255.2.1"),
+        backup=NextHop(address="10.254.2.1"),
+    )
+    c_pbr = CircuitPath(
+        device="r1",
+        prefix="10.3.0.0/24",
+        primary=NextHop(address="10.255.0.1"),
+        backup=NextHop(address="10.254.0.1"),
+        mechanism=RerouteMechanism.SOURCE_PBR,
+        source_prefix="10.9.0.0/24",
+        ingress_interface="Gi0/0/3",
+    )
+    return Inventory(
+        province="Test",
+        areas=[Area(id="north", name="North")],
+        devices=[
+            Device(name=n, platform=Platform.CISCO_IOSXE, host="127.0.0.1", credential="lab")
+            for n in ("r1", "r2")
+        ],
+        circuits=[
+            _circuit("a", SHARED, a_on_r2),
+            _circuit("b", b_path),
+            _circuit("c", c_pbr),
+        ],
+    )
+
+
+KEY = path_key(SHARED, "a")
+
+
+def _views(store: Store) -> dict[str, dict[str, Any]]:
+    return {v["circuit"].id: v for v in store.circuit_views()}
+
+
+def test_hold_circuits_repeated_is_idempotent(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    assert store.hold_circuits("INC-A", ["a", "b"]) == {"a": [], "b": []}
+    assert store.hold_circuits("INC-A", ["a", "b"]) == {"a": [], "b": []}
+    holders = {cid: v["holders"] for cid, v in _views(store).items()}
+    assert holders == {"a": ["INC-A"], "b": ["INC-A"], "c": []}
+
+
+def test_hold_circuits_held_by_another_incident_reports_it(store: Store):
+    store.hold_circuits("INC-A", ["a"])
+    assert store.hold_circuits("INC-B", ["a", "b"]) == {"a": ["INC-A"], "b": []}
+
+
+def test_release_circuits_returns_remaining_holders(store: Store):
+    store.hold_circuits("INC-A", ["a", "b"])
+    store.hold_circuits("INC-B", ["a"])
+    assert store.release_circuits("INC-A") == {"a": ["INC-B"], "b": []}
+    # A retried release gives the same answer.
+    assert store.release_circuits("INC-A") == {"a": ["INC-B"], "b": []}
+
+
+def test_released_hold_no_longer_counts(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    store.hold_circuits("INC-A", ["a", "b"])
+    store.release_circuits("INC-A")
+    assert store.hold_circuits("INC-B", ["a", "b"]) == {"a": [], "b": []}
+    assert store.release_circuits("INC-B") == {"a": [], "b": []}
+    assert store.held_elsewhere(device="r1", keys=[KEY], incident_id="INC-C") == {KEY: []}
+    assert all(v["holders"] == [] for v in store.circuit_views())
+
+
+def test_hold_circuits_after_release_holds_again(store: Store):
+    store.hold_circuits("INC-A", ["a"])
+    store.release_circuits("INC-A")
+    store.hold_circuits("INC-A", ["a"])
+    assert store.hold_circuits("INC-B", ["a"]) == {"a": ["INC-A"]}
+
+
+def test_set_parts_by_shared_key_moves_every_circuit_on_the_route(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    recorded = store.set_parts(
+        device="r1",
+        states={KEY: PartState.BACKUP},
+        incident_id="INC-A",
+        change_id="chg-a-r1",
+        circuits={"a": KEY},
+    )
+    assert recorded == {"a": PartState.BACKUP, "b": PartState.BACKUP}
+    rows = store.part_rows("r1", ["a", "b", "c"])
+    assert sorted(rows) == ["a", "b"]
+    assert {(r.state, r.path_key, r.change_id) for r in rows.values()} == {
+        ("backup", KEY, "chg-a-r1")
+    }
+
+
+def test_set_parts_step_circuit_gone_from_inventory_still_recorded(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    gone_key = path_key(SHARED.model_copy(update={"prefix": "10.7.0.0/24"}), "gone")
+    recorded = store.set_parts(
+        device="r1",
+        states={gone_key: PartState.PRIMARY},
+        incident_id="INC-A",
+        change_id="chg",
+        circuits={"gone": gone_key},
+    )
+    assert recorded == {"gone": PartState.PRIMARY}
+    assert store.part_rows("r1", ["gone"])["gone"].state == "primary"
+
+
+def test_set_parts_step_circuit_without_a_state_left_as_it_was(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    store.set_parts(
+        device="r2",
+        states={"k-r2": PartState.BACKUP},
+        incident_id="INC-A",
+        change_id="chg-1",
+        circuits={"a": "k-r2"},
+    )
+    recorded = store.set_parts(
+        device="r2", states={}, incident_id="INC-A", change_id="chg-2", circuits={"a": "k-r2"}
+    )
+    assert recorded == {}
+    assert store.part_rows("r2", ["a"])["a"].change_id == "chg-1"
+
+
+def test_held_elsewhere_reports_other_incidents_hold_on_sharing_circuit(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    store.hold_circuits("INC-A", ["a"])
+    store.hold_circuits("INC-B", ["b"])
+    pbr = path_key(_ledger_inventory().circuits[2].paths[0], "c")
+    assert store.held_elsewhere(device="r1", keys=[KEY, pbr], incident_id="INC-A") == {
+        KEY: [("b", "INC-B")],
+        pbr: [],
+    }
+    # On r2 only a crosses: nobody else needs a's route there.
+    r2_key = path_key(_ledger_inventory().circuits[0].paths[1], "a")
+    assert store.held_elsewhere(device="r2", keys=[r2_key], incident_id="INC-A") == {r2_key: []}
+
+
+def test_circuit_views_one_state_per_circuit_from_its_parts(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    inv = _ledger_inventory()
+    r2_key = path_key(inv.circuits[0].paths[1], "a")
+    for device, key in (("r1", KEY), ("r2", r2_key)):
+        store.set_parts(
+            device=device,
+            states={key: PartState.BACKUP_UNCONFIRMED},
+            incident_id="INC-A",
+            change_id=f"chg-{device}",
+        )
+    views = _views(store)
+    assert {cid: v["state"] for cid, v in views.items()} == {
+        "a": CircuitState.ON_BACKUP_UNCONFIRMED,
+        "b": CircuitState.ON_BACKUP_UNCONFIRMED,
+        "c": CircuitState.ON_PRIMARY,
+    }
+    assert views["a"]["parts"] == {
+        "r1": PartState.BACKUP_UNCONFIRMED,
+        "r2": PartState.BACKUP_UNCONFIRMED,
+    }
+    assert views["c"]["part_rows"] == {"r1": None}
+
+
+def test_circuit_views_half_moved_circuit_needs_attention(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    store.set_parts(
+        device="r1", states={KEY: PartState.BACKUP}, incident_id="INC-A", change_id="chg-r1"
+    )
+    views = _views(store)
+    # a is on backup at r1 but still on primary at r2: half rerouted.
+    assert views["a"]["state"] is CircuitState.NEEDS_ATTENTION
+    assert views["b"]["state"] is CircuitState.ON_BACKUP
+    assert store.circuit_state("a") is CircuitState.NEEDS_ATTENTION
+    assert store.circuit_state("nope") is None
+
+
+def test_paths_on_after_inventory_replaced_sees_new_inventory(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    assert sorted(c for c, _ in store._paths_on("r1")) == ["a", "b", "c"]
+    moved = SHARED.model_copy(update={"device": "r2"})
+    store.replace_inventory(_ledger_inventory(b_path=moved))
+    assert sorted(c for c, _ in store._paths_on("r1")) == ["a", "c"]
+    store.hold_circuits("INC-B", ["b"])
+    assert store.held_elsewhere(device="r1", keys=[KEY], incident_id="INC-A") == {KEY: []}
+
+
+def test_paths_on_inventory_replaced_by_another_process_sees_new_inventory(store: Store):
+    store.replace_inventory(_ledger_inventory())
+    store.hold_circuits("INC-B", ["b"])
+    assert store.held_elsewhere(device="r1", keys=[KEY], incident_id="INC-A") == {
+        KEY: [("b", "INC-B")]
+    }
+    other = Store(store.engine.url.render_as_string(hide_password=False))
+    try:
+        moved = SHARED.model_copy(update={"device": "r2"})
+        other.replace_inventory(_ledger_inventory(b_path=moved))
+    finally:
+        other.close()
+    assert store.held_elsewhere(device="r1", keys=[KEY], incident_id="INC-A") == {KEY: []}
+    assert ("b", KEY) in store._paths_on("r2")
+
+
+# --- the decision arbiter ----------------------------------------------------------------
+
+
+# Who may decide: the arbiter checks the inventory's operators in the claim's transaction.
+OPERATORS = ["duty-1", *(f"op-{i}" for i in range(8))]
+
+
+def _with_operators(store: Store, ids: list[str] = OPERATORS) -> None:
+    if {o.id for o in store.inventory().operators} != set(ids):
+        inv = _sample().model_copy(update={"operators": [Operator(id=i, name=i) for i in ids]})
+        store.replace_inventory(inv)
+
+
+def _awaiting(
+    store: Store,
+    change_id: str = "chg-1",
+    *,
+    incident_id: str = "INC-1",
+    confirmers: list[str] | None = None,
+    deadline: datetime | None = None,
+) -> datetime:
+    _with_operators(store)
+    store.open_change(
+        change_id=change_id,
+        incident_id=incident_id,
+        device="r1",
+        wave=1,
+        direction="reroute",
+        circuits=["a"],
+        step={},
+        declared_by="duty-1",
+        confirmers=confirmers or [],
+        state="applying",
+    )
+    deadline = deadline or datetime.now(UTC) + timedelta(seconds=60)
+    store.set_change_state(change_id, "awaiting_confirmation", detail="in place", deadline=deadline)
+    return deadline
+
+
+def _claim(
+    store: Store,
+    operator: str,
+    *,
+    change_id: str = "chg-1",
+    incident_id: str = "INC-1",
+    decision: Decision = Decision.CONFIRM,
+    now: datetime | None = None,
+) -> datetime:
+    return store.claim_decision(
+        incident_id=incident_id,
+        change_id=change_id,
+        decision=decision,
+        operator=operator,
+        reason=f"{operator} says {decision.value}",
+        now=now or datetime.now(UTC),
+    )
+
+
+def test_claim_decision_awaiting_change_is_won(store: Store):
+    _awaiting(store)
+    at = _claim(store, "op-1")
+    row = store.change("chg-1")
+    assert row is not None
+    assert (row.decision, row.decided_by, row.decision_reason, row.decided_at) == (
+        "confirm",
+        "op-1",
+        "op-1 says confirm",
+        at,
+    )
+    attempts = store.decision_attempts("INC-1")
+    assert [(a.operator, a.outcome) for a in attempts] == [("op-1", "accepted")]
+
+
+def test_claim_decision_by_someone_not_an_operator_refused_and_logged(store: Store):
+    _awaiting(store)
+    with pytest.raises(UnknownOperator):
+        _claim(store, "op-stranger")
+    # The inventory is reloaded without op-1: from then on op-1 may not decide either.
+    _with_operators(store, ["duty-1", "op-2"])
+    with pytest.raises(UnknownOperator):
+        _claim(store, "op-1")
+    assert store.change("chg-1").decision is None
+    attempts = store.decision_attempts("INC-1")
+    assert [(a.operator, a.outcome) for a in attempts] == [
+        ("op-stranger", "UnknownOperator"),
+        ("op-1", "UnknownOperator"),
+    ]
+    assert _claim(store, "op-2")
+
+
+@pytest.mark.parametrize(
+    ("change_id", "incident_id"), [("chg-none", "INC-1"), ("chg-1", "INC-OTHER")]
+)
+def test_claim_decision_unknown_or_other_incidents_change_refused(
+    store: Store, change_id: str, incident_id: str
+):
+    _awaiting(store)
+    with pytest.raises(UnknownChange):
+        _claim(store, "op-1", change_id=change_id, incident_id=incident_id)
+    assert store.change("chg-1").decision is None
+
+
+def test_claim_decision_by_declarer_refused(store: Store):
+    _awaiting(store)
+    with pytest.raises(SelfDecision) as e:
+        _claim(store, "duty-1")
+    assert (e.value.change_id, e.value.operator) == ("chg-1", "duty-1")
+    assert store.change("chg-1").decision is None
+
+
+def test_claim_decision_not_among_confirmers_refused(store: Store):
+    _awaiting(store, confirmers=["op-1", "op-2"])
+    with pytest.raises(NotAConfirmer):
+        _claim(store, "op-3")
+    assert _claim(store, "op-2")
+    assert store.change("chg-1").decided_by == "op-2"
+    # The refused claim changed nothing, though its conditional update had matched the row.
+    assert [a.outcome for a in store.decision_attempts("INC-1")] == ["NotAConfirmer", "accepted"]
+
+
+def test_claim_decision_change_not_awaiting_refused(store: Store):
+    _awaiting(store)
+    store.set_change_state("chg-1", "rolled_back", detail="failed verification")
+    with pytest.raises(ChangeNotPending):
+        _claim(store, "op-1")
+
+
+def test_claim_decision_change_never_awaiting_refused(store: Store):
+    _with_operators(store)
+    store.open_change(
+        change_id="chg-1",
+        incident_id="INC-1",
+        device="r1",
+        wave=1,
+        direction="reroute",
+        circuits=["a"],
+        step={},
+        declared_by="duty-1",
+        confirmers=[],
+        state="applying",
+    )
+    with pytest.raises(ChangeNotPending):
+        _claim(store, "op-1")
+
+
+def test_claim_decision_after_deadline_refused(store: Store):
+    deadline = _awaiting(store)
+    with pytest.raises(WindowClosed):
+        _claim(store, "op-1", now=deadline + timedelta(milliseconds=1))
+    with pytest.raises(WindowClosed):
+        _claim(store, "op-1", now=deadline)
+    assert store.change("chg-1").decision is None
+
+
+def test_claim_decision_deadline_in_another_zone_compared_as_instant(store: Store):
+    hanoi = timezone(timedelta(hours=7))
+    now = datetime.now(UTC)
+    _awaiting(store, "chg-past", deadline=(now - timedelta(seconds=5)).astimezone(hanoi))
+    _awaiting(store, "chg-open", deadline=(now + timedelta(seconds=60)).astimezone(hanoi))
+    with pytest.raises(WindowClosed):
+        _claim(store, "op-1", change_id="chg-past", now=now)
+    assert _claim(store, "op-1", change_id="chg-open", now=now.astimezone(hanoi)) == now
+    assert store.change("chg-open").deadline == now + timedelta(seconds=60)
+
+
+def test_claim_decision_after_window_closed_refused(store: Store):
+    _awaiting(store)
+    closed = store.close_window("chg-1", by="order", now=datetime.now(UTC))
+    assert closed is not None and closed.closed_by == "order" and closed.decision is None
+    with pytest.raises(WindowClosed) as e:
+        _claim(store, "op-1")
+    assert "the incident ended" in e.value.message
+
+
+def test_claim_decision_second_decision_refused_first_stands(store: Store):
+    _awaiting(store)
+    _claim(store, "op-1")
+    with pytest.raises(AlreadyDecided) as e:
+        _claim(store, "op-2", decision=Decision.REJECT)
+    assert "confirm by op-1" in e.value.message
+    row = store.change("chg-1")
+    assert (row.decision, row.decided_by) == ("confirm", "op-1")
+
+
+def test_close_window_after_decision_returns_the_decision(store: Store):
+    _awaiting(store)
+    _claim(store, "op-1", decision=Decision.REJECT)
+    row = store.close_window("chg-1", by="timeout", now=datetime.now(UTC))
+    assert row is not None
+    assert (row.decision, row.decided_by, row.window_closed_at) == ("reject", "op-1", None)
+    assert store.close_window("chg-none", by="timeout", now=datetime.now(UTC)) is None
+
+
+def test_decision_attempts_record_every_outcome(store: Store):
+    _awaiting(store, confirmers=["op-1", "op-2"])
+    refused = [
+        ("duty-1", "chg-1", "INC-1"),
+        ("op-3", "chg-1", "INC-1"),
+        ("op-1", "chg-nope", "INC-1"),
+    ]
+    for operator, change_id, incident_id in refused:
+        with pytest.raises(DecisionRefused):
+            _claim(store, operator, change_id=change_id, incident_id=incident_id)
+    _claim(store, "op-1")  # the accepted attempt is logged with the claim, in its transaction
+    with pytest.raises(AlreadyDecided):
+        _claim(store, "op-2", decision=Decision.REJECT)
+    attempts = store.decision_attempts("INC-1")
+    assert [(a.operator, a.change_id, a.decision, a.outcome) for a in attempts] == [
+        ("duty-1", "chg-1", "confirm", "SelfDecision"),
+        ("op-3", "chg-1", "confirm", "NotAConfirmer"),
+        ("op-1", "chg-nope", "confirm", "UnknownChange"),
+        ("op-1", "chg-1", "confirm", "accepted"),
+        ("op-2", "chg-1", "reject", "AlreadyDecided"),
+    ]
+    assert all(a.detail for a in attempts if a.outcome != "accepted")
+    assert attempts[-1].reason == "op-2 says reject"
+    assert store.decision_attempts("INC-OTHER") == []
+
+
+def _is_utc(at: datetime | None) -> bool:
+    return at is not None and at.utcoffset() == timedelta(0)
+
+
+def test_change_times_read_back_timezone_aware_utc(store: Store):
+    deadline = _awaiting(store)
+    now = datetime.now(UTC)
+    _claim(store, "op-1", now=now)
+    row = store.change("chg-1")
+    assert _is_utc(row.deadline) and row.deadline == deadline
+    assert _is_utc(row.decided_at) and row.decided_at == now
+    assert _is_utc(row.updated_at)
+    with pytest.raises(AlreadyDecided):
+        _claim(store, "op-2")
+    assert all(_is_utc(a.at) for a in store.decision_attempts("INC-1"))
+    _awaiting(store, "chg-2")
+    assert _is_utc(store.close_window("chg-2", by="timeout", now=now).window_closed_at)
+    assert _is_utc(store.changes("INC-1")[0].deadline)
+
+
+def test_ledger_and_transcript_times_read_back_timezone_aware_utc(store: Store):
+    store.hold_circuits("INC-1", ["a"])
+    store.set_parts(
+        device="r1",
+        states={KEY: PartState.BACKUP},
+        incident_id="INC-1",
+        change_id="chg-1",
+        circuits={"a": KEY},
+    )
+    assert _is_utc(store.part_rows("r1", ["a"])["a"].updated_at)
+    tid, _ = store.journal(**_journal_args(attempt=1, text="r1#"))
+    assert _is_utc(store.transcript(tid).created_at)
+    store.reserve_call(incident_id="INC-1", attempt=1, officer_id="o1", to="+84905100201")
+    assert _is_utc(store.calls("INC-1")[0].created_at)
+
+
+# --- races: exactly one winner, chosen in one transaction --------------------------------
+
+THREADS = 8
+
+
+def _together(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls on their own threads, released at once; their results in order."""
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], Any]) -> Any:
+        start.wait()
+        try:
+            return call()
+        except DecisionRefused as e:
+            return e
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_claim_decision_concurrent_operators_exactly_one_wins(store: Store):
+    operators = [f"op-{i}" for i in range(THREADS)]
+    rounds = 5
+    for i in range(rounds):
+        change_id = f"chg-{i}"
+        _awaiting(store, change_id, confirmers=operators)
+        outcomes = _together([partial(_claim, store, op, change_id=change_id) for op in operators])
+        won = [op for op, o in zip(operators, outcomes, strict=True) if isinstance(o, datetime)]
+        assert len(won) == 1, outcomes
+        refused = [type(o) for o in outcomes if not isinstance(o, datetime)]
+        assert refused == [AlreadyDecided] * (THREADS - 1)
+        assert store.change(change_id).decided_by == won[0]
+    refusals = [a for a in store.decision_attempts("INC-1") if a.outcome == "AlreadyDecided"]
+    assert len(refusals) == rounds * (THREADS - 1)
+
+
+def test_claim_decision_racing_close_window_exactly_one_outcome(store: Store):
+    rounds = 100
+    won_by = {"decision": 0, "window": 0}
+    for i in range(rounds):
+        change_id = f"chg-{i}"
+        _awaiting(store, change_id)
+        claimed, closed = _together(
+            [
+                partial(_claim, store, "op-1", change_id=change_id),
+                partial(store.close_window, change_id, by="timeout", now=datetime.now(UTC)),
+            ]
+        )
+        assert closed is not None
+        final = store.change(change_id)
+        if isinstance(claimed, datetime):
+            won_by["decision"] += 1
+            assert closed.decision == "confirm" and closed.decided_by == "op-1"
+            assert closed.window_closed_at is None
+            assert final.window_closed_at is None and final.decision == "confirm"
+        else:
+            won_by["window"] += 1
+            assert isinstance(claimed, WindowClosed), claimed
+            assert closed.decision is None and closed.window_closed_at is not None
+            assert final.decision is None and final.closed_by == "timeout"
+    assert sum(won_by.values()) == rounds
+
+
+# --- device locks ------------------------------------------------------------------------
+
+
+def test_lock_device_free_same_holder_or_expired_is_taken(store: Store):
+    assert store.lock_device(device="r1", holder="INC-A", lease_s=10, now=100) == (None, None)
+    assert store.lock_device(device="r1", holder="INC-A", lease_s=10, now=105) == (None, None)
+    # Renewed at 105: still INC-A's at 112, free from 115.
+    assert store.lock_device(device="r1", holder="INC-B", lease_s=10, now=112)[0] == "INC-A"
+    assert store.lock_device(device="r1", holder="INC-B", lease_s=10, now=116) == (None, None)
+
+
+def test_lock_device_held_by_other_returns_holder_and_armed_by(store: Store):
+    store.lock_device(device="r1", holder="INC-A", lease_s=10, now=100)
+    store.set_armed(device="r1", holder="INC-A", change_id="chg-a")
+    assert store.lock_device(device="r1", holder="INC-B", lease_s=10, now=101) == (
+        "INC-A",
+        "chg-a",
+    )
+
+
+def test_lock_device_armed_by_set_and_read_back(store: Store):
+    assert store.armed_by("r1") is None
+    store.lock_device(device="r1", holder="INC-A", lease_s=10, now=100)
+    store.set_armed(device="r1", holder="INC-B", change_id="chg-b")  # not the holder
+    assert store.armed_by("r1") is None
+    store.set_armed(device="r1", holder="INC-A", change_id="chg-a")
+    assert store.armed_by("r1") == "chg-a"
+    assert store.lock_device(device="r1", holder="INC-A", lease_s=10, now=101) == (None, "chg-a")
+    # Whoever takes an expired lease learns what was armed, as we recorded it.
+    assert store.lock_device(device="r1", holder="INC-B", lease_s=10, now=200) == (None, "chg-a")
+    store.set_armed(device="r1", holder="INC-B", change_id=None)
+    assert store.armed_by("r1") is None
+
+
+def test_unlock_device_only_by_its_holder(store: Store):
+    store.lock_device(device="r1", holder="INC-A", lease_s=10, now=100)
+    store.unlock_device(device="r1", holder="INC-B")
+    assert store.lock_device(device="r1", holder="INC-B", lease_s=10, now=101)[0] == "INC-A"
+    store.unlock_device(device="r1", holder="INC-A")
+    assert store.lock_device(device="r1", holder="INC-B", lease_s=10, now=102) == (None, None)
+
+
+def _lockers(store: Store, device: str, *, now: float) -> dict[str, str | None]:
+    holders = [f"INC-{i}" for i in range(THREADS)]
+    others = _together(
+        [partial(store.lock_device, device=device, holder=h, lease_s=30, now=now) for h in holders]
+    )
+    return {h: other for h, (other, _) in zip(holders, others, strict=True)}
+
+
+def test_lock_device_concurrent_lockers_on_new_device_one_wins(store: Store):
+    for i in range(5):
+        others = _lockers(store, f"r-new-{i}", now=time.time())
+        winners = [h for h, other in others.items() if other is None]
+        assert len(winners) == 1, others
+        assert {o for o in others.values() if o is not None} == set(winners), others
+
+
+def test_lock_device_concurrent_lockers_on_expired_lease_one_wins(store: Store):
+    store.lock_device(device="r1", holder="INC-OLD", lease_s=1, now=100)
+    others = _lockers(store, "r1", now=200)
+    winners = [h for h, other in others.items() if other is None]
+    assert len(winners) == 1, others
+    assert {o for o in others.values() if o is not None} == set(winners), others
+
+
+# --- write-ahead transcripts -------------------------------------------------------------
+
+
+def _journal_args(**over: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "tid": "tr-1",
+        "incident_id": "INC-1",
+        "change_id": "chg-1",
+        "device": "r1",
+        "step": "apply",
+        "attempt": 1,
+        "text": "r1#",
+        "sent": [],
+        "status": "open",
+    }
+    return args | over
+
+
+def test_journal_same_tid_updates_one_row(store: Store):
+    store.journal(**_journal_args())
+    lines = ["ip route 10.1.0.0 255.255.255.0 10.254.0.1"]
+    text_after = "r1#configure terminal\nr1(config)#" + lines[0] + "\n"
+    tid, digest = store.journal(**_journal_args(text=text_after, sent=lines, status="sending"))
+    rows = store.step_transcripts("chg-1", "apply")
+    assert [r.id for r in rows] == [tid] == ["tr-1"]
+    assert (rows[0].text, rows[0].sent, rows[0].status) == (text_after, lines, "sending")
+    assert rows[0].sha256 == digest == hashlib.sha256(text_after.encode()).hexdigest()
+    assert store.transcripts("INC-1")[0].sha256 == digest
+
+
+def test_journal_sent_list_is_copied_not_shared(store: Store):
+    sent = ["line 1"]
+    store.journal(**_journal_args(sent=sent))
+    sent.append("line 2")
+    assert store.transcript("tr-1").sent == ["line 1"]
+
+
+def test_step_transcripts_orders_attempts_of_one_step(store: Store):
+    store.journal(**_journal_args(tid="tr-3", attempt=3))
+    store.journal(**_journal_args(tid="tr-1", attempt=1))
+    store.journal(**_journal_args(tid="tr-2", attempt=2))
+    store.journal(**_journal_args(tid="tr-c", step="confirm"))
+    store.journal(**_journal_args(tid="tr-x", change_id="chg-2"))
+    assert [r.id for r in store.step_transcripts("chg-1", "apply")] == ["tr-1", "tr-2", "tr-3"]
+    assert [r.attempt for r in store.step_transcripts("chg-1", "confirm")] == [1]
+
+
+# --- schema upgrade ----------------------------------------------------------------------
+
+OLD_STORE_COMMIT = "183d82f"
+
+
+def _old_store_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """continuity/store.py as it was at OLD_STORE_COMMIT, importable under its own name."""
+    repo = Path(__file__).resolve().parents[2]
+    shown = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{OLD_STORE_COMMIT}:continuity/store.py"],
+        capture_output=True,
+        text=True,
+    )
+    if shown.returncode != 0:
+        pytest.skip(f"git cannot show the store at {OLD_STORE_COMMIT}: {shown.stderr.strip()}")
+    path = tmp_path / f"old_store_{OLD_STORE_COMMIT}.py"
+    path.write_text(shown.stdout, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Its mapped classes resolve their string annotations through sys.modules.
+    monkeypatch.setitem(sys.modules, path.stem, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_create_schema_on_old_database_adds_columns_and_keeps_rows(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    old = _old_store_module(tmp_path, monkeypatch).Store(db_url)
+    old.create_schema()
+    tid, digest = old.save_transcript(
+        incident_id="INC-1", change_id="chg-1", device="r1", step="apply", text="r1#show run\n"
+    )
+    assert old.try_lock_device(device="r1", holder="INC-1", lease_s=10, now=100) is None
+    old.reserve_call(incident_id="INC-1", attempt=1, officer_id="o1", to="+84905100201")
+    old.close()
+    engine = create_engine(db_url)
+    try:
+        before = {
+            t: {c["name"] for c in inspect(engine).get_columns(t)}
+            for t in ("transcripts", "device_locks", "calls")
+        }
+    finally:
+        engine.dispose()
+    assert "attempt" not in before["transcripts"] and "armed_by" not in before["device_locks"]
+
+    store = Store(db_url)
+    try:
+        store.create_schema()
+        store.create_schema()  # a second start finds nothing to add
+        row = store.transcript(tid)
+        assert row is not None and row.sha256 == digest and row.text == "r1#show run\n"
+        assert (row.attempt, row.sent, row.status) == (1, [], "complete")
+        assert [r.id for r in store.step_transcripts("chg-1", "apply")] == [tid]
+        assert store.armed_by("r1") is None
+        assert store.lock_device(device="r1", holder="INC-2", lease_s=10, now=105) == (
+            "INC-1",
+            None,
+        )
+        store.lock_device(device="r1", holder="INC-1", lease_s=10, now=106)
+        store.set_armed(device="r1", holder="INC-1", change_id="chg-1")
+        assert store.armed_by("r1") == "chg-1"
+        call = store.calls("INC-1")[0]
+        assert (call.officer_id, call.workflow_id) == ("o1", None)
+        store.journal(**_journal_args(tid="tr-new", attempt=2, sent=["x"], status="sending"))
+        assert [r.attempt for r in store.step_transcripts("chg-1", "apply")] == [1, 2]
+        _awaiting(store)
+        assert _claim(store, "op-1")
+        assert store.change("chg-1").decided_by == "op-1"
+    finally:
+        store.close()
+
+
+def test_create_schema_concurrent_starts_all_succeed(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The API and the worker start together after an upgrade: neither may fail."""
+    old = _old_store_module(tmp_path, monkeypatch).Store(db_url)
+    old.create_schema()
+    old.close()
+    stores = [Store(db_url) for _ in range(4)]
+    try:
+        results = _together([s.create_schema for s in stores])
+        assert results == [None] * len(stores)
+        stores[0].journal(**_journal_args(sent=["x"]))
+        assert stores[1].transcript("tr-1").sent == ["x"]
+    finally:
+        for s in stores:
+            s.close()

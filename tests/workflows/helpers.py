@@ -1,159 +1,227 @@
-"""Starting and steering workflows on the test stack, as an operator and a duty officer would."""
+"""Starting and steering incidents on the test stack, as a duty officer and operators would."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+import httpx
+from sqlalchemy import delete
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
-from continuity.messages import (
-    ChangeDecisionInput,
-    DeviceChangeInput,
-    PlaybookRunInput,
-    StandDownInput,
-    Timings,
-)
+from app.stack import Stack
+from continuity.incidents import prepare_incident
+from continuity.messages import AbortInput, IncidentResult, StandDownInput, Timings
 from continuity.models import (
     ChangeState,
+    CircuitState,
     Decision,
-    Incident,
     IncidentKind,
+    IncidentPhase,
     IncidentStatus,
-    RouteChange,
+    PriorityClass,
+    RerouteMechanism,
+    Role,
 )
-from continuity.playbook import PlaybookSpec
-from continuity.stack import Stack
+from continuity.playbook import PlaybookSpec, RerouteWave, SelectCircuits
+from continuity.settings import ApiToken
+from continuity.store import CircuitHoldRow, CircuitPartRow, DeviceLockRow
 from playbooks import get_playbook
 from tests.conftest import TEST_TIMINGS, wait_until
-from workflows import DeviceChangeWorkflow, PlaybookWorkflow
+from workflows import IncidentWorkflow
 
-OPERATOR = "op-hoang-thu-ha"
-
-
-def device_changes(stack: Stack, device: str) -> list[RouteChange]:
-    """Every circuit path on one device, as one DeviceChange batch."""
-    inv = stack.store.inventory()
-    return [
-        RouteChange(circuit_id=c.id, path=p)
-        for c in inv.circuits
-        for p in c.paths
-        if p.device == device
-    ]
+DECLARER = "do-nguyen-van-an"
+OPERATOR = "op-pham-quoc-dung"  # the stack's operator token
+SECOND_OPERATOR = "op-hoang-thu-ha"
 
 
-async def start_playbook(
+def two_waves(*, first: list[int], second: list[int] | None = None, **wave: Any) -> PlaybookSpec:
+    """Select every priority circuit of the area; reroute `first` levels, then `second`."""
+    steps: list[Any] = [SelectCircuits(priority_classes=list(PriorityClass))]
+    steps.append(RerouteWave(name="first", restoration_levels=first, **wave))
+    if second:
+        steps.append(RerouteWave(name="second", restoration_levels=second, **wave))
+    return PlaybookSpec(
+        name="test-waves",
+        version=1,
+        title="Test waves",
+        incident_kinds=list(IncidentKind),
+        steps=steps,
+    )
+
+
+async def start_incident(
     stack: Stack,
     area: str,
     *,
     spec: PlaybookSpec | None = None,
     kind: IncidentKind = IncidentKind.SABOTAGE,
     timings: Timings = TEST_TIMINGS,
+    declared_by: str = DECLARER,
+    task_queue: str | None = None,
 ) -> WorkflowHandle[Any, Any]:
-    spec = spec or get_playbook("kon-tum-2a")
-    incident = Incident(
-        id=f"INC-wf-{uuid.uuid4().hex[:8]}",
+    """Declared as the API would, with a playbook and durations of the test's choosing."""
+    inp = prepare_incident(
+        spec=spec or get_playbook("kon-tum-2a"),
+        inventory=stack.store.inventory(),
+        incident_id=f"INC-t-{uuid.uuid4().hex[:8]}",
         kind=kind,
         area=area,
-        declared_by="do-nguyen-van-an",
-        declared_at=datetime.now(UTC),
+        description="test",
+        declared_by=declared_by,
+        timings=timings,
     )
+    stack.store.save_snapshot(inp.inventory)
     return await stack.client.start_workflow(
-        PlaybookWorkflow.run,
-        PlaybookRunInput(
-            incident=incident,
-            playbook=spec,
-            playbook_sha256=spec.sha256(),
-            inventory=stack.store.inventory(),
-            timings=timings,
-        ),
-        id=incident.id,
-        task_queue=stack.settings.task_queue,
-    )
-
-
-async def decide_until_active(
-    handle: WorkflowHandle[Any, Any],
-    decision: Decision | None = Decision.CONFIRM,
-    *,
-    operator: str = OPERATOR,
-    timeout_s: float = 90,
-) -> IncidentStatus:
-    """Answer each change once as it comes up (None: answer nothing); the status once active."""
-    decided: set[str] = set()
-
-    async def active() -> IncidentStatus | None:
-        st: IncidentStatus = await handle.query(PlaybookWorkflow.status)
-        for rec in st.changes:
-            if (
-                decision is not None
-                and rec.state is ChangeState.AWAITING_CONFIRMATION
-                and rec.change_id not in decided
-            ):
-                decided.add(rec.change_id)
-                await handle.execute_update(
-                    PlaybookWorkflow.decide_change,
-                    ChangeDecisionInput(
-                        change_id=rec.change_id, decision=decision, operator_id=operator
-                    ),
-                )
-        return st if st.phase == "active" else None
-
-    return await wait_until(active, timeout_s=timeout_s, what=f"{handle.id} active")  # type: ignore[return-value]
-
-
-async def stand_down(handle: WorkflowHandle[Any, Any]) -> Any:
-    await handle.signal(PlaybookWorkflow.stand_down, StandDownInput(by="test"))
-    return await handle.result()
-
-
-async def start_change(
-    stack: Stack,
-    device: str,
-    *,
-    task_queue: str | None = None,
-    direction: str = "reroute",
-    timings: Timings = TEST_TIMINGS,
-    incident_id: str = "INC-changes",
-) -> WorkflowHandle[Any, Any]:
-    """A DeviceChange on its own, as a playbook would start it for one device and wave."""
-    cid = f"{'change' if direction == 'reroute' else 'restore'}-{uuid.uuid4().hex[:6]}-{device}"
-    return await stack.client.start_workflow(
-        DeviceChangeWorkflow.run,
-        DeviceChangeInput(
-            incident_id=incident_id,
-            change_id=cid,
-            device=stack.store.inventory().device(device),
-            wave=1 if direction == "reroute" else 0,
-            direction=direction,  # type: ignore[arg-type]
-            changes=device_changes(stack, device),
-            require_confirmation=direction == "reroute",
-            timings=timings,
-        ),
-        id=cid,
+        IncidentWorkflow.run,
+        inp,
+        id=inp.incident.id,
         task_queue=task_queue or stack.settings.task_queue,
     )
 
 
-async def decide_change(
-    handle: WorkflowHandle[Any, Any], decision: Decision, *, operator: str = OPERATOR
-) -> None:
-    """Wait until the change asks for an operator, then answer it."""
+async def status(handle: WorkflowHandle[Any, Any]) -> IncidentStatus:
+    return await handle.query(IncidentWorkflow.status)
 
-    async def awaiting() -> bool:
-        rec = await handle.query(DeviceChangeWorkflow.record)
-        return rec.state is ChangeState.AWAITING_CONFIRMATION
 
-    await wait_until(awaiting, timeout_s=60, what=f"{handle.id} awaiting confirmation")
-    await handle.signal(
-        DeviceChangeWorkflow.decide,
-        ChangeDecisionInput(change_id=handle.id, decision=decision, operator_id=operator),
+def auth(stack: Stack, role: Role, subject: str | None = None) -> dict[str, str]:
+    """A bearer header for `role`; another subject gets a token of its own."""
+    if subject is None:
+        return {"Authorization": f"Bearer {stack.tokens[role]}"}
+    token = f"test-{role.value}-{subject}"
+    stack.settings.api_tokens[token] = ApiToken(subject=subject, role=role)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def decide(
+    stack: Stack,
+    incident_id: str,
+    change_id: str,
+    decision: Decision = Decision.CONFIRM,
+    *,
+    operator: str | None = None,
+    reason: str = "",
+) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+        return await api.post(
+            f"/incidents/{incident_id}/changes/{change_id}/decision",
+            headers=auth(stack, Role.OPERATOR, operator),
+            json={"decision": decision.value, "reason": reason},
+        )
+
+
+async def pending_changes(stack: Stack, incident_id: str) -> list[str]:
+    rows = await asyncio.to_thread(
+        stack.store.changes, incident_id, state=ChangeState.AWAITING_CONFIRMATION.value
     )
+    return [r.change_id for r in rows]
 
 
-async def restore(stack: Stack, device: str, *, task_queue: str | None = None) -> None:
-    """Put a device back on its primary paths for the rest of the session."""
-    handle = await start_change(stack, device, task_queue=task_queue, direction="restore")
-    rec = await handle.result()
-    assert rec.state is ChangeState.CONFIRMED, rec
+async def decide_until_active(
+    stack: Stack,
+    handle: WorkflowHandle[Any, Any],
+    decision: Decision | Callable[[str], Decision | None] | None = Decision.CONFIRM,
+    *,
+    operator: str | None = None,
+    timeout_s: float = 90,
+) -> IncidentStatus:
+    """Answer each change through the API as it comes up; the status once active and settled.
+
+    `decision` may be a function of the change id (None: leave that one unanswered).
+    """
+    decided: set[str] = set()
+
+    async def active() -> IncidentStatus | None:
+        for cid in await pending_changes(stack, handle.id):
+            choice = decision(cid) if callable(decision) else decision
+            if choice is None or cid in decided:
+                continue
+            decided.add(cid)
+            r = await decide(stack, handle.id, cid, choice, operator=operator)
+            assert r.status_code == 200, r.text
+        st = await status(handle)
+        settled = all(c.state.settled for c in st.changes)
+        return st if st.phase is IncidentPhase.ACTIVE and settled else None
+
+    return await wait_until(active, timeout_s=timeout_s, what=f"{handle.id} active")  # type: ignore[return-value]
+
+
+async def awaiting(
+    stack: Stack, handle: WorkflowHandle[Any, Any], count: int, *, timeout_s: float = 60
+) -> list[str]:
+    async def enough() -> list[str] | None:
+        ids = await pending_changes(stack, handle.id)
+        return ids if len(ids) >= count else None
+
+    return await wait_until(enough, timeout_s=timeout_s, what=f"{count} changes awaiting")  # type: ignore[return-value]
+
+
+async def stand_down(handle: WorkflowHandle[Any, Any], *, by: str = DECLARER) -> IncidentResult:
+    await handle.signal(IncidentWorkflow.stand_down, StandDownInput(by=by, reason="test over"))
+    return await handle.result()
+
+
+async def abort(handle: WorkflowHandle[Any, Any], *, by: str = DECLARER) -> IncidentResult:
+    await handle.signal(IncidentWorkflow.abort, AbortInput(by=by, reason="declared in error"))
+    return await handle.result()
+
+
+def on_path(stack: Stack, area: str, which: str) -> bool:
+    """Every path of the area's circuits forwards via `which` ("primary" or "backup")."""
+    return all(part_on(stack, c, p.device) == which for c, p in _paths(stack, area))
+
+
+def part_on(stack: Stack, circuit_id: str, device: str) -> str:
+    """ "primary", "backup" or "mixed": what the lab device's configuration says for a part."""
+    circuit = next(c for c in stack.store.inventory().circuits if c.id == circuit_id)
+    path = next(p for p in circuit.paths if p.device == device)
+    dev = stack.network.devices[device]
+    if path.mechanism is RerouteMechanism.SOURCE_PBR:
+        return "backup" if f"CT-{circuit_id}" in dev.running_config() else "primary"
+    hops = dev.static_routes().get(path.prefix, [])
+    if hops == [path.backup.address]:
+        return "backup"
+    if hops == [path.primary.address]:
+        return "primary"
+    return "mixed"
+
+
+def _paths(stack: Stack, area: str) -> list[tuple[str, Any]]:
+    return [(c.id, p) for c in stack.store.inventory().circuits if c.area == area for p in c.paths]
+
+
+def ledger_state(stack: Stack, circuit_id: str) -> CircuitState | None:
+    return stack.store.circuit_state(circuit_id)
+
+
+async def finish_running_incidents(stack: Stack) -> None:
+    """Stand down whatever a failed test left running, so the next test starts clean."""
+    async for wf in stack.client.list_workflows("WorkflowType = 'Incident'"):
+        if wf.status is not WorkflowExecutionStatus.RUNNING:
+            continue
+        handle = stack.client.get_workflow_handle(wf.id)
+        try:
+            await handle.signal(IncidentWorkflow.stand_down, StandDownInput(by="test cleanup"))
+            await asyncio.wait_for(handle.result(), 60)
+        except Exception:  # noqa: BLE001 - cleanup: whatever it is, end it
+            await handle.terminate("test cleanup")
+
+
+def reset_lab(stack: Stack, snapshot: dict[str, Any]) -> None:
+    """Every device as the stack started it, no faults, and an empty circuit ledger."""
+    for name, (running, saved) in snapshot.items():
+        dev = stack.network.devices[name]
+        if dev.fault is not None:
+            stack.network.set_fault(name, None)  # reopens an unreachable device's listener
+        dev.cancel_revert("test reset")
+        dev.running, dev.saved = running.copy(), saved.copy()
+        if hasattr(dev, "candidate"):  # Junos: nobody's edits left in the shared candidate
+            dev.candidate = running.copy()
+        for iface in dev.interfaces.values():
+            iface.link_cut = False
+        dev.config_changed()
+    with stack.store.engine.begin() as conn:
+        for table in (CircuitHoldRow, CircuitPartRow, DeviceLockRow):
+            conn.execute(delete(table))

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from app.stack import Stack
 from continuity.messages import DutyCallInput, DutyCallResult
-from continuity.stack import Stack
 from tests.conftest import TEST_TIMINGS
 from workflows import DutyCallWorkflow, calls_workflow_id
 

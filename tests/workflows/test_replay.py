@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from continuity.audit import load_history, replay
+from app.audit import load_history, replay
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").rglob("*.json"))
 

@@ -1,4 +1,5 @@
-"""A worker killed mid-apply: the retry finishes the change and sends nothing twice."""
+"""A worker killed mid-apply: nothing is sent twice, and every line the device received is in a
+transcript the change record references."""
 
 from __future__ import annotations
 
@@ -10,44 +11,62 @@ import sys
 import uuid
 from pathlib import Path
 
-from continuity.models import ChangeState, Decision
-from continuity.stack import Stack
+from app.stack import Stack
+from continuity.models import ChangeState, Direction
 from lab.gear import Fault
 from tests.conftest import wait_until
-from tests.workflows.helpers import decide_change, device_changes, restore, start_change
+from tests.workflows.helpers import decide_until_active, stand_down, start_incident, two_waves
 from worker import build_worker
 
 ROOT = Path(__file__).parent.parent.parent
+DEVICE = "dt-agg-01"  # IOS-XE: line by line, make before break
 
 
-async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack):
-    device = "dt-agg-01"
-    backups = {c.path.prefix: c.path.backup.address for c in device_changes(stack, device)}
-    queue = f"crash-{uuid.uuid4().hex[:6]}"
+def _worker_env(stack: Stack, queue: str) -> dict[str, str]:
     s = stack.settings
-    env = {
+    return {
         **os.environ,
         "CONTINUITY_TEMPORAL_ADDRESS": s.temporal_address,
         "CONTINUITY_TASK_QUEUE": queue,
         "CONTINUITY_DATABASE_URL": s.sqlalchemy_url,
         "CONTINUITY_KNOWN_HOSTS": str(s.known_hosts_path),
+        "CONTINUITY_TWILIO_API_BASE": s.twilio_api_base or "",
+        "CONTINUITY_TWILIO_ACCOUNT_SID": s.twilio_account_sid,
+        "CONTINUITY_TWILIO_AUTH_TOKEN": s.twilio_auth_token.get_secret_value(),
         "CONTINUITY_DEVICE_CREDENTIALS": json.dumps(
             {
                 k: {"username": v.username, "password": v.password.get_secret_value()}
                 for k, v in s.device_credentials.items()
+                if v.password is not None
             }
         ),
     }
+
+
+async def test_worker_killed_mid_apply_every_received_line_in_a_referenced_transcript(
+    stack: Stack,
+):
+    dev = stack.network.devices[DEVICE]
+    paths = [p for c in stack.store.inventory().circuits for p in c.paths if p.device == DEVICE]
+    backups = {p.prefix: p.backup.address for p in paths}
+    queue = f"crash-{uuid.uuid4().hex[:6]}"
     # A worker in its own process, so it can really die.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "worker.py"), env=env, cwd=ROOT, start_new_session=True
+        sys.executable,
+        str(ROOT / "worker.py"),
+        env=_worker_env(stack, queue),
+        cwd=ROOT,
+        start_new_session=True,
     )
-    stack.network.set_fault(device, Fault.SLOW, delay_s=0.4)  # room to die between make and break
+    mark = len(dev.received)
+    stack.network.set_fault(DEVICE, Fault.SLOW, delay_s=0.4)  # room to die between make and break
     try:
-        handle = await start_change(stack, device, task_queue=queue, incident_id="INC-crash")
+        handle = await start_incident(
+            stack, "dak-to", spec=two_waves(first=[1, 2, 3, 4, 5]), task_queue=queue
+        )
 
         def made_not_broken() -> bool:
-            routes = stack.network.devices[device].static_routes()
+            routes = dev.static_routes()
             return all(backups[p] in routes.get(p, []) for p in backups) and any(
                 len(routes.get(p, [])) > 1 for p in backups
             )
@@ -61,46 +80,41 @@ async def test_worker_killed_mid_apply_retry_applies_nothing_twice(stack: Stack)
         os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
     finally:
-        stack.network.set_fault(device, None)
+        stack.network.set_fault(DEVICE, None)
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
 
-    # A new worker picks the apply up again after the heartbeat timeout.
+    # A new worker picks the apply up after the heartbeat timeout; the operator confirms.
     async with build_worker(
-        stack.client, s.model_copy(update={"task_queue": queue}), stack.store, task_queue=queue
+        stack.client, stack.settings.model_copy(update={"task_queue": queue}), stack.store
     ):
-        await decide_change(handle, Decision.CONFIRM)
-        rec = await handle.result()
+        st = await decide_until_active(stack, handle)
+        (rec,) = [c for c in st.changes if c.direction is Direction.REROUTE]
+        assert rec.state is ChangeState.CONFIRMED, rec
+        routes = dev.static_routes()
+        assert all(routes[p] == [b] for p, b in backups.items())
 
-    assert rec.state is ChangeState.CONFIRMED
-    routes = stack.network.devices[device].static_routes()
-    assert all(routes[p] == [b] for p, b in backups.items())
-    # Both attempts left a transcript (the killed one as far as its last heartbeat); the
-    # retry found the backup routes configured and sent only the removal of the primaries.
-    applies = [
-        t
-        for t in stack.store.transcripts("INC-crash")
-        if t.change_id == handle.id and t.step == "apply"
-    ]
-    assert len(applies) == 2, [t.text[-200:] for t in applies]
-
-    def typed(text: str) -> list[str]:
-        return [ln.split("#", 1)[1] for ln in text.splitlines() if "(config)#" in ln]
-
-    retry = next(t for t in applies if any(ln.startswith("no ip route") for ln in typed(t.text)))
-    assert not [ln for ln in typed(retry.text) if ln.startswith("ip route")], retry.text
-    assert len([ln for ln in typed(retry.text) if ln.startswith("no ip route")]) == len(backups)
-    for prefix, backup in backups.items():
-        network = prefix.split("/")[0]
-        adds = [
+        # Every configuration line the device received is in the record, and in a transcript
+        # the record references: the killed attempt's included.
+        received = [
             ln
-            for t in applies
-            for ln in typed(t.text)
-            if ln.startswith("ip route") and network in ln and backup in ln
+            for ln in dev.received[mark:]
+            if ln.startswith(("ip route", "no ip route", "configure", "end", "write"))
         ]
-        assert len(adds) <= 1, adds  # never configured twice
-    assert rec.already_applied is False  # half done is not done: the rest was applied
-
-    # Put the device back on its primary paths for the rest of the session.
-    await restore(stack, device)
+        referenced = {t.id for t in rec.transcripts}
+        rows = [r for r in stack.store.transcripts(handle.id) if r.change_id == rec.change_id]
+        assert {r.id for r in rows} <= referenced, "a transcript of this change is unreferenced"
+        applies = [r for r in rows if r.step == "apply"]
+        assert len(applies) >= 2, [r.status for r in applies]  # the killed attempt and the retry
+        journalled = [ln for r in rows for ln in r.sent]
+        assert set(received) <= set(journalled), set(received) - set(journalled)
+        assert set(received) <= set(rec.commands), set(received) - set(rec.commands)
+        # Nothing was configured twice: each backup route was added once over all attempts.
+        for prefix, backup in backups.items():
+            net = prefix.split("/")[0]
+            adds = [
+                ln for ln in received if ln.startswith("ip route") and net in ln and backup in ln
+            ]
+            assert len(adds) == 1, adds
+        await stand_down(handle)

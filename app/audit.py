@@ -29,9 +29,9 @@ def load_history(path: Path) -> WorkflowHistory:
 
 
 async def replay(history: WorkflowHistory) -> ReplayOutcome:
-    from workflows import ALL_WORKFLOWS
+    from workflows import REPLAY_WORKFLOWS
 
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=REPLAY_WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     failure = result.replay_failure
     return ReplayOutcome(
@@ -54,12 +54,6 @@ def save_history(history: WorkflowHistory, out: Path) -> Path:
         json.dumps({"workflow_id": history.workflow_id}), encoding="utf-8"
     )
     return out
-
-
-async def connect(address: str, namespace: str = "default") -> Client:
-    return await Client.connect(
-        address, namespace=namespace, data_converter=pydantic_data_converter
-    )
 
 
 __all__ = ["ReplayOutcome", "export_history", "load_history", "replay", "save_history"]

@@ -16,11 +16,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, Forbidden, Unavailable
 from continuity.messages import CallEvent
+from continuity.models import TERMINAL_CALL_STATUSES
 from continuity.settings import Settings
 from continuity.store import Store
 from continuity.telephony import (
     ACK_DIGIT,
-    TERMINAL_CALL_STATUSES,
     empty_twiml,
     gather_reply_twiml,
     nonce_matches,
@@ -184,25 +184,27 @@ async def _handle_call_event(request: Request, kind: Literal["status", "gather"]
                 digits=digits,
                 raw=raw,
             )
-        await _signal(request, incident, event, gate, key)
+        # The escalation that placed the call: the incident's own, or a later alert's.
+        wid = row.workflow_id or calls_workflow_id(incident)
+        await _signal(request, wid, event, gate, key)
     return digits
 
 
-async def _signal(request: Request, incident: str, event: CallEvent, gate: _Gate, key: str) -> None:
+async def _signal(request: Request, wid: str, event: CallEvent, gate: _Gate, key: str) -> None:
     temporal = getattr(request.app.state, "temporal", None)
     if temporal is None:
         gate.unsignalled.add(key)
         raise Unavailable("the workflow engine is not connected")
-    wid = calls_workflow_id(incident)
     try:
         await temporal.get_workflow_handle(wid).signal(
             CALL_EVENT_SIGNAL, event, rpc_timeout=_SIGNAL_TIMEOUT
         )
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
-            # The escalation is over (or never ran): recorded for audit, nothing to tell.
+            # The escalation is over (e.g. the call's last status after "1" was pressed):
+            # recorded for audit, nobody left to tell.
             gate.unsignalled.discard(key)
-            log.warning(
+            log.info(
                 "workflow %s not found; %s event of %s recorded only",
                 wid,
                 event.kind,

@@ -1,4 +1,4 @@
-"""DeviceChangeWorkflow: one device, one wave: precheck, apply, verify, confirm or roll back."""
+"""DeviceChangeWorkflowV1: frozen copy of DeviceChange for replaying pre-rewrite histories."""
 
 from __future__ import annotations
 
@@ -9,20 +9,23 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from continuity.messages import (
+    from workflows.legacy._models import (
         ApplyResult,
         ChangeDecisionInput,
+        ChangeRecord,
+        ChangeState,
+        Decision,
         DeviceChangeInput,
         DeviceSessionInput,
         LockInput,
         PrecheckResult,
         StepResult,
+        TimelineEntry,
         VerifyInput,
         VerifyResult,
     )
-    from continuity.models import ChangeRecord, ChangeState, Decision, TimelineEntry
 
-from workflows._common import (
+from workflows.legacy._common import (
     APPLY_CHANGE,
     AWAIT_DEVICE_REVERT,
     CONFIRM_CHANGE,
@@ -39,7 +42,7 @@ CHANGE_UPDATED_SIGNAL = "change_updated"
 
 
 @workflow.defn(name="DeviceChange")
-class DeviceChangeWorkflow:
+class DeviceChangeWorkflowV1:
     @workflow.init
     def __init__(self, inp: DeviceChangeInput) -> None:
         self._inp = inp

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import uvicorn
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+import continuity
 from continuity.errors import ContinuityError
 from continuity.messages import Timings
 from continuity.models import Inventory, Role
 from continuity.settings import ApiToken, DeviceCredential, Settings
 from continuity.store import Store
+from continuity.temporal import connect_temporal
 
 log = logging.getLogger("continuity.stack")
 
-SAMPLE_INVENTORY = Path(__file__).parent / "data" / "kon_tum_inventory.json"
+SAMPLE_INVENTORY = Path(continuity.__file__).parent / "data" / "kon_tum_inventory.json"
 LAB_CREDENTIAL = "lab"
 LAB_USER = "netops"
 
@@ -97,7 +98,7 @@ class TemporalDevServer:
                     f"see {self.db_file.with_suffix('.log')}"
                 )
             try:
-                return await Client.connect(self.address, data_converter=pydantic_data_converter)
+                return await connect_temporal(address=self.address, namespace="default")
             except RuntimeError:
                 if asyncio.get_running_loop().time() > deadline:
                     raise ContinuityError("temporal dev server did not come up") from None
@@ -205,9 +206,11 @@ class Stack:
             self.temporal_client = await temporal.start()
         client = self.client = self.temporal_client
 
-        worker = build_worker(client, settings, store)
-        worker_task = asyncio.create_task(worker.run())
-        self._stops.append(lambda: _stop_worker(worker, worker_task))
+        # Every site of the inventory: the embedded stack is one machine next to all the lab.
+        workers = build_worker(client, settings, store)
+        await workers.__aenter__()
+        self._stops.append(workers.shutdown)
+        self.workers = workers
 
         app = create_app(settings, store=store, temporal=client)
         server = _EmbeddedServer(
@@ -246,12 +249,6 @@ def _async(fn):  # type: ignore[no-untyped-def]
         fn()
 
     return _run
-
-
-async def _stop_worker(worker, task: asyncio.Task) -> None:  # type: ignore[no-untyped-def]
-    await worker.shutdown()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
 
 
 async def _stop_uvicorn(server: uvicorn.Server, task: asyncio.Task) -> None:

@@ -9,13 +9,19 @@ from pathlib import Path
 import httpx
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 
-from continuity.audit import export_history, save_history
+from app.audit import export_history, save_history
+from app.stack import Stack
 from continuity.errors import ContinuityError
 from continuity.messages import Timings
-from continuity.models import ChangeState, IncidentStatus, Role
+from continuity.models import (
+    ChangeState,
+    CircuitState,
+    Direction,
+    IncidentPhase,
+    IncidentStatus,
+    Role,
+)
 from continuity.report import render_text
-from continuity.stack import Stack
-from workflows import calls_workflow_id
 
 log = logging.getLogger("continuity.demo")
 
@@ -34,12 +40,6 @@ DEMO_TIMINGS = Timings(
     max_parallel_devices=4,
     device_time_scale=60.0,
 )
-_FINAL = {
-    ChangeState.CONFIRMED,
-    ChangeState.ROLLED_BACK,
-    ChangeState.REVERTED_BY_DEVICE,
-    ChangeState.FAILED,
-}
 
 
 async def run_demo(data_dir: Path, *, echo=print, timeout_s: float = 240.0) -> int:  # type: ignore[no-untyped-def]
@@ -80,28 +80,42 @@ async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-
         incident_id = r.json()["id"]
         echo(f"declared incident {incident_id} (playbook {r.json()['playbook']})")
 
+        # The operator confirms each change as it comes up, as a NOC operator would.
         decided: set[str] = set()
         while True:
+            r = await api.get(
+                f"/incidents/{incident_id}/changes",
+                params={"state": "awaiting_confirmation"},
+                headers=auth(Role.OPERATOR),
+            )
+            r.raise_for_status()
+            for change in r.json():
+                cid = change["change_id"]
+                if cid in decided:
+                    continue
+                d = await api.post(
+                    f"/incidents/{incident_id}/changes/{cid}/decision",
+                    headers=auth(Role.OPERATOR),
+                    json={"decision": "confirm", "reason": "backup path verified from the NOC"},
+                )
+                if d.status_code != 200:
+                    raise ContinuityError(f"confirming {cid}: {d.status_code} {d.text}")
+                decided.add(cid)
+                echo(f"operator confirmed {cid}")
             r = await api.get(f"/incidents/{incident_id}", headers=auth(Role.OPERATOR))
             r.raise_for_status()
-            body = r.json()
-            status = IncidentStatus.model_validate(body["status"])
-            for rec in status.changes:
-                if rec.state is ChangeState.AWAITING_CONFIRMATION and rec.change_id not in decided:
-                    d = await api.post(
-                        f"/incidents/{incident_id}/changes/{rec.change_id}/decision",
-                        headers=auth(Role.OPERATOR),
-                        json={"decision": "confirm", "reason": "backup path verified from the NOC"},
-                    )
-                    if d.status_code != 200:
-                        raise ContinuityError(
-                            f"confirming {rec.change_id}: {d.status_code} {d.text}"
-                        )
-                    decided.add(rec.change_id)
-                    echo(f"operator confirmed {rec.change_id}")
-            if status.phase == "active":
+            status = IncidentStatus.model_validate(r.json()["status"])
+            pending = [c for c in status.changes if not c.state.settled]
+            if status.phase is IncidentPhase.ACTIVE and not pending:
                 break
             await asyncio.sleep(0.3)
+        # Let the phone escalation reach the officer who answers before standing down.
+        deadline = asyncio.get_running_loop().time() + 60
+        while asyncio.get_running_loop().time() < deadline:
+            r = await api.get(f"/incidents/{incident_id}", headers=auth(Role.OPERATOR))
+            if r.json().get("acknowledged_by"):
+                break
+            await asyncio.sleep(0.5)
 
         r = await api.post(
             f"/incidents/{incident_id}/stand-down",
@@ -126,22 +140,36 @@ async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-
             WorkflowHistory.from_json(incident_id, r.text),
             data_dir / "histories" / f"{incident_id}.json",
         )
-        # The children's histories too: each device change and the duty calls, for the auditor.
-        children = [r.change_id for r in status.changes] + [calls_workflow_id(incident_id)]
+        # The children's histories too: the duty calls (and any alert calls).
+        children = [
+            wf.id
+            async for wf in stack.client.list_workflows(
+                f"WorkflowType = 'DutyCall' AND WorkflowId STARTS_WITH 'calls-{incident_id}'"
+            )
+        ]
         for child in children:
             await export_history(
                 stack.client, child, history_file.parent / incident_id / f"{child}.json"
             )
+        r = await api.get(
+            f"/incidents/{incident_id}/report",
+            params={"form": "dossier_2c"},
+            headers=auth(Role.AUDITOR),
+        )
+        dossier = r.text
         echo("")
         echo(f"workflow history saved to {history_file}")
         echo(f"and its {len(children)} child workflows in {history_file.parent / incident_id}")
         echo(f"replay it offline: continuity audit replay {history_file}")
 
-        rerouted = [r for r in status.changes if r.change_id.startswith("change-")]
+        rerouted = [c for c in status.changes if c.direction is Direction.REROUTE]
         ok = (
             desc.status is WorkflowExecutionStatus.COMPLETED
-            and rerouted
-            and all(r.state is ChangeState.CONFIRMED for r in rerouted)
+            and status.phase is IncidentPhase.CLOSED
+            and bool(rerouted)
+            and all(c.state is ChangeState.CONFIRMED for c in rerouted)
+            and all(c.state is CircuitState.ON_PRIMARY for c in status.circuits)
             and status.acknowledged_by is not None
+            and f"Acknowledged by: {status.acknowledged_by}" in dossier
         )
         return 0 if ok else 1

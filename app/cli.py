@@ -19,13 +19,13 @@ DEFAULT_DATA_DIR = Path("continuity-data")
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from continuity.demo import run_demo
+    from app.demo import run_demo
 
     return asyncio.run(run_demo(args.data_dir.resolve()))
 
 
 def _up(args: argparse.Namespace) -> int:
-    from continuity.stack import Stack
+    from app.stack import Stack
 
     async def run() -> None:
         stack = Stack(
@@ -81,7 +81,7 @@ def _inventory_load(args: argparse.Namespace) -> int:
 
 
 def _audit_replay(args: argparse.Namespace) -> int:
-    from continuity.audit import load_history, replay
+    from app.audit import load_history, replay
 
     async def run() -> int:
         failed = 0
@@ -98,11 +98,11 @@ def _audit_replay(args: argparse.Namespace) -> int:
 
 
 def _audit_export(args: argparse.Namespace) -> int:
-    from continuity.audit import connect, export_history
+    from app.audit import export_history
+    from continuity.temporal import connect_temporal
 
     async def run() -> Path:
-        s = Settings()
-        client = await connect(s.temporal_address, s.temporal_namespace)
+        client = await connect_temporal(Settings())
         return await export_history(client, args.workflow_id, args.out)
 
     print(f"history written to {asyncio.run(run())}")
@@ -127,10 +127,11 @@ def _lab_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(_: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace) -> int:
     import worker
 
-    worker.main()
+    sites = [x for x in args.sites.split(",") if x] if args.sites is not None else None
+    worker.main(sites, central=not args.sites_only)
     return 0
 
 
@@ -145,7 +146,7 @@ def _api(_: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from continuity.stack import SAMPLE_INVENTORY
+    from app.stack import SAMPLE_INVENTORY
 
     p = argparse.ArgumentParser(prog="continuity", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -184,7 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--time-scale", type=float, default=1.0)
     serve.set_defaults(fn=_lab_serve)
 
-    sub.add_parser("worker", help="run the Temporal worker").set_defaults(fn=_worker)
+    wk = sub.add_parser("worker", help="run the Temporal worker")
+    wk.add_argument(
+        "--sites",
+        help="comma-separated sites whose device activities this worker runs (a worker next to "
+        "that gear); default: every site of the inventory",
+    )
+    wk.add_argument(
+        "--sites-only",
+        action="store_true",
+        help="run only device activities (no workflows, store or telephony): a site worker",
+    )
+    wk.set_defaults(fn=_worker)
     sub.add_parser("api", help="run the HTTP API").set_defaults(fn=_api)
     return p
 

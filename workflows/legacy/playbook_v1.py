@@ -1,4 +1,4 @@
-"""PlaybookWorkflow: interprets a playbook spec for one incident; incident id = workflow id."""
+"""PlaybookWorkflowV1: frozen copy of Playbook for replaying pre-rewrite histories."""
 
 from __future__ import annotations
 
@@ -9,41 +9,45 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from continuity.messages import (
+    from workflows.legacy._models import (
+        CallDutyOfficers,
         ChangeDecisionInput,
-        DeviceChangeInput,
-        DutyCallInput,
-        DutyCallResult,
-        PlaybookRunInput,
-        PlaybookRunResult,
-        ReportInput,
-        ReportResult,
-        SendSmsInput,
-        SendSmsResult,
-        StandDownInput,
-    )
-    from continuity.models import (
         ChangeRecord,
         ChangeState,
         Circuit,
+        DeviceChangeInput,
+        DutyCallInput,
+        DutyCallResult,
         IncidentStatus,
         Language,
-        PriorityClass,
-        RouteChange,
-        TimelineEntry,
-    )
-    from continuity.playbook import (
-        CallDutyOfficers,
         Notify,
+        PlaybookRunInput,
+        PlaybookRunResult,
+        PriorityClass,
         Report,
+        ReportInput,
+        ReportResult,
         RerouteWave,
+        RouteChange,
         SelectCircuits,
+        SendSmsInput,
+        SendSmsResult,
+        StandDownInput,
+        TimelineEntry,
         spec_sha256,
     )
 
-from workflows._common import SEND_SMS, STORE_RETRY, STORE_TIMEOUT, TELEPHONY_RETRY, WRITE_REPORT
-from workflows.device_change import CHANGE_UPDATED_SIGNAL, DeviceChangeWorkflow
-from workflows.duty_call import DutyCallWorkflow
+from workflows.legacy._common import (
+    SEND_SMS,
+    STORE_RETRY,
+    STORE_TIMEOUT,
+    TELEPHONY_RETRY,
+    WRITE_REPORT,
+)
+from workflows.legacy.device_change_v1 import CHANGE_UPDATED_SIGNAL, DeviceChangeWorkflowV1
+
+# The live DutyCall stays registered and only gains compatible fields, so it is not frozen.
+_DUTY_CALL = "DutyCall"
 
 _CLASS_ORDER = [PriorityClass.ARMED_FORCES, PriorityClass.PARTY, PriorityClass.STATE]
 
@@ -57,7 +61,7 @@ def calls_workflow_id(incident_id: str) -> str:
 
 
 @workflow.defn(name="Playbook")
-class PlaybookWorkflow:
+class PlaybookWorkflowV1:
     @workflow.init
     def __init__(self, inp: PlaybookRunInput) -> None:
         self._inp = inp
@@ -152,7 +156,7 @@ class PlaybookWorkflow:
             f"{d.decision} {d.change_id} by {d.operator_id}"
             + (f": {d.reason}" if d.reason else ""),
         )
-        await self._children[d.change_id].signal(DeviceChangeWorkflow.decide, d)
+        await self._children[d.change_id].signal(DeviceChangeWorkflowV1.decide, d)
         return rec
 
     @decide_change.validator
@@ -286,7 +290,7 @@ class PlaybookWorkflow:
             self._confirmers[cid] = confirmers
             async with limit:
                 handle = await workflow.start_child_workflow(
-                    DeviceChangeWorkflow.run,
+                    DeviceChangeWorkflowV1.run,
                     DeviceChangeInput(
                         incident_id=inp.incident.id,
                         change_id=cid,
@@ -314,7 +318,7 @@ class PlaybookWorkflow:
             "calls", f"phoning {len(inp.inventory.duty_officers)} duty officers in escalation order"
         )
         return await workflow.start_child_workflow(
-            DutyCallWorkflow.run,
+            _DUTY_CALL,
             DutyCallInput(
                 incident_id=inp.incident.id,
                 officers=inp.inventory.duty_officers,
@@ -325,6 +329,7 @@ class PlaybookWorkflow:
                 timings=inp.timings,
             ),
             id=calls_workflow_id(inp.incident.id),
+            result_type=DutyCallResult,
         )
 
     async def _notify(self, step: Notify, *, key: str) -> None:

@@ -1,0 +1,80 @@
+"""Circuits (each one's state, its parts per device, who holds it) and the areas they serve."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import AnyRole, StoreDep
+from api.errors import NotFound
+from api.schemas import AreaPublic, CircuitPartPublic, CircuitPublic
+from continuity.models import CircuitStatus
+from continuity.store import Store
+
+router = APIRouter(tags=["circuits"])
+
+
+def _public(view: dict[str, Any]) -> CircuitPublic:
+    c = view["circuit"]
+    parts = []
+    for device, state in view["parts"].items():
+        row = view["part_rows"].get(device)
+        parts.append(
+            CircuitPartPublic(
+                device=device,
+                state=state,
+                incident_id=row.incident_id if row else "",
+                change_id=row.change_id if row else "",
+                detail=row.detail if row else "",
+                updated_at=row.updated_at if row else None,
+            )
+        )
+    return CircuitPublic(
+        id=c.id,
+        name=c.name,
+        owner=c.owner,
+        area=c.area,
+        priority_class=c.priority_class,
+        restoration_level=c.restoration_level,
+        state=view["state"],
+        held_by=view["holders"],
+        parts=parts,
+    )
+
+
+def circuit_statuses(store: Store, seen: list[CircuitStatus]) -> list[CircuitStatus]:
+    """An incident's circuits with their state and parts as the ledger has them now."""
+    views = {v["circuit"].id: v for v in store.circuit_views([c.circuit_id for c in seen])}
+    out = []
+    for c in seen:
+        v = views.get(c.circuit_id)
+        if v is None:
+            out.append(c)
+            continue
+        out.append(c.model_copy(update={"state": v["state"], "parts": v["parts"]}))
+    return out
+
+
+@router.get("/areas", response_model=list[AreaPublic])
+async def list_areas(_: AnyRole, store: StoreDep) -> list[AreaPublic]:
+    """The areas a duty officer can declare an incident for."""
+    inv = await asyncio.to_thread(store.inventory)
+    return [AreaPublic(id=a.id, name=a.name) for a in inv.areas]
+
+
+@router.get("/circuits", response_model=list[CircuitPublic])
+async def list_circuits(
+    _: AnyRole, store: StoreDep, area: str | None = None
+) -> list[CircuitPublic]:
+    views = await asyncio.to_thread(store.circuit_views)
+    return [_public(v) for v in views if area is None or v["circuit"].area == area]
+
+
+@router.get("/circuits/{circuit_id}", response_model=CircuitPublic)
+async def read_circuit(circuit_id: str, _: AnyRole, store: StoreDep) -> CircuitPublic:
+    views = await asyncio.to_thread(store.circuit_views, [circuit_id])
+    if not views:
+        raise NotFound(f"no circuit {circuit_id!r}")
+    return _public(views[0])

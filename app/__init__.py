@@ -1,0 +1,1 @@
+"""Entry points that wire every layer together: the CLI, the embedded stack, the demo, audit."""

@@ -1,0 +1,73 @@
+"""Circuit rules, pure: a circuit's state from its device parts, and which paths share a route."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from continuity.models import (
+    CircuitPath,
+    CircuitState,
+    PartState,
+    RerouteMechanism,
+    RouteChange,
+)
+
+_BACKUP_SIDE = {PartState.BACKUP, PartState.BACKUP_UNCONFIRMED}
+
+
+def circuit_state(parts: Iterable[PartState]) -> CircuitState:
+    """One state for a circuit from the states of its parts (a part never touched is primary).
+
+    Anything unknown, or parts that disagree while nothing moves them, needs attention: a
+    half-rerouted circuit is asymmetric and dead while its primary is cut.
+    """
+    states = list(parts) or [PartState.PRIMARY]
+    if PartState.UNKNOWN in states:
+        return CircuitState.NEEDS_ATTENTION
+    if PartState.RETURNING in states:
+        return CircuitState.RETURNING
+    if PartState.APPLYING in states:
+        return CircuitState.MOVING
+    if all(s is PartState.PRIMARY for s in states):
+        return CircuitState.ON_PRIMARY
+    if all(s is PartState.BACKUP for s in states):
+        return CircuitState.ON_BACKUP
+    if all(s in _BACKUP_SIDE for s in states):
+        return CircuitState.ON_BACKUP_UNCONFIRMED
+    return CircuitState.NEEDS_ATTENTION
+
+
+def path_key(path: CircuitPath, circuit_id: str) -> str:
+    """What a path changes on its device: two circuits with the same key share device lines.
+
+    A static route is the prefix and both next hops; a policy route is the circuit's own
+    policy object, never shared.
+    """
+    if RerouteMechanism(path.mechanism) is RerouteMechanism.SOURCE_PBR:
+        return f"pbr:{circuit_id}"
+    return f"static:{path.prefix}:{path.primary.address}:{path.backup.address}"
+
+
+def dedupe(changes: Sequence[RouteChange]) -> list[RouteChange]:
+    """One change per distinct device line set, first circuit kept (the others ride along)."""
+    seen: set[str] = set()
+    out: list[RouteChange] = []
+    for c in changes:
+        key = path_key(c.path, c.circuit_id)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def parts_by_circuit(
+    parts: Mapping[tuple[str, str], PartState], circuit_devices: Mapping[str, Sequence[str]]
+) -> dict[str, CircuitState]:
+    """Circuit id -> state, from part states keyed (circuit, device) and each circuit's devices."""
+    return {
+        cid: circuit_state(parts.get((cid, d), PartState.PRIMARY) for d in devices)
+        for cid, devices in circuit_devices.items()
+    }
+
+
+__all__ = ["circuit_state", "dedupe", "parts_by_circuit", "path_key"]

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from continuity.models import (
     CallAttempt,
     CircuitState,
     Decision,
+    Description,
     Identifier,
     IncidentKind,
     IncidentStatus,
     PartState,
     PriorityClass,
+    Reason,
 )
 
 
@@ -26,7 +28,7 @@ class IncidentCreate(_Body):
     id: Identifier | None = None  # the business key; generated when absent
     kind: IncidentKind
     area: Identifier
-    description: str = Field(default="", max_length=2000)
+    description: Description = ""
     playbook: Identifier | None = None  # default: the catalogue's default playbook
 
 
@@ -53,7 +55,7 @@ class IncidentSummary(_Body):
 
 class DecisionCreate(_Body):
     decision: Decision
-    reason: str = Field(default="", max_length=500)
+    reason: Reason = ""
 
 
 class DecisionAccepted(_Body):
@@ -84,11 +86,11 @@ class ChangePublic(_Body):
 
 
 class StandDownCreate(_Body):
-    reason: str = Field(default="", max_length=500)
+    reason: Reason = ""
 
 
 class AbortCreate(_Body):
-    reason: str = Field(default="", max_length=500)
+    reason: Reason = ""
 
 
 class EndAccepted(_Body):

@@ -20,6 +20,7 @@ from continuity.models import (
     IncidentPhase,
     Inventory,
     PartState,
+    Reason,
     TranscriptRef,
 )
 from continuity.playbook import PlaybookSpec
@@ -75,7 +76,7 @@ class DutyCallResult(_Msg):
 
 class StandDownInput(_Msg):
     by: str
-    reason: str = Field(default="", max_length=500)
+    reason: Reason = ""
 
 
 class CallEvent(_Msg):
@@ -167,7 +168,7 @@ class IncidentResult(_Msg):
 
 class AbortInput(_Msg):
     by: str
-    reason: str = Field(default="", max_length=500)
+    reason: Reason = ""
 
 
 class DecisionSignal(_Msg):
@@ -176,7 +177,7 @@ class DecisionSignal(_Msg):
     change_id: str
     decision: Decision
     operator_id: Identifier
-    reason: str = Field(default="", max_length=500)
+    reason: Reason = ""
 
 
 class DecisionRefusedSignal(_Msg):

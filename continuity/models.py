@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from continuity.validation import (
     DEVICE_NAME,
@@ -24,6 +24,23 @@ from continuity.validation import (
 Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern, min_length=1, max_length=64)]
 DeviceName = Annotated[str, Field(pattern=DEVICE_NAME.pattern, min_length=1, max_length=63)]
 PhoneNumber = Annotated[str, Field(pattern=E164.pattern)]
+
+
+def _prose(value: str, max_len: int) -> str:
+    """One line end, whatever the client sent (a textarea, curl, a Windows console)."""
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return check_text(value, max_len=max_len, allow_empty=True, prose=True)
+
+
+# Human-entered text: a clear refusal for control characters at the edge, so no free text can
+# ever fail a running incident further in (a NUL makes PostgreSQL refuse the whole row).
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_text)]
+Description = Annotated[
+    str,
+    Field(max_length=2000),
+    AfterValidator(lambda v: _prose(v, 2000)),
+]
+Reason = Annotated[str, Field(max_length=500), AfterValidator(lambda v: _prose(v, 500))]
 
 
 class _Model(BaseModel):
@@ -179,17 +196,12 @@ class CircuitPath(_Model):
 
 class Circuit(_Model):
     id: Identifier
-    name: str
-    owner: str  # the organisation served, e.g. "Provincial Military Command"
+    name: Name
+    owner: Name  # the organisation served, e.g. "Provincial Military Command"
     priority_class: PriorityClass
     restoration_level: int = Field(ge=1, le=5)  # 1 is restored first
     area: Identifier  # the district it serves
     paths: list[CircuitPath] = Field(min_length=1)
-
-    @field_validator("name", "owner")
-    @classmethod
-    def _text(cls, v: str) -> str:
-        return check_text(v)
 
 
 class Device(_Model):
@@ -209,7 +221,7 @@ class Device(_Model):
 
 class DutyOfficer(_Model):
     id: Identifier
-    name: str
+    name: Name
     phone: PhoneNumber
     language: Language = Language.VI
     escalation_order: int = Field(ge=1)
@@ -217,18 +229,18 @@ class DutyOfficer(_Model):
 
 class Operator(_Model):
     id: Identifier
-    name: str
+    name: Name
 
 
 class Area(_Model):
     id: Identifier
-    name: str
+    name: Name
 
 
 class Inventory(_Model):
     """Everything the orchestrator knows about the network and the people; loadable from JSON."""
 
-    province: str = ""
+    province: Annotated[str, AfterValidator(lambda v: check_text(v, allow_empty=True))] = ""
     areas: list[Area] = []
     devices: list[Device] = []
     circuits: list[Circuit] = []
@@ -276,14 +288,9 @@ class Incident(_Model):
     id: Identifier
     kind: IncidentKind
     area: Identifier
-    description: str = ""
+    description: Description = ""
     declared_by: str
     declared_at: datetime
-
-    @field_validator("description")
-    @classmethod
-    def _description(cls, v: str) -> str:
-        return check_text(v, max_len=2000, allow_empty=True, prose=True)
 
 
 class TimelineEntry(_Model):

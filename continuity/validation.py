@@ -14,9 +14,14 @@ E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # 10GE1/0/1) and Linux/FRR (eth0, veth-r1-r2): letters, digits and / . : - only.
 INTERFACE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,31}(?:[-/.:][A-Za-z0-9]{1,16}){0,6}$")
 VRF = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
-# Free text that ends up in a device description or report: printable, no CLI metacharacters.
-_TEXT_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f|;`$<>\\]")
-_PROSE_FORBIDDEN = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+# Characters no human-entered text may hold: C0 and C1 control codes (PostgreSQL refuses NUL
+# outright, so one in a reason would fail the report write), line and paragraph separators,
+# and the bidirectional overrides that make a report show something other than what it says.
+_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff"
+# Names may end up in a device description: one line, no CLI metacharacters either.
+_TEXT_FORBIDDEN = re.compile(rf"[{_CONTROLS}\t\n\r|;`$<>\\]")
+# Prose (descriptions, reasons) never reaches a device: tabs and line ends are fine.
+_PROSE_FORBIDDEN = re.compile(rf"[{_CONTROLS}]")
 
 
 def check_ipv4_address(value: str) -> str:
@@ -66,9 +71,13 @@ def check_text(
         raise ValidationFailed("empty text")
     if len(value) > max_len:
         raise ValidationFailed(f"text longer than {max_len} characters")
-    forbidden = _PROSE_FORBIDDEN if prose else _TEXT_FORBIDDEN
-    if forbidden.search(value):
-        raise ValidationFailed(f"text contains control or shell characters: {value[:40]!r}")
+    found = (_PROSE_FORBIDDEN if prose else _TEXT_FORBIDDEN).search(value)
+    if found:
+        char = found.group()
+        what = "a shell character" if char.isprintable() else "a control character"
+        raise ValidationFailed(
+            f"text contains {what} (U+{ord(char):04X}) at position {found.start()}"
+        )
     return value
 
 

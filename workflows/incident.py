@@ -194,7 +194,11 @@ class IncidentWorkflow:
         self._calls: list[_Calls] = []
         self._pull_back: set[str] = set()
         self._alerted: set[str] = set()
-        self._forms: list[str] = ["timeline"]
+        # Every report the playbook names is written at close, however the run ends: a
+        # stand-down before the Report step must not lose the police's 2c dossier.
+        self._forms: list[str] = ["timeline"] + [
+            s.form for s in inp.playbook.steps if isinstance(s, Report) and s.form != "timeline"
+        ]
         self._seq = 0
         self._restores = 0
         self._kept: set[tuple[str, str]] = set()  # (circuit, device) left on backup for others
@@ -235,8 +239,7 @@ class IncidentWorkflow:
                 case Notify():
                     await self._notify_officers(step.message_vi, step.message_en, key="notify")
                 case Report():
-                    if step.form not in self._forms:
-                        self._forms.append(step.form)
+                    pass  # registered at start (above), written at close
                 case _:
                     assert_never(step)
         if self._ending is None:

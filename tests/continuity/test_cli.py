@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from app.stack import SAMPLE_INVENTORY
 from continuity.store import Store
 
@@ -47,6 +49,32 @@ def test_inventory_load_malformed_prefix_refused_store_unchanged(tmp_path: Path)
     assert "malformed IPv4 prefix" in r.stderr and "nothing was loaded" in r.stderr
     inv = Store(f"sqlite:///{tmp_path / 'continuity.db'}").inventory()
     assert inv.circuits[0].paths[0].prefix.endswith("/24")
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        (("duty_officers", 0, "name"), "Nguyễn\x00Văn"),
+        (("operators", 0, "name"), "Phạm \u202eQuốc"),
+        (("areas", 0, "name"), "Đắk Hà\n"),
+        (("circuits", 0, "owner"), "Bộ CHQS\x1b[0m"),
+    ],
+)
+def test_inventory_load_name_with_control_character_refused_store_unchanged(
+    tmp_path: Path, where: tuple[str, int, str], text: str
+):
+    assert _run("inventory", "load", str(SAMPLE_INVENTORY), data_dir=tmp_path).returncode == 0
+    bad = json.loads(SAMPLE_INVENTORY.read_text(encoding="utf-8"))
+    section, index, field = where
+    bad[section][index][field] = text
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad), encoding="utf-8")
+    r = _run("inventory", "load", str(path), data_dir=tmp_path)
+    assert r.returncode == 2
+    assert "control character" in r.stderr and "nothing was loaded" in r.stderr
+    assert f"{section}.{index}.{field}" in r.stderr  # says which entry to fix
+    inv = Store(f"sqlite:///{tmp_path / 'continuity.db'}").inventory()
+    assert getattr(getattr(inv, section)[index], field) != text
 
 
 def test_audit_replay_recorded_history_ok(tmp_path: Path):

@@ -25,7 +25,13 @@ from continuity.models import (
     Role,
     TimeoutOutcome,
 )
-from continuity.playbook import CallDutyOfficers, PlaybookSpec, RerouteWave, SelectCircuits
+from continuity.playbook import (
+    CallDutyOfficers,
+    PlaybookSpec,
+    Report,
+    RerouteWave,
+    SelectCircuits,
+)
 from lab.gear import Fault
 from lab.gear.terminal import LabTerminal
 from tests.conftest import TEST_TIMINGS, wait_until
@@ -70,6 +76,7 @@ async def test_stand_down_in_wave_1_no_device_changed_after_closes_on_primary_ca
             CallDutyOfficers(message_vi="Khẩn cấp", message_en="Emergency", rounds=2),
             RerouteWave(name="level 1", restoration_levels=[1]),
             RerouteWave(name="levels 2-5", restoration_levels=[2, 3, 4, 5]),
+            Report(form="dossier_2c"),  # never reached: the order lands in wave 1
         ],
     )
     edge = stack.network.devices["kt-edge-01"]  # only wave 2 touches it
@@ -118,6 +125,8 @@ async def test_stand_down_in_wave_1_no_device_changed_after_closes_on_primary_ca
         if "stood down" in m.body or "kết thúc" in m.body
     ]
     assert len(told) == len(stack.store.inventory().duty_officers)
+    # The police's dossier is written at close even though the run never reached its step.
+    assert {r.form for r in stack.store.reports(handle.id)} == {"timeline", "dossier_2c"}
     for o in stack.store.inventory().duty_officers:
         stack.sandbox.set_callee(o.phone, "press_1")
 

@@ -135,6 +135,8 @@ class PartialOutcome(StrEnum):
 
 # Twilio call statuses after which a call rings no more.
 TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# Those of them in which nobody picked up: no key press can belong to such a call.
+ENDED_UNANSWERED = TERMINAL_CALL_STATUSES - {"completed"}
 
 
 # --- inventory ---------------------------------------------------------------------------
@@ -432,6 +434,7 @@ class IncidentStatus(_Model):
 
 
 __all__ = [
+    "ENDED_UNANSWERED",
     "TERMINAL_CALL_STATUSES",
     "Area",
     "CallAttempt",

@@ -607,6 +607,10 @@ class Store:
             ]
             return row
 
+    def call_for_sid(self, call_sid: str) -> CallRow | None:
+        with self._session() as s:
+            return s.scalars(select(CallRow).where(CallRow.call_sid == call_sid)).first()
+
     def calls(self, incident_id: str) -> list[CallRow]:
         with self._session() as s:
             return list(

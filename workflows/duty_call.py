@@ -18,11 +18,19 @@ with workflow.unsafe.imports_passed_through():
         SendSmsInput,
         SendSmsResult,
     )
-    from continuity.models import TERMINAL_CALL_STATUSES, CallAttempt, DutyOfficer, Language
+    from continuity.models import (
+        ENDED_UNANSWERED,
+        TERMINAL_CALL_STATUSES,
+        CallAttempt,
+        DutyOfficer,
+        Language,
+    )
 
 from workflows._common import PLACE_CALL, SEND_SMS, STOP_SIGNAL, TELEPHONY_RETRY
 
 CALL_EVENT_SIGNAL = "call_event"
+# Histories recorded before 2026-12 acknowledged a key press on an ended attempt too.
+_PATCH_ENDED_NO_ACK = "ended-attempt-no-ack"
 
 
 @workflow.defn(name="DutyCall")
@@ -92,6 +100,10 @@ class DutyCallWorkflow:
         if ev.kind == "status" and ev.status and not rec.acknowledged:
             rec.status = ev.status
         if ev.kind == "gather" and ev.digits == "1" and not rec.acknowledged:
+            if rec.status in ENDED_UNANSWERED and workflow.patched(_PATCH_ENDED_NO_ACK):
+                # Reordered or replayed: a call that ended unanswered acknowledges nothing.
+                workflow.logger.warning("key press on ended attempt %s ignored", ev.attempt)
+                return
             # First "1" wins; repeated webhooks are recorded once.
             if ev.answered_by not in ("", "human", "unknown"):
                 rec.status = f"answered by {ev.answered_by}: not an acknowledgement"

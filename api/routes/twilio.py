@@ -13,17 +13,22 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from temporalio.service import RPCError, RPCStatusCode
+from twilio.rest.api.v2010.account.call import CallInstance
 
-from api.errors import ApiError, Forbidden, Unavailable
+from api.errors import ApiError, Conflict, Forbidden, Unavailable
+from continuity.errors import TelephonyError
 from continuity.messages import CallEvent
-from continuity.models import TERMINAL_CALL_STATUSES
+from continuity.models import ENDED_UNANSWERED, TERMINAL_CALL_STATUSES
 from continuity.settings import Settings
-from continuity.store import Store
+from continuity.store import CallRow, Store
 from continuity.telephony import (
     ACK_DIGIT,
+    build_client,
     empty_twiml,
     gather_reply_twiml,
     nonce_matches,
+    twilio_code,
+    twilio_errors,
     validate_twilio_signature,
 )
 from workflows import calls_workflow_id
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/twilio", tags=["twilio"])
 
 _XML = "application/xml"
+_NOT_FOUND = 20404  # Twilio's "The requested resource was not found"
 # Twilio gives up on a webhook after 15 s; a stuck signal must fail well before that.
 _SIGNAL_TIMEOUT = timedelta(seconds=5)
 # Message statuses only move forward; a late or repeated callback must not move one back.
@@ -143,28 +149,15 @@ async def _handle_call_event(request: Request, kind: Literal["status", "gather"]
                 "Twilio %s callback for unknown attempt %s/%d refused", kind, incident, attempt
             )
             raise Forbidden("unknown call attempt")
-        duplicate = any(e.get("key") == key for e in row.events)
-        if duplicate and key not in gate.unsignalled:
+        seen = next((e for e in row.events if e.get("key") == key), None)
+        if seen is not None and seen.get("refused"):
+            raise Conflict(seen["refused"])  # Twilio's retry of a refused press gets the same
+        if seen is not None and key not in gate.unsignalled:
             log.info("duplicate Twilio %s callback for %s ignored", kind, call_sid)
             return digits
-        if not duplicate:
-            if row.call_sid is None:
-                # This callback beat place_call's own write; its signed URL names the attempt.
-                await run_in_threadpool(
-                    store.record_call_created,
-                    incident_id=incident,
-                    attempt=attempt,
-                    call_sid=call_sid,
-                    status=row.status,
-                )
-            elif row.call_sid != call_sid:
-                log.warning(
-                    "callback for call %s on attempt %s/%d, which placed %s",
-                    call_sid,
-                    incident,
-                    attempt,
-                    row.call_sid,
-                )
+        if seen is None:
+            await _check_call_sid(request, row, call_sid)
+            ended = row.status if row.status in ENDED_UNANSWERED else None
             raw: dict[str, Any] = {
                 "kind": kind,
                 "key": key,
@@ -173,6 +166,15 @@ async def _handle_call_event(request: Request, kind: Literal["status", "gather"]
                 "answered_by": answered_by,
                 "idempotency_token": request.headers.get("I-Twilio-Idempotency-Token", ""),
             }
+            if kind == "gather" and ended is not None:
+                # The attempt ended unanswered (no-answer, busy, failed): a key press for it
+                # arrives reordered or replayed and acknowledges nothing. Kept for the audit.
+                refusal = f"call attempt {attempt} already ended ({ended}): not an acknowledgement"
+                log.warning("Twilio gather for %s refused: %s", call_sid, refusal)
+                await run_in_threadpool(
+                    store.record_call_event, call_sid=call_sid, raw={**raw, "refused": refusal}
+                )
+                raise Conflict(refusal)
             # A late "ringing" must not overwrite "completed" (callbacks can arrive reordered).
             moves = kind == "status" and not (
                 row.status in TERMINAL_CALL_STATUSES and status not in TERMINAL_CALL_STATUSES
@@ -188,6 +190,50 @@ async def _handle_call_event(request: Request, kind: Literal["status", "gather"]
         wid = row.workflow_id or calls_workflow_id(incident)
         await _signal(request, wid, event, gate, key)
     return digits
+
+
+async def _check_call_sid(request: Request, row: CallRow, call_sid: str) -> None:
+    """The callback's call is this attempt's call, or it is refused and recorded nowhere."""
+    if call_sid and row.call_sid == call_sid:
+        return
+    where = f"{row.incident_id}/{row.attempt}"
+    if not call_sid or row.call_sid is not None:
+        log.warning(
+            "callback for call %r on attempt %s, which placed %s", call_sid, where, row.call_sid
+        )
+        raise Forbidden(f"call {call_sid!r} does not belong to call attempt {row.attempt}")
+    # No sid recorded yet: the callback beat place_call's own write, or place_call's worker died
+    # after Twilio accepted the call. Adopt the sid only when Twilio itself says it is a call
+    # from our number to this attempt's officer that no other attempt owns.
+    store: Store = request.app.state.store
+    settings: Settings = request.app.state.settings
+    owner = await run_in_threadpool(store.call_for_sid, call_sid)
+    call = None if owner is not None else await run_in_threadpool(_fetch_call, request, call_sid)
+    if call is None or call.to != row.to or call._from != settings.twilio_from_number:
+        log.warning("callback for unknown call %r on attempt %s refused", call_sid, where)
+        raise Forbidden(f"unknown call {call_sid!r}")
+    await run_in_threadpool(
+        store.record_call_created,
+        incident_id=row.incident_id,
+        attempt=row.attempt,
+        call_sid=call_sid,
+        status=row.status,
+    )
+
+
+def _fetch_call(request: Request, call_sid: str) -> CallInstance | None:
+    """The call as Twilio knows it; None when Twilio knows no such call."""
+    state = request.app.state
+    client = getattr(state, "twilio_client", None)
+    if client is None:
+        client = state.twilio_client = build_client(state.settings)
+    try:
+        with twilio_errors("fetch call"):
+            return client.calls(call_sid).fetch()
+    except TelephonyError as e:
+        if twilio_code(e) == _NOT_FOUND:
+            return None
+        raise Unavailable(f"cannot check call {call_sid!r} with Twilio: {e}") from e
 
 
 async def _signal(request: Request, wid: str, event: CallEvent, gate: _Gate, key: str) -> None:

@@ -27,7 +27,7 @@ from continuity.messages import CallEvent, PlaceCallInput, PlaceCallResult, Send
 from continuity.models import DutyOfficer, Language
 from continuity.settings import Settings
 from continuity.store import Store
-from continuity.telephony import NO_ACK_EN, THANKS_VI, callback_nonce
+from continuity.telephony import NO_ACK_EN, THANKS_VI, build_client, callback_nonce
 from lab.telephony import CalleeBehaviour, SandboxCallback, TelephonySandbox
 
 SID = "AC" + "3" * 32
@@ -184,16 +184,32 @@ def _status_fields(call_sid: str, status: str) -> list[tuple[str, str]]:
     ]
 
 
-async def _reserved_call(b: Bench, incident: str) -> tuple[str, str]:
-    """A call row with a sid, as place_call leaves it; returns (sid, callback URL)."""
-    b.store.reserve_call(incident_id=incident, attempt=1, officer_id=OFFICER.id, to=OFFICER.phone)
+async def _reserved_call(
+    b: Bench, incident: str, attempt: int = 1, *, placed: bool = True
+) -> tuple[str, str]:
+    """A call row with a sid, as place_call leaves it (or, not `placed`, as it leaves it just
+    before Twilio answers); returns (sid, callback URL)."""
+    b.store.reserve_call(
+        incident_id=incident, attempt=attempt, officer_id=OFFICER.id, to=OFFICER.phone
+    )
     sid = "CA" + uuid.uuid4().hex
-    b.store.record_call_created(incident_id=incident, attempt=1, call_sid=sid, status="queued")
+    if placed:
+        b.store.record_call_created(
+            incident_id=incident, attempt=attempt, call_sid=sid, status="queued"
+        )
     url = (
-        f"{b.settings.public_base_url}/twilio/voice/status?incident={incident}&attempt=1"
-        f"&nonce={b.nonce(incident)}"
+        f"{b.settings.public_base_url}/twilio/voice/status?incident={incident}"
+        f"&attempt={attempt}&nonce={b.nonce(incident, attempt)}"
     )
     return sid, url
+
+
+async def _signed_post(url: str, fields: list[tuple[str, str]]) -> httpx.Response:
+    return await _post(url, fields, RequestValidator(TOKEN).compute_signature(url, dict(fields)))
+
+
+def _press(call_sid: str, digit: str = "1") -> list[tuple[str, str]]:
+    return [*_status_fields(call_sid, "in-progress"), ("Digits", digit)]
 
 
 @pytest.fixture
@@ -424,4 +440,96 @@ async def test_voice_callback_retried_after_engine_outage_signals_once(
         row = b.store.call_for_attempt(incident, 1)
         assert row is not None and [e["call_status"] for e in row.events] == ["completed"]
         assert [e.status for e in await sink.query(WebhookSink.seen)] == ["completed"]
+        await sink.terminate()
+
+
+# --- a callback must be its attempt's call; a press must come while the call lives ----------
+
+
+async def test_callback_with_call_of_another_attempt_refused_recorded_nowhere(
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
+    async with bench(tmp_path, temporal) as b:
+        sink = await b.start_sink(incident)
+        _, url = await _reserved_call(b, incident, 1)
+        other, _ = await _reserved_call(b, incident, 2)
+        gather = url.replace("/voice/status", "/voice/gather")
+        for target, fields in ((url, _status_fields(other, "completed")), (gather, _press(other))):
+            r = await _signed_post(target, fields)
+            assert r.status_code == 403 and "does not belong to call attempt 1" in r.text, r.text
+        for attempt in (1, 2):
+            row = b.store.call_for_attempt(incident, attempt)
+            assert row is not None and (row.events, row.status, row.digits) == ([], "queued", "")
+        assert await sink.query(WebhookSink.seen) == []
+        await sink.terminate()
+
+
+async def test_callback_with_unknown_call_sid_refused_recorded_nowhere(
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
+    async with bench(tmp_path, temporal) as b:
+        sink = await b.start_sink(incident)
+        # Placed: any other sid is not its call. Not yet placed: Twilio knows no such call.
+        _, placed_url = await _reserved_call(b, incident, 1)
+        _, unplaced_url = await _reserved_call(b, incident, 2, placed=False)
+        for url in (placed_url, unplaced_url):
+            r = await _signed_post(url, _status_fields("CA" + "0" * 32, "ringing"))
+            assert r.status_code == 403, r.text
+        row = b.store.call_for_attempt(incident, 2)
+        assert row is not None and row.call_sid is None and row.events == []
+        assert b.store.call_for_attempt(incident, 1).events == []  # type: ignore[union-attr]
+        assert await sink.query(WebhookSink.seen) == []
+        await sink.terminate()
+
+
+async def test_callback_before_place_call_recorded_its_sid_adopted_once_twilio_confirms(
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
+    """place_call's worker died after Twilio accepted the call: the callback is still heard."""
+    async with bench(tmp_path, temporal) as b:
+        sink = await b.start_sink(incident)
+        b.sandbox.set_callee(OFFICER.phone, "ring_out")
+        twilio = build_client(b.settings)
+        ours = await asyncio.to_thread(
+            twilio.calls.create,
+            to=OFFICER.phone,
+            from_=b.settings.twilio_from_number,
+            twiml="<Response/>",
+        )
+        strangers = await asyncio.to_thread(
+            twilio.calls.create,
+            to="+84909990009",  # someone else's call from our number: not this attempt's
+            from_=b.settings.twilio_from_number,
+            twiml="<Response/>",
+        )
+        _, url = await _reserved_call(b, incident, 1, placed=False)
+        refused = await _signed_post(url, _status_fields(str(strangers.sid), "ringing"))
+        assert refused.status_code == 403, refused.text
+        r = await _signed_post(url, _status_fields(str(ours.sid), "ringing"))
+        assert r.status_code == 200, r.text
+        row = b.store.call_for_attempt(incident, 1)
+        assert row is not None and row.call_sid == ours.sid and row.status == "ringing"
+        assert [e.call_sid for e in await sink.query(WebhookSink.seen)] == [ours.sid]
+        await sink.terminate()
+
+
+async def test_press_1_for_attempt_that_ended_unanswered_does_not_acknowledge(
+    tmp_path: Path, temporal: Client, incident: str
+) -> None:
+    async with bench(tmp_path, temporal) as b:
+        sink = await b.start_sink(incident)
+        result = await b.finished_call(incident, "no_answer")
+        nonce = b.nonce(incident)
+        gather = (
+            f"{b.settings.public_base_url}/twilio/voice/gather?incident={incident}"
+            f"&attempt=1&nonce={nonce}"
+        )
+        for _ in range(2):  # Twilio's retry of the refused press is refused the same way
+            r = await _signed_post(gather, _press(result.call_sid))
+            assert r.status_code == 409 and "already ended (no-answer)" in r.text, r.text
+        row = b.store.call_for_attempt(incident, 1)
+        assert row is not None and (row.status, row.digits) == ("no-answer", "")
+        refused = [e for e in row.events if e.get("refused")]
+        assert len(refused) == 1 and refused[0]["kind"] == "gather"  # kept for the audit
+        assert [e.kind for e in await sink.query(WebhookSink.seen)] == ["status"] * 3
         await sink.terminate()

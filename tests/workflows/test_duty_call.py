@@ -8,9 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from app.stack import Stack
-from continuity.messages import DutyCallInput, DutyCallResult
-from tests.conftest import TEST_TIMINGS
+from continuity.messages import CallEvent, DutyCallInput, DutyCallResult
+from tests.conftest import TEST_TIMINGS, wait_until
 from workflows import DutyCallWorkflow, calls_workflow_id
+from workflows._common import STOP_SIGNAL
+from workflows.duty_call import CALL_EVENT_SIGNAL
 
 
 @pytest.fixture
@@ -72,3 +74,43 @@ async def test_nobody_answers_every_round_tried_then_gives_up(stack, officers):
     assert result.acknowledged_by is None
     assert len(result.attempts) == 2 * len(officers)
     assert all(a.sms_sid for a in result.attempts)
+
+
+async def test_key_press_on_attempt_that_ended_unanswered_not_an_acknowledgement(stack, officers):
+    """A reordered or replayed press reaching the workflow itself (not only the API) is ignored."""
+    first, second, _ = officers
+    stack.sandbox.set_callee(first.phone, "no_answer")
+    stack.sandbox.set_callee(second.phone, "ring_out")
+    incident_id = f"INC-calls-{uuid.uuid4().hex[:8]}"
+    handle = await stack.client.start_workflow(
+        DutyCallWorkflow.run,
+        DutyCallInput(
+            incident_id=incident_id,
+            officers=officers,
+            message_vi="Sự cố khẩn cấp.",
+            message_en="Emergency.",
+            timings=TEST_TIMINGS,
+        ),
+        id=calls_workflow_id(incident_id),
+        task_queue=stack.settings.task_queue,
+    )
+
+    async def second_ringing() -> DutyCallResult | None:
+        calls = await handle.query(DutyCallWorkflow.calls)
+        ended = calls.attempts and calls.attempts[0].status == "no-answer"
+        return calls if ended and len(calls.attempts) == 2 else None
+
+    calls: DutyCallResult = await wait_until(second_ringing, timeout_s=30, what="attempt 2")  # type: ignore[assignment]
+    press = CallEvent(
+        call_sid=calls.attempts[0].call_sid or "",
+        attempt=1,
+        kind="gather",
+        status="in-progress",
+        digits="1",
+        answered_by="human",
+    )
+    await handle.signal(CALL_EVENT_SIGNAL, press)
+    await handle.signal(STOP_SIGNAL)
+    result = await handle.result()
+    assert result.acknowledged_by is None
+    assert not result.attempts[0].acknowledged and result.attempts[0].status == "no-answer"

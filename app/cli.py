@@ -1,4 +1,4 @@
-"""The `continuity` command: demo, up, inventory, audit, lab, worker, api."""
+"""The `continuity` command: demo, up, inventory, token, audit, lab, worker, api."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from continuity.errors import ContinuityError
+from continuity.errors import ContinuityError, ValidationFailed
+from continuity.models import Role
 from continuity.settings import Settings
+from continuity.validation import check_identifier, check_text
+
+if TYPE_CHECKING:
+    from continuity.store import Store
 
 DEFAULT_DATA_DIR = Path("continuity-data")
 
@@ -80,6 +87,66 @@ def _inventory_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app_store() -> Store:
+    from continuity.store import Store
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.sqlalchemy_url)
+    store.create_schema()
+    return store
+
+
+def _expiry(text: str | None) -> datetime | None:
+    """'90d', '12h', '30m' from now, or an ISO 8601 time (UTC when it names no zone)."""
+    if not text:
+        return None
+    units = {"d": 86400, "h": 3600, "m": 60}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) + timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(
+            f"--expires {text!r}: give 90d, 12h, 30m or an ISO 8601 time"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    row, token = _app_store().create_token(
+        subject=check_identifier(args.subject),
+        role=Role(args.role),
+        expires_at=_expiry(args.expires),
+        label=check_text(args.label, allow_empty=True),
+        created_by=os.environ.get("USER", ""),
+    )
+    expires = row.expires_at.isoformat() if row.expires_at else "never"
+    print(f"{row.id}  {row.subject}  {row.role}  expires {expires}", file=sys.stderr)
+    print("the token (shown once; the store keeps only its hash):", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _token_list(_args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    for row in _app_store().tokens():
+        if row.revoked_at is not None:
+            state = f"revoked {row.revoked_at.isoformat()}"
+        elif row.expires_at is not None and row.expires_at <= now:
+            state = f"expired {row.expires_at.isoformat()}"
+        else:
+            state = f"active, expires {row.expires_at.isoformat() if row.expires_at else 'never'}"
+        print(f"{row.id}  {row.subject:<24} {row.role:<13} {state}  {row.label}".rstrip())
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    row = _app_store().revoke_token(args.token_id)
+    print(f"{row.id} ({row.subject}, {row.role}) revoked at {row.revoked_at.isoformat()}")  # type: ignore[union-attr]
+    return 0
+
+
 def _audit_replay(args: argparse.Namespace) -> int:
     from app.audit import load_history, replay
 
@@ -139,8 +206,11 @@ def _api(_: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from continuity.temporal import temporal_tls_config
 
     settings = Settings()
+    # Refuse here: inside uvicorn's lifespan the same error would come out as a traceback.
+    temporal_tls_config(settings)
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
     return 0
 
@@ -168,6 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     load = inv.add_parser("load", help="load an inventory JSON file into the store")
     load.add_argument("file", type=Path)
     load.set_defaults(fn=_inventory_load)
+
+    tok = sub.add_parser(
+        "token", help="API principals: bearer tokens kept as hashes"
+    ).add_subparsers(dest="sub", required=True)
+    tc = tok.add_parser("create", help="make a token for a subject and role; shown only once")
+    tc.add_argument("--subject", required=True, help="an operator or duty officer id, a name")
+    tc.add_argument("--role", required=True, choices=[r.value for r in Role])
+    tc.add_argument(
+        "--expires", help="when it stops working: a duration (90d, 12h) or an ISO 8601 time"
+    )
+    tc.add_argument("--label", default="", help="what it is for, shown in `token list`")
+    tc.set_defaults(fn=_token_create)
+    tok.add_parser("list", help="every token: id, subject, role, state").set_defaults(
+        fn=_token_list
+    )
+    tr = tok.add_parser("revoke", help="stop a token working at once")
+    tr.add_argument("token_id", help="its id as `token list` shows it (tok-…)")
+    tr.set_defaults(fn=_token_revoke)
 
     audit = sub.add_parser("audit", help="audit commands").add_subparsers(dest="sub", required=True)
     rp = audit.add_parser("replay", help="replay saved histories offline against this code")

@@ -5,6 +5,7 @@
     ├── PlaybookError             an invalid playbook spec
     ├── StorageError              the store failed (retryable)
     ├── TelephonyError            Twilio refused or could not be reached
+    ├── ConfigurationError        settings a process cannot start with (e.g. production, no TLS)
     ├── DecisionRefused           an operator's decision that cannot take effect (recorded)
     │   ├── UnknownChange         no such change in this incident
     │   ├── ChangeNotPending      the change is not awaiting a decision (any more)
@@ -145,12 +146,32 @@ class ForeignPendingCommit(DeviceError):
     pass
 
 
+class TokenRefused(ContinuityError):
+    """A bearer token that names nobody: unknown, revoked or expired (the message says which)."""
+
+
+class RoleConflict(ContinuityError):
+    """One subject, one role: a duty officer who could also confirm would confirm their own."""
+
+
+class UnknownToken(ContinuityError):
+    pass
+
+
+class ConfigurationError(ContinuityError):
+    """Settings this process cannot start with; the message names the ones to fix."""
+
+
 __all__ = [
     "AlreadyDecided",
     "AuthenticationFailed",
     "ChangeNotPending",
     "CommandRejected",
+    "ConfigurationError",
     "ContinuityError",
+    "RoleConflict",
+    "TokenRefused",
+    "UnknownToken",
     "DecisionRefused",
     "DeviceBusy",
     "DeviceError",

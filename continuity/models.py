@@ -74,9 +74,13 @@ class Language(StrEnum):
 
 
 class Role(StrEnum):
-    DUTY_OFFICER = "duty_officer"
-    OPERATOR = "operator"
-    AUDITOR = "auditor"
+    """What a principal may do; docs/access.md has the route matrix (api/access.py)."""
+
+    DUTY_OFFICER = "duty_officer"  # declares, stands down, aborts
+    OPERATOR = "operator"  # confirms or rejects device changes
+    ENGINEER = "engineer"  # writes playbooks; reads incidents, circuits and reports
+    AUDITOR = "auditor"  # reads everything, exports histories
+    ADMIN = "admin"  # manages principals and the inventory; acts in no incident
 
 
 # --- the vocabulary of the incident core, defined once ------------------------------------

@@ -16,6 +16,7 @@ class ApiToken(BaseModel):
 
     subject: str  # an operator id, a duty officer id or an auditor's name
     role: Role
+    token_id: str = ""  # the store's id of the token ("" for a settings token of the demo)
 
 
 class DeviceCredential(BaseModel):
@@ -30,20 +31,29 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("continuity-data")
-    database_url: str = ""  # empty: SQLite file under data_dir
+    # Empty: a SQLite file under data_dir. Kept out of repr: the URL may carry a password.
+    database_url: str = Field(default="", repr=False)
     # Threads (and database connections) for store work in one process.
     store_threads: int = Field(default=32, ge=1, le=256)
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = "continuity"
+    # Production (CONTINUITY_PRODUCTION=1) refuses to reach Temporal without mutual TLS. TLS is
+    # used whenever any of the four below is set; the server name defaults to the address's host.
+    production: bool = False
+    temporal_tls_ca: Path | None = None  # the CA the frontend's certificate must chain to
+    temporal_tls_cert: Path | None = None  # this process's client certificate (PEM)
+    temporal_tls_key: Path | None = None  # and its private key (PEM)
+    temporal_tls_server_name: str | None = None  # the name the frontend's certificate carries
     # Durations handed to each new incident's workflow (confirmation window, escalation, ...).
     timings: Timings = Field(default_factory=Timings)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    # Token -> who and what role. Operators' subjects must be operator ids of the inventory.
-    api_tokens: dict[str, ApiToken] = Field(default_factory=dict)
+    # Token -> who and what role, for the embedded demo only: a deployment keeps its principals
+    # in the store (`continuity token create`), which holds only a hash of each token.
+    api_tokens: dict[str, ApiToken] = Field(default_factory=dict, repr=False)
 
     # Devices: credentials by reference name; the pinned host keys live in known_hosts.
     device_credentials: dict[str, DeviceCredential] = Field(default_factory=dict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 import uuid
 from collections.abc import Iterator
@@ -44,10 +45,14 @@ from continuity.errors import (
     ChangeNotPending,
     DecisionRefused,
     NotAConfirmer,
+    RoleConflict,
     SelfDecision,
     StorageError,
+    TokenRefused,
     UnknownChange,
     UnknownOperator,
+    UnknownToken,
+    ValidationFailed,
     WindowClosed,
 )
 from continuity.models import (
@@ -61,6 +66,7 @@ from continuity.models import (
     Inventory,
     Operator,
     PartState,
+    Role,
     inventory_sha256,
 )
 
@@ -162,6 +168,32 @@ class TranscriptRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     sent: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     status: Mapped[str] = mapped_column(String(16), default="complete", server_default="complete")
+
+
+class TokenRow(Base):
+    """A principal's bearer token: only its SHA-256 is kept (the token is 256 random bits, so a
+    fast hash is enough); it is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # "tok-…", shown in lists
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    def active(self, at: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
+
+
+TOKEN_PREFIX = "ct_"
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class CallRow(Base):
@@ -606,6 +638,71 @@ class Store:
                 {"at": _now().isoformat(), "status": status, "digits": digits, **(raw or {})},
             ]
             return row
+
+    # --- principals ----------------------------------------------------------------------
+
+    def create_token(
+        self,
+        *,
+        subject: str,
+        role: Role,
+        expires_at: datetime | None = None,
+        label: str = "",
+        created_by: str = "",
+    ) -> tuple[TokenRow, str]:
+        """A new token for `subject`; returns its row and the token, which is never stored."""
+        now = _now()
+        if expires_at is not None and expires_at <= now:
+            raise ValidationFailed(f"expiry {expires_at.isoformat()} is in the past")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._session() as s:
+            others = s.scalars(
+                select(TokenRow).where(TokenRow.subject == subject, TokenRow.role != role.value)
+            ).all()
+            held = sorted({t.role for t in others if t.active(now)})
+            if held:
+                raise RoleConflict(
+                    f"{subject} already holds the {', '.join(held)} role; one subject has one "
+                    "role (revoke those tokens first)"
+                )
+            row = TokenRow(
+                id=f"tok-{secrets.token_hex(6)}",
+                sha256=token_sha256(token),
+                subject=subject,
+                role=role.value,
+                label=label,
+                created_by=created_by,
+                created_at=now,
+                expires_at=expires_at,
+            )
+            s.add(row)
+        return row, token
+
+    def tokens(self) -> list[TokenRow]:
+        with self._session() as s:
+            return list(s.scalars(select(TokenRow).order_by(TokenRow.created_at)))
+
+    def revoke_token(self, token_id: str) -> TokenRow:
+        with self._session() as s:
+            row = s.get(TokenRow, token_id)
+            if row is None:
+                raise UnknownToken(f"no token {token_id!r}")
+            if row.revoked_at is None:
+                row.revoked_at = _now()
+            return row
+
+    def principal_for_token(self, token: str) -> TokenRow:
+        """The active token row for a presented bearer token, or TokenRefused saying why."""
+        with self._session() as s:
+            row = s.scalars(select(TokenRow).where(TokenRow.sha256 == token_sha256(token))).first()
+        now = _now()
+        if row is None:
+            raise TokenRefused("unknown token")
+        if row.revoked_at is not None:
+            raise TokenRefused(f"token {row.id} was revoked")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise TokenRefused(f"token {row.id} expired at {row.expires_at.isoformat()}")
+        return row
 
     def call_for_sid(self, call_sid: str) -> CallRow | None:
         with self._session() as s:
@@ -1298,4 +1395,4 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-__all__ = ["ChangeRow", "Store", "sha256_text"]
+__all__ = ["TOKEN_PREFIX", "ChangeRow", "Store", "TokenRow", "sha256_text", "token_sha256"]

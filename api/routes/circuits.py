@@ -7,13 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import AnyRole, StoreDep
+from api.deps import AUTHORIZED, Principal, StoreDep
 from api.errors import NotFound
 from api.schemas import AreaPublic, CircuitPartPublic, CircuitPublic
 from continuity.models import CircuitStatus
 from continuity.store import Store
 
-router = APIRouter(tags=["circuits"])
+router = APIRouter(tags=["circuits"], dependencies=AUTHORIZED)
 
 
 def _public(view: dict[str, Any]) -> CircuitPublic:
@@ -58,7 +58,7 @@ def circuit_statuses(store: Store, seen: list[CircuitStatus]) -> list[CircuitSta
 
 
 @router.get("/areas", response_model=list[AreaPublic])
-async def list_areas(_: AnyRole, store: StoreDep) -> list[AreaPublic]:
+async def list_areas(_: Principal, store: StoreDep) -> list[AreaPublic]:
     """The areas a duty officer can declare an incident for."""
     inv = await asyncio.to_thread(store.inventory)
     return [AreaPublic(id=a.id, name=a.name) for a in inv.areas]
@@ -66,14 +66,14 @@ async def list_areas(_: AnyRole, store: StoreDep) -> list[AreaPublic]:
 
 @router.get("/circuits", response_model=list[CircuitPublic])
 async def list_circuits(
-    _: AnyRole, store: StoreDep, area: str | None = None
+    _: Principal, store: StoreDep, area: str | None = None
 ) -> list[CircuitPublic]:
     views = await asyncio.to_thread(store.circuit_views)
     return [_public(v) for v in views if area is None or v["circuit"].area == area]
 
 
 @router.get("/circuits/{circuit_id}", response_model=CircuitPublic)
-async def read_circuit(circuit_id: str, _: AnyRole, store: StoreDep) -> CircuitPublic:
+async def read_circuit(circuit_id: str, _: Principal, store: StoreDep) -> CircuitPublic:
     views = await asyncio.to_thread(store.circuit_views, [circuit_id])
     if not views:
         raise NotFound(f"no circuit {circuit_id!r}")

@@ -19,11 +19,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import (
-    AnyRole,
-    Auditor,
+    AUTHORIZED,
     CourierDep,
-    DutyOfficer,
-    Operator,
+    Principal,
     SettingsDep,
     StoreDep,
     TemporalDep,
@@ -58,7 +56,7 @@ from playbooks import DEFAULT_PLAYBOOK, get_playbook
 from workflows import IncidentWorkflow, calls_workflow_id
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/incidents", tags=["incidents"])
+router = APIRouter(prefix="/incidents", tags=["incidents"], dependencies=AUTHORIZED)
 
 _MARKDOWN = "text/markdown; charset=utf-8"
 
@@ -70,7 +68,7 @@ def _new_incident_id() -> str:
 @router.post("", status_code=201, response_model=IncidentCreated)
 async def declare_incident(
     body: IncidentCreate,
-    who: DutyOfficer,
+    who: Principal,
     settings: SettingsDep,
     store: StoreDep,
     temporal: TemporalDep,
@@ -113,7 +111,7 @@ async def declare_incident(
 
 
 @router.get("", response_model=list[IncidentSummary])
-async def list_incidents(_: AnyRole, temporal: TemporalDep) -> list[IncidentSummary]:
+async def list_incidents(_: Principal, temporal: TemporalDep) -> list[IncidentSummary]:
     out: list[IncidentSummary] = []
     try:
         async for wf in temporal.list_workflows(
@@ -154,7 +152,7 @@ async def _status(handle: WorkflowHandle) -> IncidentStatus:
 
 @router.get("/{incident_id}", response_model=IncidentPublic)
 async def read_incident(
-    incident_id: str, _: AnyRole, store: StoreDep, temporal: TemporalDep
+    incident_id: str, _: Principal, store: StoreDep, temporal: TemporalDep
 ) -> IncidentPublic:
     handle, running = await _describe(temporal, incident_id)
     status = await _status(handle)
@@ -182,7 +180,7 @@ async def read_incident(
 @router.get("/{incident_id}/changes", response_model=list[ChangePublic])
 async def list_changes(
     incident_id: str,
-    _: AnyRole,
+    _: Principal,
     store: StoreDep,
     temporal: TemporalDep,
     state: ChangeState | None = None,
@@ -213,7 +211,7 @@ async def decide_change(
     incident_id: str,
     change_id: str,
     body: DecisionCreate,
-    who: Operator,
+    who: Principal,
     store: StoreDep,
     courier: CourierDep,
 ) -> DecisionAccepted:
@@ -267,7 +265,7 @@ async def decide_change(
 
 @router.post("/{incident_id}/stand-down", status_code=202, response_model=EndAccepted)
 async def stand_down(
-    incident_id: str, body: StandDownCreate, who: DutyOfficer, temporal: TemporalDep
+    incident_id: str, body: StandDownCreate, who: Principal, temporal: TemporalDep
 ) -> EndAccepted:
     handle = await _ending_allowed(temporal, incident_id)
     await signal_incident(
@@ -278,7 +276,7 @@ async def stand_down(
 
 @router.post("/{incident_id}/abort", status_code=202, response_model=EndAccepted)
 async def abort(
-    incident_id: str, body: AbortCreate, who: DutyOfficer, temporal: TemporalDep
+    incident_id: str, body: AbortCreate, who: Principal, temporal: TemporalDep
 ) -> EndAccepted:
     handle = await _ending_allowed(temporal, incident_id)
     await signal_incident(
@@ -302,7 +300,7 @@ async def _ending_allowed(temporal: TemporalDep, incident_id: str) -> WorkflowHa
 
 
 @router.get("/{incident_id}/history")
-async def export_history(incident_id: str, _: Auditor, temporal: TemporalDep) -> Response:
+async def export_history(incident_id: str, _: Principal, temporal: TemporalDep) -> Response:
     handle, _running = await _describe(temporal, incident_id)
     history = await handle.fetch_history()
     return Response(
@@ -314,7 +312,7 @@ async def export_history(incident_id: str, _: Auditor, temporal: TemporalDep) ->
 
 @router.get("/{incident_id}/report")
 async def incident_report(
-    incident_id: str, _: AnyRole, store: StoreDep, temporal: TemporalDep, form: str = "timeline"
+    incident_id: str, _: Principal, store: StoreDep, temporal: TemporalDep, form: str = "timeline"
 ) -> Response:
     """A closed incident's stored report (what was written at close), else one rendered now."""
     if form not in ("timeline", "dossier_2c"):

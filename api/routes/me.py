@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from api.deps import AnyRole
+from api.deps import AUTHORIZED, Principal
 from continuity.models import Role
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], dependencies=AUTHORIZED)
 
 
 class MePublic(BaseModel):
@@ -20,7 +20,7 @@ class MePublic(BaseModel):
 
 
 @router.get("/me", response_model=MePublic)
-async def read_me(who: AnyRole) -> MePublic:
+async def read_me(who: Principal) -> MePublic:
     return MePublic(subject=who.subject, role=who.role)
 
 

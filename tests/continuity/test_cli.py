@@ -96,3 +96,28 @@ def test_audit_replay_tampered_history_fails_loudly(tmp_path: Path):
     r = _run("audit", "replay", str(forged), data_dir=tmp_path)
     assert r.returncode == 1
     assert "replay FAILED" in r.stdout
+
+
+def test_token_create_list_revoke_as_an_admin_runs_them(tmp_path: Path):
+    made = _run(
+        "token", "create", "--subject", "op-1", "--role", "operator", "--expires", "30d",
+        data_dir=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("ct_") and "shown once" in made.stderr
+    store = Store(f"sqlite:///{tmp_path / 'continuity.db'}")
+    row = store.principal_for_token(token)
+    assert (row.subject, row.role) == ("op-1", "operator")
+    listed = _run("token", "list", data_dir=tmp_path)
+    assert row.id in listed.stdout and "active, expires" in listed.stdout
+    assert token not in listed.stdout  # never shown again
+    second = _run(
+        "token", "create", "--subject", "op-1", "--role", "duty_officer", data_dir=tmp_path
+    )
+    assert second.returncode == 2 and "one subject has one role" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert _run("token", "revoke", row.id, data_dir=tmp_path).returncode == 0
+    assert "revoked" in _run("token", "list", data_dir=tmp_path).stdout
+    bad = _run("token", "create", "--subject", "op;1", "--role", "operator", data_dir=tmp_path)
+    assert bad.returncode == 2 and "malformed identifier" in bad.stderr

@@ -28,10 +28,14 @@ from continuity.errors import (
     ChangeNotPending,
     DecisionRefused,
     NotAConfirmer,
+    RoleConflict,
     SelfDecision,
     StorageError,
+    TokenRefused,
     UnknownChange,
     UnknownOperator,
+    UnknownToken,
+    ValidationFailed,
     WindowClosed,
 )
 from continuity.models import (
@@ -48,6 +52,7 @@ from continuity.models import (
     Platform,
     PriorityClass,
     RerouteMechanism,
+    Role,
 )
 from continuity.store import Store
 
@@ -926,3 +931,51 @@ def test_create_schema_concurrent_starts_all_succeed(
     finally:
         for s in stores:
             s.close()
+
+
+# --- principals ---------------------------------------------------------------------------
+
+
+def test_token_kept_only_as_hash_and_names_its_principal(store: Store, db_url: str):
+    row, token = store.create_token(subject="op-1", role=Role.OPERATOR, label="night")
+    assert token.startswith("ct_") and len(token) > 40
+    dump = "\n".join(
+        str(v)
+        for r in create_engine(db_url).connect().execute(text("SELECT * FROM api_tokens"))
+        for v in r
+    )
+    assert token not in dump and row.sha256 in dump
+    found = store.principal_for_token(token)
+    assert (found.id, found.subject, found.role) == (row.id, "op-1", "operator")
+
+
+def test_revoked_or_expired_token_refused_saying_which(store: Store):
+    revoked, token = store.create_token(subject="op-1", role=Role.OPERATOR)
+    store.revoke_token(revoked.id)
+    with pytest.raises(TokenRefused, match="was revoked"):
+        store.principal_for_token(token)
+    soon = datetime.now(UTC) + timedelta(milliseconds=200)
+    _, short = store.create_token(subject="op-2", role=Role.OPERATOR, expires_at=soon)
+    assert store.principal_for_token(short).subject == "op-2"
+    time.sleep(0.3)
+    with pytest.raises(TokenRefused, match="expired at"):
+        store.principal_for_token(short)
+    with pytest.raises(TokenRefused, match="unknown token"):
+        store.principal_for_token("ct_nobody")
+    with pytest.raises(UnknownToken):
+        store.revoke_token("tok-none")
+    with pytest.raises(ValidationFailed, match="in the past"):
+        store.create_token(subject="op-3", role=Role.OPERATOR, expires_at=soon)
+
+
+def test_one_subject_one_role_until_the_other_role_is_revoked(store: Store):
+    officer, _ = store.create_token(subject="do-1", role=Role.DUTY_OFFICER)
+    store.create_token(subject="do-1", role=Role.DUTY_OFFICER)  # a second device, same role
+    with pytest.raises(RoleConflict, match="already holds the duty_officer role"):
+        store.create_token(subject="do-1", role=Role.OPERATOR)
+    for row in store.tokens():
+        if row.subject == "do-1":
+            store.revoke_token(row.id)
+    _, token = store.create_token(subject="do-1", role=Role.OPERATOR)
+    assert store.principal_for_token(token).role == "operator"
+    assert officer.id in {r.id for r in store.tokens()}  # revoked tokens stay listed

@@ -56,7 +56,7 @@ def api_routes(app: FastAPI) -> list[tuple[str, str, str]]:
     def walk(routes: list[Any]) -> None:
         for route in routes:
             if isinstance(route, APIRoute):
-                for method in sorted(route.methods):
+                for method in sorted(route.methods or ()):
                     found.append((method, route.path, route.name))
             elif hasattr(route, "original_router"):  # an included router
                 walk(route.original_router.routes)

@@ -19,6 +19,7 @@ from api.errors import Forbidden, Unauthenticated
 from api.signals import DecisionCourier
 from continuity.errors import TokenRefused
 from continuity.models import Role
+from continuity.oidc import OidcVerifier
 from continuity.settings import ApiToken, Settings
 from continuity.store import TOKEN_PREFIX, Store
 
@@ -51,7 +52,18 @@ CourierDep = Annotated[DecisionCourier, Depends(_courier)]
 _bearer = HTTPBearer(auto_error=False)
 
 
+def _oidc(request: Request) -> OidcVerifier:
+    """One verifier per app (it caches the JWKS), rebuilt if the OIDC settings change."""
+    s: Settings = request.app.state.settings
+    key = (s.oidc_issuer, s.oidc_audience, s.oidc_jwks_url, s.oidc_jwks_file)
+    cached = getattr(request.app.state, "oidc", None)
+    if cached is None or cached[0] != key:
+        cached = request.app.state.oidc = (key, OidcVerifier(s))
+    return cached[1]
+
+
 async def _authenticated(
+    request: Request,
     settings: SettingsDep,
     store: StoreDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -62,6 +74,12 @@ async def _authenticated(
     for token, who in settings.api_tokens.items():  # the embedded demo's tokens
         if hmac.compare_digest(token.encode(), presented.encode()):
             return who
+    if settings.oidc_issuer and presented.count(".") == 2:  # a JWT from the identity provider
+        try:
+            oidc = await asyncio.to_thread(_oidc(request).verify, presented)
+        except TokenRefused as e:
+            raise Unauthenticated(str(e)) from None
+        return ApiToken(subject=oidc.subject, role=oidc.role, token_id=oidc.token_id)
     if not presented.startswith(TOKEN_PREFIX):
         raise Unauthenticated("unknown token")
     try:

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     # Token -> who and what role, for the embedded demo only: a deployment keeps its principals
     # in the store (`continuity token create`), which holds only a hash of each token.
     api_tokens: dict[str, ApiToken] = Field(default_factory=dict, repr=False)
+    # Optional OIDC / JWT bearer tokens from the carrier's identity provider (continuity/oidc.py).
+    # Off unless an issuer is set; the keys come from a JWKS URL or a JWKS file.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_jwks_file: Path | None = None
+    oidc_role_claim: str = "continuity_role"  # a string or a list; exactly one must be a role
+    oidc_subject_claim: str = "sub"
+    # The IdP's group or role names -> our roles, where they differ (e.g. {"noc-ops": "operator"}).
+    oidc_role_map: dict[str, Role] = Field(default_factory=dict)
 
     # Devices: credentials by reference name; the pinned host keys live in known_hosts.
     device_credentials: dict[str, DeviceCredential] = Field(default_factory=dict)

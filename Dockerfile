@@ -1,6 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md worker.py ./
+COPY app ./app
 COPY continuity ./continuity
 COPY workflows ./workflows
 COPY activities ./activities

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -16,6 +17,7 @@ from temporalio.worker import Worker
 from activities.network import NetworkActivities
 from activities.store import StoreActivities
 from activities.telephony import TelephonyActivities
+from continuity.errors import ContinuityError
 from continuity.settings import Settings
 from continuity.store import Store
 from continuity.temporal import connect_temporal
@@ -118,9 +120,10 @@ def build_worker(
 async def run(
     settings: Settings, *, sites: Sequence[str] | None = None, central: bool = True
 ) -> None:
+    # Temporal first: a worker refused for its TLS settings leaves the database untouched.
+    client = await connect_temporal(settings)
     store = Store(settings.sqlalchemy_url)
     store.create_schema()
-    client = await connect_temporal(settings)
     workers = build_worker(client, settings, store, sites=sites, central=central)
     log.info("worker polling %s on %s", ", ".join(workers.task_queues), settings.temporal_address)
     await workers.run()
@@ -132,4 +135,9 @@ def main(sites: Sequence[str] | None = None, *, central: bool = True) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ContinuityError as e:
+        # One line an operator can act on (as `continuity worker` prints), not a traceback.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

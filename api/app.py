@@ -16,6 +16,7 @@ from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import install_handlers
 from api.routes import circuits, incidents, me, twilio
 from api.schemas import Health
+from api.security import SecurityHeaders
 from continuity.settings import Settings
 from continuity.store import Store
 from continuity.temporal import connect_temporal
@@ -55,6 +56,9 @@ def create_app(
         app.state.store = store
     if temporal is not None:
         app.state.temporal = temporal
+    # Mapped errors (401/404/422, domain errors) are answered inside it and carry the headers;
+    # only an unhandled exception's bare 500, from Starlette's outermost layer, goes without.
+    app.add_middleware(SecurityHeaders)
     install_handlers(app)
     app.include_router(incidents.router)
     app.include_router(me.router)

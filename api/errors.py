@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from continuity.errors import (
     AlreadyDecided,
@@ -64,6 +68,34 @@ class Unavailable(ApiError):
     status = 503
 
 
+class ErrorBody(BaseModel):
+    """Every error response: what went wrong, by name, and why."""
+
+    error: str  # e.g. UnknownChange, AlreadyDecided, WindowClosed, ValidationFailed
+    detail: str | list[dict[str, Any]]  # a sentence, or a 422's list of field errors
+
+
+_MEANING = {
+    400: "the callback URL is not one we issued",
+    401: "no token, or an unknown, expired or revoked one (WWW-Authenticate: Bearer)",
+    403: "the role may not do this, or the decision is not this principal's to make",
+    404: "no such incident, change or circuit",
+    409: "conflicts with the state it is in (already declared, decided, ended, window closed)",
+    422: "the request is malformed; nothing was changed",
+    503: "the workflow engine or the database cannot take it now; send again after Retry-After",
+}
+
+
+def ok_as(media_type: str, description: str, kind: str = "string") -> dict[int | str, Any]:
+    """OpenAPI `responses` for a 200 that is not a JSON model (Markdown, TwiML, a history)."""
+    return {200: {"description": description, "content": {media_type: {"schema": {"type": kind}}}}}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route can answer, with their body."""
+    return {s: {"model": ErrorBody, "description": _MEANING[s]} for s in statuses}
+
+
 # First match wins: subclasses before their bases.
 _DOMAIN_STATUS: list[tuple[type[ContinuityError], int]] = [
     (UnknownOperator, 403),
@@ -92,6 +124,12 @@ def install_handlers(app: FastAPI) -> None:
             {"error": e.type, "detail": e.message}, status_code=e.status, headers=headers
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(_: Request, e: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"error": "ValidationFailed", "detail": _jsonable(e.errors())}, status_code=422
+        )
+
     @app.exception_handler(ValidationError)
     async def _invalid(_: Request, e: ValidationError) -> JSONResponse:
         return JSONResponse(
@@ -110,3 +148,9 @@ def install_handlers(app: FastAPI) -> None:
             status_code=status,
             headers=_retry_after(status),
         )
+
+
+def _jsonable(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's error list without its `ctx` (it may hold the exception object itself)."""
+    keep = ("type", "loc", "msg", "input")
+    return jsonable_encoder([{k: v for k, v in dict(e).items() if k in keep} for e in errors])

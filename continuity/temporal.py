@@ -1,23 +1,81 @@
-"""The one way to reach Temporal: every client uses the pydantic data converter."""
+"""The one way to reach Temporal: the pydantic data converter always, mutual TLS when configured."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
 
+from continuity.errors import ConfigurationError
 from continuity.settings import Settings
+
+_TLS_FILES = ("temporal_tls_ca", "temporal_tls_cert", "temporal_tls_key")
 
 
 async def connect_temporal(
     settings: Settings | None = None, *, address: str | None = None, namespace: str | None = None
 ) -> Client:
-    """A client for `address` (default: the settings' frontend) with our data converter."""
+    """A client for `address` (default: the settings' frontend) with our data converter.
+
+    Raises ConfigurationError before connecting if the settings' TLS cannot be used.
+    """
     s = settings or Settings()
+    tls = temporal_tls_config(s)
     return await Client.connect(
         address or s.temporal_address,
         namespace=namespace or s.temporal_namespace,
         data_converter=pydantic_data_converter,
+        tls=tls or False,
     )
 
 
-__all__ = ["connect_temporal"]
+def temporal_tls_config(settings: Settings) -> TLSConfig | None:
+    """The TLS to reach Temporal with; None for plaintext (the embedded dev server).
+
+    Raises ConfigurationError when production lacks any of the CA, certificate and key, when
+    only one of certificate and key is set, or when a file cannot be read as PEM.
+    """
+    paths: dict[str, Path | None] = {name: getattr(settings, name) for name in _TLS_FILES}
+    if settings.production:
+        missing = [_variable(name) for name, path in paths.items() if path is None]
+        if missing:
+            raise ConfigurationError(
+                "production (CONTINUITY_PRODUCTION) reaches Temporal only over mutual TLS; "
+                f"set {', '.join(missing)} (deploy/make-certs.sh makes the files)"
+            )
+    if settings.temporal_tls_server_name is None and all(p is None for p in paths.values()):
+        return None
+    if (paths["temporal_tls_cert"] is None) != (paths["temporal_tls_key"] is None):
+        raise ConfigurationError(
+            f"{_variable('temporal_tls_cert')} and {_variable('temporal_tls_key')} go together: "
+            "set both or neither"
+        )
+    pem = {name: _read_pem(name, path) if path else None for name, path in paths.items()}
+    return TLSConfig(
+        server_root_ca_cert=pem["temporal_tls_ca"],
+        client_cert=pem["temporal_tls_cert"],
+        client_private_key=pem["temporal_tls_key"],
+        domain=settings.temporal_tls_server_name,
+    )
+
+
+def _variable(field: str) -> str:
+    return f"CONTINUITY_{field.upper()}"
+
+
+def _read_pem(field: str, path: Path) -> bytes:
+    # Read here, not in the SDK's core: its failure would be a traceback from deep in a connect.
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigurationError(
+            f"{_variable(field)}={path} cannot be read: {e.strerror}"
+        ) from None
+    if b"-----BEGIN " not in data:
+        raise ConfigurationError(f"{_variable(field)}={path} is not a PEM file")
+    return data
+
+
+__all__ = ["connect_temporal", "temporal_tls_config"]

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import AUTHORIZED, Principal, StoreDep
-from api.errors import NotFound
+from api.errors import NotFound, documented
 from api.schemas import AreaPublic, CircuitPartPublic, CircuitPublic
 from continuity.models import CircuitStatus
 from continuity.store import Store
@@ -57,14 +57,16 @@ def circuit_statuses(store: Store, seen: list[CircuitStatus]) -> list[CircuitSta
     return out
 
 
-@router.get("/areas", response_model=list[AreaPublic])
+@router.get("/areas", response_model=list[AreaPublic], responses=documented(401, 403, 503))
 async def list_areas(_: Principal, store: StoreDep) -> list[AreaPublic]:
     """The areas a duty officer can declare an incident for."""
     inv = await asyncio.to_thread(store.inventory)
     return [AreaPublic(id=a.id, name=a.name) for a in inv.areas]
 
 
-@router.get("/circuits", response_model=list[CircuitPublic])
+@router.get(
+    "/circuits", response_model=list[CircuitPublic], responses=documented(401, 403, 422, 503)
+)
 async def list_circuits(
     _: Principal, store: StoreDep, area: str | None = None
 ) -> list[CircuitPublic]:
@@ -72,7 +74,11 @@ async def list_circuits(
     return [_public(v) for v in views if area is None or v["circuit"].area == area]
 
 
-@router.get("/circuits/{circuit_id}", response_model=CircuitPublic)
+@router.get(
+    "/circuits/{circuit_id}",
+    response_model=CircuitPublic,
+    responses=documented(401, 403, 404, 422, 503),
+)
 async def read_circuit(circuit_id: str, _: Principal, store: StoreDep) -> CircuitPublic:
     views = await asyncio.to_thread(store.circuit_views, [circuit_id])
     if not views:

@@ -26,7 +26,7 @@ from api.deps import (
     StoreDep,
     TemporalDep,
 )
-from api.errors import Conflict, NotFound, Unavailable, Unprocessable
+from api.errors import Conflict, NotFound, Unavailable, Unprocessable, documented, ok_as
 from api.routes.circuits import circuit_statuses
 from api.schemas import (
     AbortCreate,
@@ -59,13 +59,21 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/incidents", tags=["incidents"], dependencies=AUTHORIZED)
 
 _MARKDOWN = "text/markdown; charset=utf-8"
+_MARKDOWN_OK = ok_as("text/markdown", "the report")
+# Temporal's own JSON form of a history, as `continuity audit replay` reads it.
+_HISTORY_OK = ok_as("application/json", "the workflow history", "object")
 
 
 def _new_incident_id() -> str:
     return f"INC-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-@router.post("", status_code=201, response_model=IncidentCreated)
+@router.post(
+    "",
+    status_code=201,
+    response_model=IncidentCreated,
+    responses=documented(401, 403, 409, 422, 503),
+)
 async def declare_incident(
     body: IncidentCreate,
     who: Principal,
@@ -110,7 +118,7 @@ async def declare_incident(
     )
 
 
-@router.get("", response_model=list[IncidentSummary])
+@router.get("", response_model=list[IncidentSummary], responses=documented(401, 403, 503))
 async def list_incidents(_: Principal, temporal: TemporalDep) -> list[IncidentSummary]:
     out: list[IncidentSummary] = []
     try:
@@ -150,7 +158,9 @@ async def _status(handle: WorkflowHandle) -> IncidentStatus:
         raise Unavailable(f"workflow service: {e.message}") from None
 
 
-@router.get("/{incident_id}", response_model=IncidentPublic)
+@router.get(
+    "/{incident_id}", response_model=IncidentPublic, responses=documented(401, 403, 404, 422, 503)
+)
 async def read_incident(
     incident_id: str, _: Principal, store: StoreDep, temporal: TemporalDep
 ) -> IncidentPublic:
@@ -177,7 +187,11 @@ async def read_incident(
     )
 
 
-@router.get("/{incident_id}/changes", response_model=list[ChangePublic])
+@router.get(
+    "/{incident_id}/changes",
+    response_model=list[ChangePublic],
+    responses=documented(401, 403, 404, 422, 503),
+)
 async def list_changes(
     incident_id: str,
     _: Principal,
@@ -206,7 +220,11 @@ async def list_changes(
     ]
 
 
-@router.post("/{incident_id}/changes/{change_id}/decision", response_model=DecisionAccepted)
+@router.post(
+    "/{incident_id}/changes/{change_id}/decision",
+    response_model=DecisionAccepted,
+    responses=documented(401, 403, 404, 409, 422, 503),
+)
 async def decide_change(
     incident_id: str,
     change_id: str,
@@ -263,7 +281,12 @@ async def decide_change(
     )
 
 
-@router.post("/{incident_id}/stand-down", status_code=202, response_model=EndAccepted)
+@router.post(
+    "/{incident_id}/stand-down",
+    status_code=202,
+    response_model=EndAccepted,
+    responses=documented(401, 403, 404, 409, 422, 503),
+)
 async def stand_down(
     incident_id: str, body: StandDownCreate, who: Principal, temporal: TemporalDep
 ) -> EndAccepted:
@@ -274,7 +297,12 @@ async def stand_down(
     return EndAccepted(status="stand-down requested")
 
 
-@router.post("/{incident_id}/abort", status_code=202, response_model=EndAccepted)
+@router.post(
+    "/{incident_id}/abort",
+    status_code=202,
+    response_model=EndAccepted,
+    responses=documented(401, 403, 404, 409, 422, 503),
+)
 async def abort(
     incident_id: str, body: AbortCreate, who: Principal, temporal: TemporalDep
 ) -> EndAccepted:
@@ -299,7 +327,11 @@ async def _ending_allowed(temporal: TemporalDep, incident_id: str) -> WorkflowHa
     return handle
 
 
-@router.get("/{incident_id}/history")
+@router.get(
+    "/{incident_id}/history",
+    response_class=Response,
+    responses={**_HISTORY_OK, **documented(401, 403, 404, 422, 503)},
+)
 async def export_history(incident_id: str, _: Principal, temporal: TemporalDep) -> Response:
     handle, _running = await _describe(temporal, incident_id)
     history = await handle.fetch_history()
@@ -310,7 +342,11 @@ async def export_history(incident_id: str, _: Principal, temporal: TemporalDep) 
     )
 
 
-@router.get("/{incident_id}/report")
+@router.get(
+    "/{incident_id}/report",
+    response_class=Response,
+    responses={**_MARKDOWN_OK, **documented(401, 403, 404, 422, 503)},
+)
 async def incident_report(
     incident_id: str, _: Principal, store: StoreDep, temporal: TemporalDep, form: str = "timeline"
 ) -> Response:

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import AUTHORIZED, Principal
+from api.errors import documented
 from continuity.models import Role
 
 router = APIRouter(tags=["auth"], dependencies=AUTHORIZED)
@@ -19,7 +20,7 @@ class MePublic(BaseModel):
     role: Role
 
 
-@router.get("/me", response_model=MePublic)
+@router.get("/me", response_model=MePublic, responses=documented(401, 403))
 async def read_me(who: Principal) -> MePublic:
     return MePublic(subject=who.subject, role=who.role)
 

@@ -15,7 +15,7 @@ from starlette.datastructures import FormData
 from temporalio.service import RPCError, RPCStatusCode
 from twilio.rest.api.v2010.account.call import CallInstance
 
-from api.errors import ApiError, Conflict, Forbidden, Unavailable
+from api.errors import ApiError, Conflict, Forbidden, Unavailable, documented, ok_as
 from continuity.errors import TelephonyError
 from continuity.messages import CallEvent
 from continuity.models import ENDED_UNANSWERED, TERMINAL_CALL_STATUSES
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/twilio", tags=["twilio"])
 
 _XML = "application/xml"
+_XML_OK = ok_as(_XML, "TwiML")
 _NOT_FOUND = 20404  # Twilio's "The requested resource was not found"
 # Twilio gives up on a webhook after 15 s; a stuck signal must fail well before that.
 _SIGNAL_TIMEOUT = timedelta(seconds=5)
@@ -263,20 +264,30 @@ async def _signal(request: Request, wid: str, event: CallEvent, gate: _Gate, key
     gate.unsignalled.discard(key)
 
 
-@router.post("/voice/status")
+@router.post(
+    "/voice/status",
+    response_class=Response,
+    responses={**_XML_OK, **documented(400, 403, 409, 422, 503)},
+)
 async def voice_status(request: Request) -> Response:
     await _handle_call_event(request, "status")
     return Response(empty_twiml(), media_type=_XML)
 
 
-@router.post("/voice/gather")
+@router.post(
+    "/voice/gather",
+    response_class=Response,
+    responses={**_XML_OK, **documented(400, 403, 409, 422, 503)},
+)
 async def voice_gather(request: Request) -> Response:
     digits = await _handle_call_event(request, "gather")
     twiml = gather_reply_twiml(request.app.state.settings, acknowledged=digits == ACK_DIGIT)
     return Response(twiml, media_type=_XML)
 
 
-@router.post("/sms/status")
+@router.post(
+    "/sms/status", response_class=Response, responses={**_XML_OK, **documented(400, 403, 422, 503)}
+)
 async def sms_status(request: Request) -> Response:
     """Delivery reports only update the store; the escalation does not wait on SMS."""
     settings: Settings = request.app.state.settings

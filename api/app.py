@@ -17,6 +17,7 @@ from api.errors import install_handlers
 from api.routes import circuits, incidents, me, twilio
 from api.schemas import Health
 from api.security import SecurityHeaders
+from continuity.oidc import OidcVerifier, oidc_config
 from continuity.settings import Settings
 from continuity.store import Store
 from continuity.temporal import connect_temporal
@@ -52,6 +53,9 @@ def create_app(
         description="Emergency communications continuity orchestrator",
     )
     app.state.settings = settings
+    if settings.oidc_issuer:
+        # A misconfigured identity provider refuses the start, not the first sign-in.
+        app.state.oidc = (oidc_config(settings), OidcVerifier(settings))
     if store is not None:
         app.state.store = store
     if temporal is not None:

@@ -19,7 +19,7 @@ from api.errors import Forbidden, Unauthenticated
 from api.signals import DecisionCourier
 from continuity.errors import TokenRefused
 from continuity.models import Role
-from continuity.oidc import OidcVerifier
+from continuity.oidc import OidcVerifier, oidc_config
 from continuity.settings import ApiToken, Settings
 from continuity.store import TOKEN_PREFIX, Store
 
@@ -55,7 +55,7 @@ _bearer = HTTPBearer(auto_error=False)
 def _oidc(request: Request) -> OidcVerifier:
     """One verifier per app (it caches the JWKS), rebuilt if the OIDC settings change."""
     s: Settings = request.app.state.settings
-    key = (s.oidc_issuer, s.oidc_audience, s.oidc_jwks_url, s.oidc_jwks_file)
+    key = oidc_config(s)
     cached = getattr(request.app.state, "oidc", None)
     if cached is None or cached[0] != key:
         cached = request.app.state.oidc = (key, OidcVerifier(s))

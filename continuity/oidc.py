@@ -28,6 +28,16 @@ class OidcPrincipal:
     token_id: str  # "jwt:" + the token's jti, for the record
 
 
+def oidc_config(settings: Settings) -> tuple[object, ...]:
+    """What a verifier is built from: a cached one is stale when this changes."""
+    return (
+        settings.oidc_issuer,
+        settings.oidc_audience,
+        settings.oidc_jwks_url,
+        settings.oidc_jwks_file,
+    )
+
+
 class OidcVerifier:
     def __init__(self, settings: Settings) -> None:
         if not (settings.oidc_issuer and settings.oidc_audience):
@@ -99,4 +109,4 @@ class OidcVerifier:
         return roles.pop()
 
 
-__all__ = ["ALGORITHMS", "OidcPrincipal", "OidcVerifier"]
+__all__ = ["ALGORITHMS", "OidcPrincipal", "OidcVerifier", "oidc_config"]

@@ -149,3 +149,14 @@ async def test_jwt_verified_against_a_jwks_url(api, stack: Stack, idp: Idp):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_half_configured_identity_provider_refuses_the_start(tmp_path: Path):
+    from api.app import create_app
+    from continuity.errors import ValidationFailed
+    from continuity.settings import Settings
+
+    with pytest.raises(ValidationFailed, match="exactly one of a JWKS URL and a JWKS file"):
+        create_app(Settings(data_dir=tmp_path, oidc_issuer=ISSUER, oidc_audience=AUDIENCE))
+    with pytest.raises(ValidationFailed, match="both an issuer and an audience"):
+        create_app(Settings(data_dir=tmp_path, oidc_issuer=ISSUER))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import os
 import signal
@@ -12,14 +13,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from continuity.errors import ContinuityError, ValidationFailed
 from continuity.models import Role
 from continuity.settings import Settings
 from continuity.validation import check_identifier, check_text
 
 if TYPE_CHECKING:
+    from continuity.models import Inventory
     from continuity.store import Store
 
 DEFAULT_DATA_DIR = Path("continuity-data")
@@ -28,15 +28,21 @@ DEFAULT_DATA_DIR = Path("continuity-data")
 def _demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
-    return asyncio.run(run_demo(args.data_dir.resolve()))
+    return asyncio.run(
+        run_demo(args.data_dir.resolve(), inventory_file=args.inventory, area=args.area)
+    )
 
 
 def _up(args: argparse.Namespace) -> int:
     from app.stack import Stack
+    from continuity.inventory import read_inventory
+
+    read_inventory(args.inventory)  # a clear error now, not a traceback from the lab
 
     async def run() -> None:
         stack = Stack(
             data_dir=args.data_dir.resolve(),
+            inventory_file=args.inventory,
             api_port=args.api_port,
             temporal_port=args.temporal_port,
             ui_port=args.ui_port,
@@ -63,28 +69,83 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inventory_load(args: argparse.Namespace) -> int:
-    from continuity.models import Inventory
-    from continuity.store import Store
+def _inventory_validate(args: argparse.Namespace) -> int:
+    from continuity.inventory import read_inventory
 
-    try:
-        inv = Inventory.model_validate_json(args.file.read_text(encoding="utf-8"))
-    except ValidationError as e:
-        print(
-            f"error: {args.file} is not a valid inventory; nothing was loaded:\n{e}",
-            file=sys.stderr,
+    inv = read_inventory(args.file).inventory
+    print(f"{args.file}: valid inventory: {_counts(inv)}")
+    return 0
+
+
+def _inventory_diff(args: argparse.Namespace) -> int:
+    from continuity.inventory import diff_inventories, read_inventory
+
+    new = read_inventory(args.file).inventory
+    for line in diff_inventories(_app_store().inventory(), new).lines():
+        print(line)
+    return 0
+
+
+def _inventory_load(args: argparse.Namespace) -> int:
+    from continuity.inventory import diff_inventories, read_inventory
+    from continuity.models import inventory_sha256
+
+    loaded = read_inventory(args.file)
+    store = _app_store()
+    before = store.inventory()
+    diff = diff_inventories(before, loaded.inventory)
+    for line in diff.lines():
+        print(line)
+    wiped = diff.empties(before)
+    if wiped and not args.replace:
+        raise ValidationFailed(
+            f"{args.file} would remove every entry of: {', '.join(wiped)}; nothing was loaded "
+            "(--replace loads it anyway)"
         )
-        return 2
-    settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.sqlalchemy_url)
-    store.create_schema()
-    store.replace_inventory(inv)
-    print(
-        f"loaded {len(inv.devices)} devices, {len(inv.circuits)} circuits, "
+    active = store.active_incidents()
+    if active and not args.force:
+        raise ValidationFailed(
+            f"incidents are active ({', '.join(active)}); nothing was loaded (--force loads "
+            "it anyway: running incidents keep the inventory they started with)"
+        )
+    store.replace_inventory(loaded.inventory)
+    store.record_inventory_load(
+        loaded_by=args.by or getpass.getuser(),
+        file_name=str(args.file.resolve()),
+        file_sha256=loaded.sha256,
+        inventory_sha256=inventory_sha256(loaded.inventory),
+        summary=diff.summary(),
+        forced=" ".join(f for f, on in (("--replace", wiped), ("--force", active)) if on),
+    )
+    print(f"loaded {_counts(loaded.inventory)} (file sha256 {loaded.sha256[:16]}…)")
+    return 0
+
+
+def _inventory_export(args: argparse.Namespace) -> int:
+    text = _app_store().inventory().model_dump_json(indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"inventory written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _inventory_history(_args: argparse.Namespace) -> int:
+    for row in _app_store().inventory_loads():
+        forced = f" [{row.forced}]" if row.forced else ""
+        print(
+            f"{row.loaded_at.isoformat(timespec='seconds')}  {row.loaded_by or '?'}  "
+            f"{row.file_name}  sha256 {row.file_sha256[:16]}…  {row.summary}{forced}"
+        )
+    return 0
+
+
+def _counts(inv: Inventory) -> str:
+    return (
+        f"{len(inv.areas)} areas, {len(inv.devices)} devices, {len(inv.circuits)} circuits, "
         f"{len(inv.duty_officers)} duty officers, {len(inv.operators)} operators"
     )
-    return 0
 
 
 def _app_store() -> Store:
@@ -119,7 +180,7 @@ def _token_create(args: argparse.Namespace) -> int:
         role=Role(args.role),
         expires_at=_expiry(args.expires),
         label=check_text(args.label, allow_empty=True),
-        created_by=os.environ.get("USER", ""),
+        created_by=getpass.getuser(),
     )
     expires = row.expires_at.isoformat() if row.expires_at else "never"
     print(f"{row.id}  {row.subject}  {row.role}  expires {expires}", file=sys.stderr)
@@ -223,10 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the whole mission on the embedded stack and exit")
     demo.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR / "demo")
+    demo.add_argument(
+        "--inventory",
+        type=Path,
+        default=SAMPLE_INVENTORY,
+        help="your network, simulated by the lab (default: the Kon Tum sample)",
+    )
+    demo.add_argument("--area", help="the area to declare for (default: the busiest one)")
     demo.set_defaults(fn=_demo)
 
     up = sub.add_parser("up", help="start the embedded stack and stay up")
     up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR / "up")
+    up.add_argument(
+        "--inventory",
+        type=Path,
+        default=SAMPLE_INVENTORY,
+        help="your network, simulated by the lab and loaded into the store (default: the sample)",
+    )
     up.add_argument("--api-port", type=int, default=8000)
     up.add_argument("--temporal-port", type=int, default=7233)
     up.add_argument("--ui-port", type=int, default=8233)
@@ -235,9 +309,28 @@ def build_parser() -> argparse.ArgumentParser:
     inv = sub.add_parser("inventory", help="inventory commands").add_subparsers(
         dest="sub", required=True
     )
+    val = inv.add_parser("validate", help="check an inventory JSON file; change nothing")
+    val.add_argument("file", type=Path)
+    val.set_defaults(fn=_inventory_validate)
+    dif = inv.add_parser("diff", help="what loading FILE would add, remove and change")
+    dif.add_argument("file", type=Path)
+    dif.set_defaults(fn=_inventory_diff)
     load = inv.add_parser("load", help="load an inventory JSON file into the store")
     load.add_argument("file", type=Path)
+    load.add_argument(
+        "--replace",
+        action="store_true",
+        help="load even if it removes every device, circuit, area or person of a section",
+    )
+    load.add_argument("--force", action="store_true", help="load even while incidents are active")
+    load.add_argument("--by", help="who loads it, for the record (default: $USER)")
     load.set_defaults(fn=_inventory_load)
+    exp = inv.add_parser("export", help="the store's inventory as JSON")
+    exp.add_argument("-o", "--out", type=Path, help="write to this file (default: stdout)")
+    exp.set_defaults(fn=_inventory_export)
+    inv.add_parser("history", help="every inventory load: when, who, which file").set_defaults(
+        fn=_inventory_history
+    )
 
     tok = sub.add_parser(
         "token", help="API principals: bearer tokens kept as hashes"

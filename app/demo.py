@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from pathlib import Path
 
 import httpx
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 
 from app.audit import export_history, save_history
-from app.stack import Stack
-from continuity.errors import ContinuityError
+from app.stack import SAMPLE_INVENTORY, Stack
+from continuity.errors import ContinuityError, ValidationFailed
+from continuity.inventory import read_inventory
 from continuity.messages import Timings
 from continuity.models import (
     ChangeState,
@@ -19,6 +21,7 @@ from continuity.models import (
     Direction,
     IncidentPhase,
     IncidentStatus,
+    Inventory,
     Role,
 )
 from continuity.report import render_text
@@ -42,8 +45,24 @@ DEMO_TIMINGS = Timings(
 )
 
 
-async def run_demo(data_dir: Path, *, echo=print, timeout_s: float = 240.0) -> int:  # type: ignore[no-untyped-def]
-    stack = Stack(data_dir=data_dir, timings=DEMO_TIMINGS, lab_time_scale=60.0)
+async def run_demo(  # type: ignore[no-untyped-def]
+    data_dir: Path,
+    *,
+    inventory_file: Path = SAMPLE_INVENTORY,
+    area: str | None = None,
+    echo=print,
+    timeout_s: float = 240.0,
+) -> int:
+    inventory = read_inventory(inventory_file).inventory
+    area = area or _busiest_area(inventory)
+    if area not in {c.area for c in inventory.circuits}:
+        raise ValidationFailed(f"area {area!r} has no circuits in {inventory_file}")
+    stack = Stack(
+        data_dir=data_dir,
+        timings=DEMO_TIMINGS,
+        lab_time_scale=60.0,
+        inventory_file=inventory_file,
+    )
     try:
         settings = await stack.start()
         echo(
@@ -55,12 +74,20 @@ async def run_demo(data_dir: Path, *, echo=print, timeout_s: float = 240.0) -> i
             # The first officer does not pick up; escalation reaches the second, who presses 1.
             stack.sandbox.set_callee(officers[0].phone, "no_answer")
             stack.sandbox.set_callee(officers[1].phone, "press_1")
-        return await asyncio.wait_for(_drive(stack, data_dir, echo), timeout_s)
+        return await asyncio.wait_for(_drive(stack, data_dir, area, echo), timeout_s)
     finally:
         await stack.stop()
 
 
-async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-untyped-def]
+def _busiest_area(inventory: Inventory) -> str:
+    """The sample's own demo area, else the area of the inventory with the most circuits."""
+    counts = Counter(c.area for c in inventory.circuits)
+    if not counts:
+        raise ValidationFailed("the inventory has no circuits to reroute")
+    return DEMO_AREA if DEMO_AREA in counts else counts.most_common(1)[0][0]
+
+
+async def _drive(stack: Stack, data_dir: Path, area: str, echo) -> int:  # type: ignore[no-untyped-def]
     def auth(role: Role) -> dict[str, str]:
         return {"Authorization": f"Bearer {stack.tokens[role]}"}
 
@@ -70,9 +97,13 @@ async def _drive(stack: Stack, data_dir: Path, echo) -> int:  # type: ignore[no-
             headers=auth(Role.DUTY_OFFICER),
             json={
                 "kind": "sabotage",
-                "area": DEMO_AREA,
-                "description": "Fibre route Kon Tum - Pleiku cut at two points near Ya Chim; "
-                "suspected sabotage.",
+                "area": area,
+                "description": (
+                    "Fibre route Kon Tum - Pleiku cut at two points near Ya Chim; "
+                    "suspected sabotage."
+                    if area == DEMO_AREA
+                    else f"Fibre route cut in {area}; suspected sabotage."
+                ),
             },
         )
         if r.status_code != 201:

@@ -170,6 +170,20 @@ class TranscriptRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="complete", server_default="complete")
 
 
+class InventoryLoadRow(Base):
+    """Who loaded which inventory file, when: the record of what the store was told."""
+
+    __tablename__ = "inventory_loads"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    loaded_by: Mapped[str] = mapped_column(String(64), default="")
+    file_name: Mapped[str] = mapped_column(Text, default="")
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    inventory_sha256: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text, default="")  # what it changed
+    forced: Mapped[str] = mapped_column(String(64), default="")  # "--replace", "--force", …
+
+
 class TokenRow(Base):
     """A principal's bearer token: only its SHA-256 is kept (the token is 256 random bits, so a
     fast hash is enough); it is shown once, at creation."""
@@ -441,6 +455,44 @@ class Store:
             )
             s.add_all(DutyOfficerRow(**o.model_dump(mode="json")) for o in inv.duty_officers)
             s.add_all(OperatorRow(**o.model_dump()) for o in inv.operators)
+
+    def record_inventory_load(
+        self,
+        *,
+        loaded_by: str,
+        file_name: str,
+        file_sha256: str,
+        inventory_sha256: str,
+        summary: str,
+        forced: str = "",
+    ) -> InventoryLoadRow:
+        with self._session() as s:
+            row = InventoryLoadRow(
+                loaded_by=loaded_by,
+                file_name=file_name,
+                file_sha256=file_sha256,
+                inventory_sha256=inventory_sha256,
+                summary=summary,
+                forced=forced,
+            )
+            s.add(row)
+        return row
+
+    def inventory_loads(self) -> list[InventoryLoadRow]:
+        with self._session() as s:
+            return list(s.scalars(select(InventoryLoadRow).order_by(InventoryLoadRow.id)))
+
+    def active_incidents(self) -> list[str]:
+        """Incidents that hold circuits or still have device work to do, per the ledger."""
+        unsettled = [c.value for c in ChangeState if not c.settled]
+        with self._session() as s:
+            holding = s.scalars(
+                select(CircuitHoldRow.incident_id).where(CircuitHoldRow.released_at.is_(None))
+            )
+            working = s.scalars(
+                select(ChangeRow.incident_id).where(ChangeRow.state.in_(unsettled))
+            )
+            return sorted(set(holding) | set(working))
 
     def inventory(self) -> Inventory:
         with self._session() as s:
@@ -1395,4 +1447,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-__all__ = ["TOKEN_PREFIX", "ChangeRow", "Store", "TokenRow", "sha256_text", "token_sha256"]
+__all__ = [
+    "TOKEN_PREFIX",
+    "ChangeRow",
+    "InventoryLoadRow",
+    "Store",
+    "TokenRow",
+    "sha256_text",
+    "token_sha256",
+]

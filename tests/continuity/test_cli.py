@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -121,3 +122,72 @@ def test_token_create_list_revoke_as_an_admin_runs_them(tmp_path: Path):
     assert "revoked" in _run("token", "list", data_dir=tmp_path).stdout
     bad = _run("token", "create", "--subject", "op;1", "--role", "operator", data_dir=tmp_path)
     assert bad.returncode == 2 and "malformed identifier" in bad.stderr
+
+
+def test_inventory_load_of_an_empty_file_refused_without_replace(tmp_path: Path):
+    assert _run("inventory", "load", str(SAMPLE_INVENTORY), data_dir=tmp_path).returncode == 0
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}", encoding="utf-8")
+    r = _run("inventory", "load", str(empty), data_dir=tmp_path)
+    assert r.returncode == 2 and "would remove every entry of" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    store = Store(f"sqlite:///{tmp_path / 'continuity.db'}")
+    assert len(store.inventory().devices) == 6  # nothing was loaded
+    r = _run("inventory", "load", str(empty), "--replace", "--by", "admin-1", data_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert store.inventory().devices == []
+    last = store.inventory_loads()[-1]
+    assert (last.loaded_by, last.forced) == ("admin-1", "--replace")
+
+
+def test_inventory_validate_diff_load_export_history(tmp_path: Path):
+    data = json.loads(SAMPLE_INVENTORY.read_text(encoding="utf-8"))
+    assert _run("inventory", "load", str(SAMPLE_INVENTORY), data_dir=tmp_path).returncode == 0
+    data["devices"][0]["port"] = 2222
+    data["operators"].append({"id": "op-new", "name": "Người Mới"})
+    data["circuits"] = [c for c in data["circuits"] if c["id"] != "ppc-office"]
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(data), encoding="utf-8")
+
+    r = _run("inventory", "validate", str(changed), data_dir=tmp_path)
+    assert r.returncode == 0 and "valid inventory: 4 areas, 6 devices, 15 circuits" in r.stdout
+    diff = _run("inventory", "diff", str(changed), data_dir=tmp_path).stdout.splitlines()
+    assert sorted(diff) == ["+ operator op-new", "- circuit ppc-office", "~ device kt-core-01"]
+    store = Store(f"sqlite:///{tmp_path / 'continuity.db'}")
+    assert len(store.inventory().circuits) == 16  # diff changes nothing
+    r = _run("inventory", "load", str(changed), data_dir=tmp_path)
+    assert r.returncode == 0 and "- circuit ppc-office" in r.stdout, r.stderr
+    assert len(store.inventory().circuits) == 15
+    exported = tmp_path / "out.json"
+    assert _run("inventory", "export", "-o", str(exported), data_dir=tmp_path).returncode == 0
+    assert _run("inventory", "diff", str(exported), data_dir=tmp_path).stdout.strip() == "no change"
+    history = _run("inventory", "history", data_dir=tmp_path).stdout.splitlines()
+    assert len(history) == 2 and str(changed) in history[1]
+    assert hashlib.sha256(changed.read_bytes()).hexdigest()[:16] in history[1]
+    assert "circuits +0 -1 ~0" in history[1]
+
+
+def test_inventory_load_refused_while_an_incident_holds_circuits(tmp_path: Path):
+    assert _run("inventory", "load", str(SAMPLE_INVENTORY), data_dir=tmp_path).returncode == 0
+    store = Store(f"sqlite:///{tmp_path / 'continuity.db'}")
+    store.hold_circuits("INC-active-1", ["pmc-hq-command"])
+    r = _run("inventory", "load", str(SAMPLE_INVENTORY), data_dir=tmp_path)
+    assert r.returncode == 2 and "incidents are active (INC-active-1)" in r.stderr
+    assert len(store.inventory_loads()) == 1
+    r = _run("inventory", "load", str(SAMPLE_INVENTORY), "--force", data_dir=tmp_path)
+    assert r.returncode == 0 and store.inventory_loads()[-1].forced == "--force"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("inventory", "validate", "no-such-file.json"),
+        ("inventory", "load", "no-such-file.json"),
+        ("up", "--inventory", "no-such-file.json"),
+        ("demo", "--inventory", "no-such-file.json"),
+    ],
+)
+def test_missing_inventory_file_one_line_no_traceback(tmp_path: Path, args: tuple[str, ...]):
+    r = _run(*args, data_dir=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "cannot read it" in r.stderr, r.stderr

@@ -122,7 +122,7 @@ async def run(
 ) -> None:
     # Temporal first: a worker refused for its TLS settings leaves the database untouched.
     client = await connect_temporal(settings)
-    store = Store(settings.sqlalchemy_url)
+    store = Store.for_settings(settings)
     store.create_schema()
     workers = build_worker(client, settings, store, sites=sites, central=central)
     log.info("worker polling %s on %s", ", ".join(workers.task_queues), settings.temporal_address)

@@ -11,6 +11,8 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from continuity.errors import ValidationFailed
+
 
 @dataclass(frozen=True)
 class ReplayOutcome:
@@ -23,9 +25,16 @@ def load_history(path: Path) -> WorkflowHistory:
     """A history in Temporal's JSON format; the workflow id is in a side file or the name."""
     meta = path.with_suffix(".meta")
     workflow_id = path.stem
-    if meta.exists():
-        workflow_id = json.loads(meta.read_text(encoding="utf-8")).get("workflow_id", workflow_id)
-    return WorkflowHistory.from_json(workflow_id, path.read_text(encoding="utf-8"))
+    try:
+        if meta.exists():
+            workflow_id = json.loads(meta.read_text(encoding="utf-8")).get(
+                "workflow_id", workflow_id
+            )
+        return WorkflowHistory.from_json(workflow_id, path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValidationFailed(f"{path}: cannot read it: {e.strerror}") from None
+    except (ValueError, TypeError, KeyError) as e:  # JSON, or not a history's shape
+        raise ValidationFailed(f"{path}: not a Temporal workflow history ({e})") from None
 
 
 async def replay(history: WorkflowHistory) -> ReplayOutcome:

@@ -151,9 +151,7 @@ def _counts(inv: Inventory) -> str:
 def _app_store() -> Store:
     from continuity.store import Store
 
-    settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.sqlalchemy_url)
+    store = Store.for_settings(Settings())
     store.create_schema()
     return store
 
@@ -263,15 +261,21 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reachable(settings: Settings) -> None:
+    from continuity.temporal import connect_temporal
+
+    await connect_temporal(settings)
+
+
 def _api(_: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from continuity.temporal import temporal_tls_config
 
     settings = Settings()
-    # Refuse here: inside uvicorn's lifespan the same error would come out as a traceback.
-    temporal_tls_config(settings)
+    # Refuse here (TLS settings, Temporal down): inside uvicorn's lifespan the same error
+    # would come out as a traceback.
+    asyncio.run(_reachable(settings))
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
     return 0
 

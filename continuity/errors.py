@@ -146,6 +146,10 @@ class ForeignPendingCommit(DeviceError):
     pass
 
 
+class TemporalUnavailable(ContinuityError):
+    """The Temporal frontend does not answer (down, wrong address, refused)."""
+
+
 class TokenRefused(ContinuityError):
     """A bearer token that names nobody: unknown, revoked or expired (the message says which)."""
 
@@ -170,6 +174,7 @@ __all__ = [
     "ConfigurationError",
     "ContinuityError",
     "RoleConflict",
+    "TemporalUnavailable",
     "TokenRefused",
     "UnknownToken",
     "DecisionRefused",

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -69,6 +69,9 @@ from continuity.models import (
     Role,
     inventory_sha256,
 )
+
+if TYPE_CHECKING:
+    from continuity.settings import Settings
 
 
 class Base(DeclarativeBase):
@@ -349,6 +352,13 @@ def sha256_text(text: str) -> str:
 class Store:
     """The repository: every read and write of the app's tables goes through here."""
 
+    @classmethod
+    def for_settings(cls, settings: Settings, *, pool_size: int = 5) -> Store:
+        """The app's store; the embedded SQLite file's directory is made on first use."""
+        if not settings.database_url:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(settings.sqlalchemy_url, pool_size=pool_size)
+
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         kwargs: dict[str, Any] = {}
         if ":memory:" not in url and url != "sqlite://":  # an in-memory SQLite has one connection
@@ -489,9 +499,7 @@ class Store:
             holding = s.scalars(
                 select(CircuitHoldRow.incident_id).where(CircuitHoldRow.released_at.is_(None))
             )
-            working = s.scalars(
-                select(ChangeRow.incident_id).where(ChangeRow.state.in_(unsettled))
-            )
+            working = s.scalars(select(ChangeRow.incident_id).where(ChangeRow.state.in_(unsettled)))
             return sorted(set(holding) | set(working))
 
     def inventory(self) -> Inventory:

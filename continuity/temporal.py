@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
 
-from continuity.errors import ConfigurationError
+from continuity.errors import ConfigurationError, TemporalUnavailable
 from continuity.settings import Settings
 
 _TLS_FILES = ("temporal_tls_ca", "temporal_tls_cert", "temporal_tls_key")
@@ -23,12 +23,28 @@ async def connect_temporal(
     """
     s = settings or Settings()
     tls = temporal_tls_config(s)
-    return await Client.connect(
-        address or s.temporal_address,
-        namespace=namespace or s.temporal_namespace,
-        data_converter=pydantic_data_converter,
-        tls=tls or False,
-    )
+    target = address or s.temporal_address
+    try:
+        return await Client.connect(
+            target,
+            namespace=namespace or s.temporal_namespace,
+            data_converter=pydantic_data_converter,
+            tls=tls or False,
+        )
+    except RuntimeError as e:  # the SDK's core says "Failed client connect: …"
+        if "connect" not in str(e).lower():
+            raise
+        raise TemporalUnavailable(
+            f"cannot reach Temporal at {target} (CONTINUITY_TEMPORAL_ADDRESS): {_reason(str(e))}"
+        ) from None
+
+
+def _reason(message: str) -> str:
+    """The readable end of the core's transport error."""
+    for hint in ("Connection refused", "timed out", "dns error", "certificate", "tls"):
+        if hint.lower() in message.lower():
+            return hint.lower()
+    return message.splitlines()[0][:200]
 
 
 def temporal_tls_config(settings: Settings) -> TLSConfig | None:

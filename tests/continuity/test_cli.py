@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.stack import SAMPLE_INVENTORY
+from app.stack import SAMPLE_INVENTORY, free_port
 from continuity.store import Store
 
 ROOT = Path(__file__).parent.parent.parent
@@ -191,3 +191,37 @@ def test_missing_inventory_file_one_line_no_traceback(tmp_path: Path, args: tupl
     r = _run(*args, data_dir=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "cannot read it" in r.stderr, r.stderr
+
+
+def test_audit_replay_missing_or_not_a_history_one_line_no_traceback(tmp_path: Path):
+    not_history = tmp_path / "notes.json"
+    not_history.write_text('{"x": 1}', encoding="utf-8")
+    for path, why in ((tmp_path / "nope.json", "cannot read it"), (not_history, "not a Temporal")):
+        r = _run("audit", "replay", str(path), data_dir=tmp_path)
+        assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("audit", "export", "INC-x", "--out", "x.json"), ("worker",), ("api",)],
+    ids=["audit-export", "worker", "api"],
+)
+def test_temporal_down_one_line_no_traceback_fresh_directory_untouched(
+    tmp_path: Path, args: tuple[str, ...]
+):
+    closed = free_port()  # nothing listens there any more
+    env = {**os.environ, "CONTINUITY_TEMPORAL_ADDRESS": f"127.0.0.1:{closed}"}
+    fresh = tmp_path / "fresh" / "data"
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**env, "CONTINUITY_DATA_DIR": str(fresh), "CONTINUITY_API_PORT": str(free_port())},
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2, r.stderr
+    assert f"cannot reach Temporal at 127.0.0.1:{closed}" in r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr

@@ -17,7 +17,7 @@ import pytest_asyncio
 import yaml
 
 from app.stack import temporal_binary
-from continuity.errors import ConfigurationError
+from continuity.errors import ConfigurationError, TemporalUnavailable
 from continuity.settings import Settings
 from continuity.temporal import connect_temporal
 
@@ -199,7 +199,7 @@ async def test_connect_with_tls_presents_client_certificate(frontend: TlsFronten
         temporal_tls_server_name="temporal",
     )
     # The stand-in hangs up after the handshake, so the client's first call fails.
-    with pytest.raises(RuntimeError):
+    with pytest.raises(TemporalUnavailable):
         await asyncio.wait_for(connect_temporal(settings), 30)
     assert frontend.client_names and set(frontend.client_names) == {"worker"}
     assert set(frontend.server_names) == {"temporal"}
@@ -217,7 +217,7 @@ async def test_connect_with_tls_server_of_another_ca_refused_by_client(
         temporal_tls_key=certs / "worker.key",
         temporal_tls_server_name="temporal",
     )
-    with pytest.raises(RuntimeError):
+    with pytest.raises(TemporalUnavailable):
         await asyncio.wait_for(connect_temporal(settings), 30)
     assert frontend.client_names == []
 

@@ -20,7 +20,8 @@ from activities.telephony import TelephonyActivities
 from continuity.errors import ContinuityError
 from continuity.settings import Settings
 from continuity.store import Store
-from continuity.temporal import connect_temporal
+from continuity.telephony import check_telephony
+from continuity.temporal import connect_temporal, temporal_tls_config
 from workflows import ALL_WORKFLOWS, site_task_queue
 
 log = logging.getLogger("continuity.worker")
@@ -120,7 +121,9 @@ def build_worker(
 async def run(
     settings: Settings, *, sites: Sequence[str] | None = None, central: bool = True
 ) -> None:
-    # Temporal first: a worker refused for its TLS settings leaves the database untouched.
+    # Settings first, then Temporal: a refused worker leaves the database untouched.
+    temporal_tls_config(settings)
+    check_telephony(settings)
     client = await connect_temporal(settings)
     store = Store.for_settings(settings)
     store.create_schema()

@@ -42,6 +42,11 @@ PUBLIC: Mapping[str, str] = {
     "voice_status": "Twilio's signature (RequestValidator) and the attempt's nonce",
     "voice_gather": "Twilio's signature (RequestValidator) and the attempt's nonce",
     "sms_status": "Twilio's signature (RequestValidator) and the message's nonce",
+    "swagger_ui": "no token: Swagger UI's page, which reads the schema /openapi.json serves to all",
+    "swagger_ui_oauth2_redirect": "no token: Swagger UI's OAuth2 redirect page, a static script",
+    # Prometheus scrapers usually carry no bearer token; api.metrics keeps every label to a
+    # closed vocabulary so that nothing it serves needs one.
+    "metrics": "no token: counts only; no names, ids or free text (for Prometheus scrapers)",
 }
 
 

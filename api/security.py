@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+from collections.abc import Mapping
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The console and every API answer: our own script, style and calls only; nothing inline
@@ -10,39 +15,59 @@ POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-# FastAPI's /docs (Swagger UI) and /redoc pages load their bundles from jsDelivr and start them
-# with an inline script FastAPI writes, so they get their own looser policy: exactly those
-# origins, plus 'unsafe-inline'. They show the API's schema and hold no incident data.
-DOCS_POLICY = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
-)
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+# An inline <script> or <style> without attributes, as FastAPI writes them into its docs pages.
+_INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 _COMMON = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
-_HEADERS = [(b"content-security-policy", POLICY.encode()), *_COMMON]
-_DOCS_HEADERS = [(b"content-security-policy", DOCS_POLICY.encode()), *_COMMON]
-_NAMES = frozenset(name for name, _ in _HEADERS)
+_NAMES = frozenset({b"content-security-policy", *(name for name, _ in _COMMON)})
+
+
+def _source_hash(text: str) -> str:
+    digest = hashlib.sha256(text.encode()).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+def page_policy(page: str) -> str:
+    """POLICY, plus the inline scripts and styles of `page` (HTML exactly as served) by hash.
+
+    FastAPI starts Swagger UI with an inline script whose text is fixed once the app is built.
+    Allowing it by its SHA-256, taken from the page itself, spares 'unsafe-inline': an injected
+    or altered inline script does not run. The bundles come from this API, so no CDN either.
+    """
+    found: dict[str, list[str]] = {"script": [], "style": []}
+    for tag, text in _INLINE.findall(page):
+        found[tag].append(_source_hash(text))
+    script = " ".join(["'self'", *dict.fromkeys(found["script"])])
+    style = " ".join(["'self'", *dict.fromkeys(found["style"])])
+    return (
+        f"default-src 'none'; script-src {script}; style-src {style}; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 class SecurityHeaders:
-    """Adds the headers above to every HTTP response the wrapped app sends, errors included."""
+    """Adds the headers above to every HTTP response the wrapped app sends, errors included.
 
-    def __init__(self, app: ASGIApp) -> None:
+    `page_policies` maps a path (the docs pages) to its own policy instead of POLICY.
+    """
+
+    def __init__(self, app: ASGIApp, *, page_policies: Mapping[str, str] | None = None) -> None:
         self.app = app
+        self._headers = [(b"content-security-policy", POLICY.encode()), *_COMMON]
+        self._page_headers = {
+            path: [(b"content-security-policy", policy.encode()), *_COMMON]
+            for path, policy in (page_policies or {}).items()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        ours = _DOCS_HEADERS if scope["path"] in DOCS_PATHS else _HEADERS
+        ours = self._page_headers.get(scope["path"], self._headers)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -54,4 +79,4 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-__all__ = ["DOCS_PATHS", "DOCS_POLICY", "POLICY", "SecurityHeaders"]
+__all__ = ["POLICY", "SecurityHeaders", "page_policy"]

@@ -18,7 +18,7 @@ import uvicorn
 from temporalio.client import Client
 
 import continuity
-from continuity.errors import ContinuityError
+from continuity.errors import ContinuityError, TemporalUnavailable
 from continuity.messages import Timings
 from continuity.models import Inventory, Role
 from continuity.settings import ApiToken, DeviceCredential, Settings
@@ -99,7 +99,7 @@ class TemporalDevServer:
                 )
             try:
                 return await connect_temporal(address=self.address, namespace="default")
-            except RuntimeError:
+            except TemporalUnavailable:  # not listening yet
                 if asyncio.get_running_loop().time() > deadline:
                     raise ContinuityError("temporal dev server did not come up") from None
                 await asyncio.sleep(0.2)
@@ -184,6 +184,7 @@ class Stack:
             known_hosts=lab.known_hosts_path,
             twilio_account_sid=account_sid,
             twilio_auth_token=auth_token,
+            telephony="sandbox",
             twilio_api_base=sandbox.base_url,
             timings=self.timings,
         )

@@ -38,6 +38,7 @@ def prepare_incident(
     description: str,
     declared_by: str,
     timings: Timings,
+    telephony: bool = True,
 ) -> IncidentInput:
     """The workflow input for a declaration, or a clear error; nothing has started yet.
 
@@ -69,6 +70,7 @@ def prepare_incident(
         inventory=scoped,
         inventory_sha256=inventory_sha256(scoped),
         timings=timings,
+        telephony=telephony,
     )
 
 

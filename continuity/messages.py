@@ -154,6 +154,8 @@ class IncidentInput(_Msg):
     inventory: Inventory
     inventory_sha256: str
     timings: Timings = Timings()
+    # False when the deployment places no calls (settings.telephony "none"); recorded as such.
+    telephony: bool = True
 
 
 class IncidentResult(_Msg):

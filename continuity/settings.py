@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     ssh_idle_s: float = 60.0
     ssh_pool_size: int = 512
 
+    # Who places the duty calls and SMS: the real Twilio, a Twilio-compatible sandbox at
+    # twilio_api_base (the embedded stack's), or nobody (every incident records it).
+    telephony: Literal["twilio", "sandbox", "none"] = "twilio"
     # Twilio (or the local sandbox).
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: SecretStr = SecretStr("")

@@ -1395,6 +1395,132 @@ class Store:
         with self._session() as s:
             return list(s.scalars(select(ReportRow).where(ReportRow.incident_id == incident_id)))
 
+    # --- counts for GET /metrics: read-only, nothing named -------------------------------
+
+    def incident_counts(self) -> dict[str, int]:
+        """How many incidents the ledger knows, by state: "active" (as active_incidents()),
+        "closed" (its reports are written, the run's last act) and "ending" (neither: winding
+        down, or a run that ended without its reports, e.g. terminated).
+
+        Known means holding or having held a circuit, a change or a report: an incident
+        declared moments ago that has not held its circuits yet is not counted.
+        """
+        active = set(self.active_incidents())
+        with self._session() as s:
+            known: set[str] = set()
+            for column in (
+                CircuitHoldRow.incident_id,
+                ChangeRow.incident_id,
+                ReportRow.incident_id,
+            ):
+                known.update(s.scalars(select(column).distinct()))
+            reported = set(s.scalars(select(ReportRow.incident_id).distinct()))
+        return {
+            "active": len(active),
+            "ending": len(known - active - reported),
+            "closed": len(reported - active),
+        }
+
+    def change_counts(self) -> list[tuple[str, str | None, int]]:
+        """(state, platform, count) of every device change; platform None: the device is no
+        longer in the inventory."""
+        # Imported here, not at the top, so these metrics queries stay one self-contained block.
+        from sqlalchemy import func
+
+        with self._session() as s:
+            rows = s.execute(
+                select(ChangeRow.state, DeviceRow.platform, func.count())
+                .select_from(ChangeRow)
+                .outerjoin(DeviceRow, DeviceRow.name == ChangeRow.device)
+                .group_by(ChangeRow.state, DeviceRow.platform)
+            )
+            return [(state, platform, n) for state, platform, n in rows]
+
+    def restore_times(self) -> list[tuple[int | None, float]]:
+        """(restoration level, seconds) for each circuit each incident put on backup.
+
+        The store records neither when an incident was declared nor when a reroute verified
+        (a change's updated_at moves on when it is confirmed), so this is the time from the
+        incident's first circuit hold (its select step, moments after the declaration; it
+        comes before any change row) to the last of the circuit's reroute changes, one per
+        device, settling on backup: confirmed, or kept when the window closed. The operator's
+        decision is included. Level None: the circuit is no longer in the inventory.
+        """
+        from sqlalchemy import func
+
+        on_backup = {ChangeState.CONFIRMED.value, ChangeState.KEPT_ON_TIMEOUT.value}
+        with self._session() as s:
+            started: dict[str, datetime] = {
+                inc: at
+                for inc, at in s.execute(
+                    select(CircuitHoldRow.incident_id, func.min(CircuitHoldRow.held_at)).group_by(
+                        CircuitHoldRow.incident_id
+                    )
+                )
+            }
+            circuits = {
+                cid: (level, {p["device"] for p in paths})
+                for cid, level, paths in s.execute(
+                    select(CircuitRow.id, CircuitRow.restoration_level, CircuitRow.paths)
+                )
+            }
+            changes = s.execute(
+                select(
+                    ChangeRow.incident_id,
+                    ChangeRow.device,
+                    ChangeRow.wave,
+                    ChangeRow.circuits,
+                    ChangeRow.state,
+                    ChangeRow.updated_at,
+                ).where(ChangeRow.direction == "reroute")
+            ).all()
+        # (incident, circuit) -> device -> its latest wave's (wave, state, at): a later wave
+        # that moved the circuit again is the one that counts.
+        parts: dict[tuple[str, str], dict[str, tuple[int, str, datetime]]] = {}
+        for inc, device, wave, cids, state, at in changes:
+            if inc not in started:
+                continue
+            for cid in cids:
+                mine = parts.setdefault((inc, cid), {})
+                if device not in mine or mine[device][0] < wave:
+                    mine[device] = (wave, state, at)
+        out: list[tuple[int | None, float]] = []
+        for (inc, cid), by_device in parts.items():
+            level, devices = circuits.get(cid, (None, set(by_device)))
+            if not devices or not devices <= by_device.keys():
+                continue  # a device of the circuit was never moved by this incident
+            if any(by_device[d][1] not in on_backup for d in devices):
+                continue
+            done = max(by_device[d][2] for d in devices)
+            # The hold and the change are written by different processes' clocks.
+            out.append((level, max(0.0, (_utc(done) - _utc(started[inc])).total_seconds())))
+        return out
+
+    def failed_session_tails(self, *, chars: int = 400) -> list[str]:
+        """The last `chars` characters of every device session transcript that ended failed
+        (one per attempt; its last line says why, see NetworkActivities._session)."""
+        from sqlalchemy import case, func
+
+        body = TranscriptRow.text
+        tail = case(
+            (func.length(body) > chars, func.substr(body, func.length(body) - chars + 1)),
+            else_=body,
+        )
+        with self._session() as s:
+            return list(s.scalars(select(tail).where(TranscriptRow.status == "failed")))
+
+    def call_counts(self) -> list[tuple[str, str, int]]:
+        """(status, digits pressed, count) of every call placed."""
+        from sqlalchemy import func
+
+        with self._session() as s:
+            rows = s.execute(
+                select(CallRow.status, CallRow.digits, func.count()).group_by(
+                    CallRow.status, CallRow.digits
+                )
+            )
+            return [(status, digits, n) for status, digits, n in rows]
+
 
 def _upsert(
     s: Session,

@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from continuity.errors import TelephonyError
+from continuity.errors import ConfigurationError, TelephonyError
 from continuity.models import DutyOfficer, Language
 from continuity.settings import Settings
 
@@ -69,6 +69,49 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         u = urlsplit(url)
         local = urlunsplit((self._base.scheme, self._base.netloc, u.path, u.query, ""))
         return super().request(method, local, *args, **kwargs)
+
+
+# Values a deployment must replace: the settings' defaults and Twilio's test "from" number.
+_PLACEHOLDER_SID = "AC00000000000000000000000000000000"
+_TEST_FROM_NUMBER = "+15005550006"
+
+
+def check_telephony(settings: Settings) -> None:
+    """Refuse, at start-up, telephony settings that would fail the first duty call.
+
+    "twilio" reaches the real api.twilio.com unless twilio_api_base names a proxy; in production
+    its credentials must be real. "sandbox" needs the sandbox's address and is never production.
+    """
+    mode = settings.telephony
+    if mode == "none":
+        return
+    if mode == "sandbox":
+        if not settings.twilio_api_base:
+            raise ConfigurationError(
+                "CONTINUITY_TELEPHONY=sandbox needs CONTINUITY_TWILIO_API_BASE (the sandbox)"
+            )
+        if settings.production:
+            raise ConfigurationError(
+                "CONTINUITY_TELEPHONY=sandbox places no real calls; production needs twilio "
+                "(or none, recorded in every incident)"
+            )
+        return
+    if not settings.production:
+        return
+    placeholders = [
+        name
+        for name, bad in (
+            ("CONTINUITY_TWILIO_ACCOUNT_SID", settings.twilio_account_sid == _PLACEHOLDER_SID),
+            ("CONTINUITY_TWILIO_AUTH_TOKEN", not settings.twilio_auth_token.get_secret_value()),
+            ("CONTINUITY_TWILIO_FROM_NUMBER", settings.twilio_from_number == _TEST_FROM_NUMBER),
+        )
+        if bad
+    ]
+    if placeholders:
+        raise ConfigurationError(
+            f"production telephony (twilio) still has placeholder {', '.join(placeholders)}; "
+            "set the carrier's Twilio account, or CONTINUITY_TELEPHONY=none"
+        )
 
 
 def build_client(settings: Settings, *, timeout_s: float = REST_TIMEOUT_S) -> Client:
@@ -272,6 +315,7 @@ __all__ = [
     "RebasedTwilioHttpClient",
     "ack_twiml",
     "build_client",
+    "check_telephony",
     "callback_nonce",
     "empty_twiml",
     "gather_reply_twiml",

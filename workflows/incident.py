@@ -169,6 +169,9 @@ class _Calls:
     signalled: bool = False
 
 
+_NO_TELEPHONY = "no calls: telephony disabled (settings.telephony is none)"
+
+
 @workflow.defn(name="Incident")
 class IncidentWorkflow:
     @workflow.init
@@ -380,6 +383,9 @@ class IncidentWorkflow:
 
     def _start_calls(self, step: CallDutyOfficers) -> None:
         officers = self._inp.inventory.duty_officers
+        if not self._inp.telephony:
+            self._note("calls", _NO_TELEPHONY)
+            return
         self._note("calls", f"phoning {len(officers)} duty officers in escalation order")
         self._call(
             calls_workflow_id(self._inp.incident.id),
@@ -1004,7 +1010,7 @@ class IncidentWorkflow:
         """Tell the duty officers (SMS; `phone`: ring them too, beside everything else)."""
         self._note("alert", text)
         await self._notify_officers(text, text, key=f"alert-{key}")
-        if phone and (self._ending is None):
+        if phone and self._ending is None and self._inp.telephony:
             n = len([c for c in self._calls if c.alert]) + 1
             self._call(
                 f"{calls_workflow_id(self._inp.incident.id)}-alert-{n}",
@@ -1017,6 +1023,9 @@ class IncidentWorkflow:
             )
 
     async def _notify_officers(self, message_vi: str, message_en: str, *, key: str) -> None:
+        if not self._inp.telephony:
+            self._note("notified", f"no SMS ({key}): telephony disabled")
+            return
         for officer in self._inp.inventory.duty_officers:
             body = message_vi if officer.language is Language.VI else message_en
             try:

@@ -91,6 +91,7 @@ async def declare_incident(
         description=body.description,
         declared_by=who.subject,
         timings=settings.timings,
+        telephony=settings.telephony != "none",
     )
     await asyncio.to_thread(store.save_snapshot, inp.inventory)
     try:

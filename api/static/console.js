@@ -27,6 +27,7 @@
     AlreadyDecided: "already decided / đã có quyết định",
   };
   const ENDING_PHASES = new Set(["standing_down", "aborting", "closed", "aborted"]);
+  const AREA_HINT = "area id / mã địa bàn"; // the area input's placeholder before /areas answers
 
   const state = {
     token: sessionStorage.getItem(TOKEN_KEY) || "",
@@ -443,16 +444,40 @@
     $("incident-list-empty").hidden = items.length > 0;
   }
 
+  // --- areas: the declare form's suggestions, from the inventory ----------------------------
+
+  function renderAreas(areas, note) {
+    fill($("areas"), areas.map((a) => el("option", {
+      value: String(a.id), label: a.name ? `${a.id} — ${a.name}` : String(a.id),
+    })));
+    $("declare-area").placeholder = areas.length ? String(areas[0].id) : AREA_HINT;
+    $("areas-note").textContent = note;
+    $("areas-note").hidden = !note;
+  }
+
+  let areasSeq = 0;
+  async function loadAreas() {
+    const seq = ++areasSeq;
+    if (!state.token) {
+      renderAreas([], "");
+      return;
+    }
+    try {
+      const areas = await (await api("GET", "areas")).json();
+      if (seq === areasSeq) renderAreas(Array.isArray(areas) ? areas : [], "");
+    } catch (e) {
+      // Suggestions are a convenience: any area id can still be typed, and the server checks it.
+      if (seq === areasSeq) {
+        renderAreas([], `No area list (${e.status || "unreachable"}): type the area id / Không tải được danh sách địa bàn`);
+      }
+    }
+  }
+
   // --- circuits: names for the incident view, and the all-circuits panel -------------------
 
   function rememberCircuits(items) {
     for (const c of items) {
       state.circuitInfo.set(c.id, { name: c.name, owner: c.owner, area: c.area, priority_class: c.priority_class });
-    }
-    // Areas the inventory has that the static list lacks become choices too.
-    const known = new Set([...$("areas").options].map((o) => o.value));
-    for (const area of new Set(items.map((c) => c.area))) {
-      if (!known.has(area)) $("areas").append(el("option", { value: area }));
     }
     const select = $("circuits-area");
     const listed = new Set([...select.options].map((o) => o.value));
@@ -990,6 +1015,7 @@
       sessionStorage.setItem(TOKEN_KEY, token);
       input.value = "";
       await identify();
+      loadAreas();
       await loadList();
       loadCircuitNames();
       if (state.incidentId) startPolling();
@@ -1002,6 +1028,7 @@
       state.pollSeq += 1;
       stopCircuits();
       identify();
+      loadAreas();
     });
     $("alert-close").addEventListener("click", clearError);
     $("list-refresh").addEventListener("click", () => { clearError(); loadList(); });
@@ -1072,6 +1099,7 @@
     setInterval(checkHealth, HEALTH_MS);
     setInterval(() => { if (!document.hidden) loadList({ quiet: true }); }, LIST_MS);
     await identify();
+    loadAreas();
     await loadList();
     loadCircuitNames();
   }

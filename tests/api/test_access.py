@@ -32,7 +32,7 @@ def _url(path: str) -> str:
 
 async def _call(api: httpx.AsyncClient, method: str, path: str, token: str | None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    body = {"json": {}} if method == "POST" else {}
+    body: dict[str, object] = {"json": {}} if method == "POST" else {}
     r = await api.request(method, _url(path), headers=headers, **body)  # type: ignore[arg-type]
     return r.status_code
 

@@ -47,6 +47,13 @@ _SETTLED = """() => document.querySelector('#inc-phase').textContent === 'active
         .map((s) => `#changes tr[data-state="${s}"]`).join(', '))"""
 _SETTLED_OR_ASKING = f"""() => ({_SETTLED})()
     || document.querySelector('{CONFIRM}')"""
+AREA_HINT = "area id / mã địa bàn"  # the area input's placeholder while it has no suggestions
+# Another province's areas, for an API whose inventory is not the sample one.
+OTHER_AREAS = [
+    {"id": "hoan-kiem", "name": "Quận Hoàn Kiếm"},
+    {"id": "ba-dinh", "name": "Quận Ba Đình"},
+    {"id": "soc-son", "name": "Huyện Sóc Sơn"},
+]
 
 pytestmark = [
     pytest.mark.skipif(
@@ -637,6 +644,68 @@ async def test_console_unknown_token_refused_message_shown(console):
     await expect(page.locator("#identity")).to_have_attribute("data-state", "bad")
     await expect(page.locator("#alert-title")).to_contain_text("401 Unauthorized")
     await expect(page.locator("#alert-detail")).to_have_text("unknown token")
+    assert console.script_errors == []
+
+
+async def _area_suggestions(page: Page) -> list[list[str]]:
+    """[value, label] of each suggestion of the declare form's area input."""
+    return list(
+        await page.eval_on_selector_all("#areas option", "os => os.map((o) => [o.value, o.label])")
+    )
+
+
+async def test_console_area_suggestions_are_the_store_inventory_areas(stack, console):
+    page = console.page
+    await expect(page.locator("#areas option")).to_have_count(0)  # no token, no suggestions
+    await expect(page.locator("#declare-area")).to_have_attribute("placeholder", AREA_HINT)
+    areas = stack.store.inventory().areas
+    await console.use_token(Role.DUTY_OFFICER)
+    await expect(page.locator("#areas option")).to_have_count(len(areas))
+    assert await _area_suggestions(page) == [[a.id, f"{a.id} — {a.name}"] for a in areas]
+    await expect(page.locator("#declare-area")).to_have_attribute("placeholder", areas[0].id)
+    await expect(page.locator("#areas-note")).to_be_hidden()
+    assert console.script_errors == []
+
+
+async def test_console_area_suggestions_from_another_inventory_none_of_the_sample(stack, console):
+    page = console.page
+
+    async def other_inventory(route: Route) -> None:
+        await route.fulfill(content_type="application/json", body=json.dumps(OTHER_AREAS))
+
+    await page.route("**/areas", other_inventory)
+    # The circuits, still the sample's, once fed the suggestions too: wait until they are in.
+    async with page.expect_response("**/circuits"):
+        await console.use_token(Role.OPERATOR)
+    await expect(page.locator("#areas option")).to_have_count(len(OTHER_AREAS))
+    assert await _area_suggestions(page) == [
+        [a["id"], f"{a['id']} — {a['name']}"] for a in OTHER_AREAS
+    ]
+    sample = {a.id for a in stack.store.inventory().areas}
+    assert not sample & {value for value, _ in await _area_suggestions(page)}
+    await expect(page.locator("#declare-area")).to_have_attribute("placeholder", "hoan-kiem")
+    await expect(page.locator("#declare-panel")).not_to_contain_text("Kon Tum")
+    assert console.script_errors == []
+
+
+async def test_console_areas_unavailable_no_suggestions_quiet_note(console):
+    page = console.page
+
+    async def unavailable(route: Route) -> None:
+        await route.fulfill(
+            status=503,
+            content_type="application/json",
+            body=json.dumps({"error": "Unavailable", "detail": "database: busy"}),
+        )
+
+    await page.route("**/areas", unavailable)
+    await console.use_token(Role.DUTY_OFFICER)
+    await expect(page.locator("#identity")).to_have_attribute("data-state", "ok")
+    await expect(page.locator("#areas-note")).to_have_text(re.compile(r"^No area list \(503\)"))
+    await expect(page.locator("#areas option")).to_have_count(0)
+    await expect(page.locator("#declare-area")).to_have_attribute("placeholder", AREA_HINT)
+    await expect(page.locator("#declare-area")).to_be_editable()
+    await expect(page.locator("#alert")).to_be_hidden()  # quiet: no banner for a convenience
     assert console.script_errors == []
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from app.stack import Stack
+from tests.api.browser import browser  # noqa: F401 - a fixture for the browser tests
 from tests.workflows.helpers import finish_running_incidents, reset_lab
 
 

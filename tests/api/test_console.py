@@ -18,22 +18,14 @@ import pytest_asyncio
 from app.stack import Stack
 from continuity.models import ChangeState, IncidentStatus, Role
 from continuity.settings import ApiToken
+from tests.api.browser import NEEDS_CHROMIUM
 from tests.conftest import wait_until
 
 try:
-    from playwright.async_api import Browser, Locator, Page, Route, async_playwright, expect
+    from playwright.async_api import Browser, Locator, Page, Route, expect
 except ImportError:  # pragma: no cover - depends on the machine
-    async_playwright = None  # type: ignore[assignment]
+    pass
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 AREA = "dak-ha"  # shared with other tests: every incident here must end stood down or aborted
 AREA_CIRCUITS = ("pmc-dak-ha", "ppc-dak-ha")
 CITY = "thanh-pho-kon-tum"
@@ -55,14 +47,7 @@ OTHER_AREAS = [
     {"id": "soc-son", "name": "Huyện Sóc Sơn"},
 ]
 
-pytestmark = [
-    pytest.mark.skipif(
-        async_playwright is None, reason="playwright is not installed (pip install playwright)"
-    ),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
-    ),
-]
+pytestmark = NEEDS_CHROMIUM
 
 
 @dataclass
@@ -109,16 +94,6 @@ class Console:
 
 
 MakeConsole = Callable[..., Awaitable[Console]]
-
-
-@pytest_asyncio.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield b
-        await b.close()
 
 
 @pytest_asyncio.fixture

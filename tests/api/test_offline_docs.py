@@ -14,18 +14,13 @@ import pytest
 import pytest_asyncio
 
 from app.stack import Stack
-from tests.api.test_console import CHROMIUM, CHROMIUM_ARGS
+from tests.api.browser import needs_chromium
 from tests.conftest import wait_until
 
 try:
-    from playwright.async_api import Browser, Page, Route, async_playwright, expect
+    from playwright.async_api import Browser, Page, Route, expect
 except ImportError:  # pragma: no cover - depends on the machine
-    async_playwright = None  # type: ignore[assignment]
-
-needs_chromium = pytest.mark.skipif(
-    async_playwright is None or not CHROMIUM.exists(),
-    reason=f"needs playwright (pip install playwright) and Chromium at {CHROMIUM}",
-)
+    pass
 # What the page records, in the page: CSP refusals arrive as events, not only as console text.
 _RECORD_VIOLATIONS = """window.__violations = [];
 document.addEventListener('securitypolicyviolation',
@@ -51,16 +46,6 @@ class OfflineTab:
 
 
 OpenOffline = Callable[[str], Awaitable[OfflineTab]]
-
-
-@pytest_asyncio.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield b
-        await b.close()
 
 
 @pytest_asyncio.fixture

@@ -11,8 +11,16 @@ def _t(at: datetime | None) -> str:
     return at.isoformat(timespec="seconds") if at else "-"
 
 
+# Free text (descriptions, reasons, device output, names) goes into Markdown on one line, with
+# every character that could start structure escaped: no forged rows, links, code or HTML (a
+# "<!--" would hide the rest of the dossier when rendered).
+_MARKDOWN_ESCAPES = str.maketrans(
+    {c: "\\" + c for c in "\\`<>[]|"} | {"\n": " ", "\r": " ", "\t": " "}
+)
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "/").replace("\n", " ")
+    return text.translate(_MARKDOWN_ESCAPES)
 
 
 def _change_lines(rec: ChangeRecord) -> list[str]:
@@ -148,7 +156,7 @@ def render_markdown(status: IncidentStatus, *, form: str = "timeline") -> str:
     ]
     for call in status.calls:
         md.append(
-            f"| {call.officer_name} | {call.call_sid or '-'} | {_cell(call.status)} "
+            f"| {_cell(call.officer_name)} | {call.call_sid or '-'} | {_cell(call.status)} "
             f"| {'yes' if call.acknowledged else 'no'} | {call.sms_sid or '-'} |"
         )
     if status.review:

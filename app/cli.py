@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import os
 import signal
@@ -283,14 +284,54 @@ def _api(_: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("continuity")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def _config_show(_args: argparse.Namespace) -> int:
+    print(json.dumps(effective_settings(Settings()), indent=2, ensure_ascii=False))
+    return 0
+
+
+def effective_settings(settings: Settings) -> dict[str, object]:
+    """The settings as every command sees them, secrets masked, the data directory resolved."""
+    from sqlalchemy.engine import make_url
+
+    shown = settings.model_dump(mode="json")  # SecretStr fields dump as "**********"
+    shown["data_dir"] = str(settings.data_dir.resolve())
+    shown["database_url"] = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    shown["api_tokens"] = [  # the demo's; a deployment's are hashes in the store
+        {"token": "*" * 10, "subject": who.subject, "role": who.role.value}
+        for who in settings.api_tokens.values()
+    ]
+    return shown
+
+
 def build_parser() -> argparse.ArgumentParser:
     from app.stack import SAMPLE_INVENTORY
 
     p = argparse.ArgumentParser(prog="continuity", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
+    cfg = sub.add_parser("config", help="the effective settings").add_subparsers(
+        dest="sub", required=True
+    )
+    cfg.add_parser(
+        "show", help="print the settings every command uses, secrets masked"
+    ).set_defaults(fn=_config_show)
 
     demo = sub.add_parser("demo", help="run the whole mission on the embedded stack and exit")
-    demo.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR / "demo")
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR / "demo",
+        help="where the store, the lab's keys and the saved histories go (default: %(default)s)",
+    )
     demo.add_argument(
         "--inventory",
         type=Path,
@@ -301,29 +342,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=_demo)
 
     up = sub.add_parser("up", help="start the embedded stack and stay up")
-    up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR / "up")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR / "up",
+        help="where the store, Temporal's file and the lab's keys go (default: %(default)s)",
+    )
     up.add_argument(
         "--inventory",
         type=Path,
         default=SAMPLE_INVENTORY,
         help="your network, simulated by the lab and loaded into the store (default: the sample)",
     )
-    up.add_argument("--api-port", type=int, default=8000)
-    up.add_argument("--temporal-port", type=int, default=7233)
-    up.add_argument("--ui-port", type=int, default=8233)
+    up.add_argument("--api-port", type=int, default=8000, help="API and console port on 127.0.0.1")
+    up.add_argument(
+        "--temporal-port", type=int, default=7233, help="Temporal dev server port on 127.0.0.1"
+    )
+    up.add_argument("--ui-port", type=int, default=8233, help="Temporal Web UI port on 127.0.0.1")
     up.set_defaults(fn=_up)
 
     inv = sub.add_parser("inventory", help="inventory commands").add_subparsers(
         dest="sub", required=True
     )
     val = inv.add_parser("validate", help="check an inventory JSON file; change nothing")
-    val.add_argument("file", type=Path)
+    val.add_argument("file", type=Path, help="an inventory JSON file")
     val.set_defaults(fn=_inventory_validate)
     dif = inv.add_parser("diff", help="what loading FILE would add, remove and change")
-    dif.add_argument("file", type=Path)
+    dif.add_argument("file", type=Path, help="an inventory JSON file")
     dif.set_defaults(fn=_inventory_diff)
     load = inv.add_parser("load", help="load an inventory JSON file into the store")
-    load.add_argument("file", type=Path)
+    load.add_argument("file", type=Path, help="an inventory JSON file")
     load.add_argument(
         "--replace",
         action="store_true",
@@ -344,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     ).add_subparsers(dest="sub", required=True)
     tc = tok.add_parser("create", help="make a token for a subject and role; shown only once")
     tc.add_argument("--subject", required=True, help="an operator or duty officer id, a name")
-    tc.add_argument("--role", required=True, choices=[r.value for r in Role])
+    tc.add_argument(
+        "--role", required=True, choices=[r.value for r in Role], help="what the token may do"
+    )
     tc.add_argument(
         "--expires", help="when it stops working: a duration (90d, 12h) or an ISO 8601 time"
     )
@@ -359,18 +409,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit commands").add_subparsers(dest="sub", required=True)
     rp = audit.add_parser("replay", help="replay saved histories offline against this code")
-    rp.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    rp.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE", help="history JSON files (Temporal's format)"
+    )
     rp.set_defaults(fn=_audit_replay)
     ex = audit.add_parser("export", help="export a workflow history from the Temporal server")
-    ex.add_argument("workflow_id")
-    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("workflow_id", help="the incident id (its workflow id) or a child's id")
+    ex.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     ex.set_defaults(fn=_audit_export)
 
     lab = sub.add_parser("lab", help="the simulated lab").add_subparsers(dest="sub", required=True)
     serve = lab.add_parser("serve", help="serve simulated devices over SSH until Ctrl-C")
-    serve.add_argument("--inventory", type=Path, default=SAMPLE_INVENTORY)
-    serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR / "lab")
-    serve.add_argument("--time-scale", type=float, default=1.0)
+    serve.add_argument(
+        "--inventory", type=Path, default=SAMPLE_INVENTORY, help="the devices to simulate"
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR / "lab",
+        help="where the host keys and the served inventory go",
+    )
+    serve.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="device clocks run this much faster (commit-confirm timers)",
+    )
     serve.set_defaults(fn=_lab_serve)
 
     wk = sub.add_parser("worker", help="run the Temporal worker")

@@ -225,3 +225,62 @@ def test_temporal_down_one_line_no_traceback_fresh_directory_untouched(
     assert r.returncode == 2, r.stderr
     assert f"cannot reach Temporal at 127.0.0.1:{closed}" in r.stderr
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_config_show_masks_every_secret_and_resolves_the_data_dir(tmp_path: Path):
+    secrets = {
+        "CONTINUITY_DATABASE_URL": "postgresql+psycopg://continuity:db-pass-7a1@db/continuity",
+        "CONTINUITY_TWILIO_AUTH_TOKEN": "twilio-secret-3c9",
+        "CONTINUITY_API_TOKENS": '{"demo-token-5e2": {"subject": "op-1", "role": "operator"}}',
+        "CONTINUITY_DEVICE_CREDENTIALS": '{"lab": {"username": "u", "password": "ssh-pass-11"}}',
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "config", "show"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **secrets, "CONTINUITY_DATA_DIR": "relative/data"},
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    for secret in ("db-pass-7a1", "twilio-secret-3c9", "demo-token-5e2", "ssh-pass-11"):
+        assert secret not in r.stdout, secret
+    shown = json.loads(r.stdout)
+    assert shown["data_dir"] == str((tmp_path / "relative" / "data").resolve())
+    assert shown["database_url"] == "postgresql+psycopg://continuity:***@db/continuity"
+    assert shown["api_tokens"] == [{"token": "**********", "subject": "op-1", "role": "operator"}]
+    assert shown["device_credentials"]["lab"]["password"] == "**********"
+
+
+def test_version_printed():
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0 and r.stdout.startswith("continuity "), r.stdout + r.stderr
+
+
+def test_every_command_and_option_is_described_in_help():
+    import argparse
+
+    from app.cli import build_parser
+
+    undescribed: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if not helps.get(name):
+                        undescribed.append(f"{path} {name}")
+                    walk(sub, f"{path} {name}")
+            elif not action.help:
+                undescribed.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "continuity")
+    assert undescribed == []

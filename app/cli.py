@@ -293,6 +293,15 @@ def _version() -> str:
         return "unknown"
 
 
+def _doctor(_args: argparse.Namespace) -> int:
+    from app.doctor import run_doctor
+
+    checks = asyncio.run(run_doctor(Settings()))
+    for check in checks:
+        print(check.line())
+    return 1 if any(c.verdict == "FAIL" for c in checks) else 0
+
+
 def _config_show(_args: argparse.Namespace) -> int:
     print(json.dumps(effective_settings(Settings()), indent=2, ensure_ascii=False))
     return 0
@@ -300,11 +309,9 @@ def _config_show(_args: argparse.Namespace) -> int:
 
 def effective_settings(settings: Settings) -> dict[str, object]:
     """The settings as every command sees them, secrets masked, the data directory resolved."""
-    from sqlalchemy.engine import make_url
-
     shown = settings.model_dump(mode="json")  # SecretStr fields dump as "**********"
     shown["data_dir"] = str(settings.data_dir.resolve())
-    shown["database_url"] = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    shown["database_url"] = settings.masked_database_url
     shown["api_tokens"] = [  # the demo's; a deployment's are hashes in the store
         {"token": "*" * 10, "subject": who.subject, "role": who.role.value}
         for who in settings.api_tokens.values()
@@ -324,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_parser(
         "show", help="print the settings every command uses, secrets masked"
     ).set_defaults(fn=_config_show)
+    sub.add_parser(
+        "doctor",
+        help="check Temporal, the database, every device's credential and host key, telephony "
+        "and the public URL; exit 1 on any failure",
+    ).set_defaults(fn=_doctor)
 
     demo = sub.add_parser("demo", help="run the whole mission on the embedded stack and exit")
     demo.add_argument(

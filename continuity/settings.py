@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'continuity.db').resolve()}"
 
     @property
+    def masked_database_url(self) -> str:
+        """The database URL with its password replaced by ***, for printing."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.sqlalchemy_url).render_as_string(hide_password=True)
+
+    @property
     def known_hosts_path(self) -> Path:
         return self.known_hosts or self.data_dir / "known_hosts"
 

@@ -397,6 +397,19 @@ def _known_hosts(device: Device, path: Path) -> Any:
     return cached[1]
 
 
+def host_key_problem(device: Device, known_hosts: Path) -> str | None:
+    """Why connecting to `device` would refuse its host key before a byte is sent, or None."""
+    try:
+        keys = _known_hosts(device, known_hosts)
+    except HostKeyRejected as e:
+        return str(e)
+    trusted = keys.match(device.host, device.host, device.port)[0]
+    if trusted:
+        return None
+    entry = device.host if device.port == 22 else f"[{device.host}]:{device.port}"
+    return f"{device.name}: no host key for {entry} in {known_hosts} (ssh-keyscan it, or pin it)"
+
+
 # AES-GCM first: with AES-NI it costs a fraction of chacha20-poly1305 per packet, and hundreds
 # of sessions at once are CPU-bound here. The rest of asyncssh's defaults follow, for old gear.
 _CIPHERS = [
@@ -711,6 +724,7 @@ async def open_cli(
 
 __all__ = [
     "CliSession",
+    "host_key_problem",
     "CommandResult",
     "SessionLimits",
     "SessionPool",

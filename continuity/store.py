@@ -408,6 +408,13 @@ class Store:
                     ddl += " DEFAULT '" + default.replace("'", "''") + "'"
                 conn.execute(text(ddl))
 
+    def probe_write(self) -> None:
+        """Write and remove a row: the database takes writes (for `continuity doctor`)."""
+        with self._session() as s:
+            s.merge(MetaRow(key="doctor_probe", value=_now().isoformat()))
+            s.flush()
+            s.execute(delete(MetaRow).where(MetaRow.key == "doctor_probe"))
+
     def close(self) -> None:
         self.engine.dispose()
 

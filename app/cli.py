@@ -293,6 +293,39 @@ def _version() -> str:
         return "unknown"
 
 
+def _playbook_list(_args: argparse.Namespace) -> int:
+    from playbooks import CATALOGUE, DEFAULT_PLAYBOOK
+
+    for name in sorted(CATALOGUE):
+        spec = CATALOGUE[name]()
+        default = "  (default)" if name == DEFAULT_PLAYBOOK else ""
+        print(f"{spec.name}  v{spec.version}  sha256 {spec.sha256()[:16]}…  {spec.title}{default}")
+    return 0
+
+
+def _playbook_show(args: argparse.Namespace) -> int:
+    from playbooks import get_playbook
+
+    spec = get_playbook(args.name)
+    print(json.dumps({"sha256": spec.sha256(), **spec.model_dump(mode="json")}, indent=2,
+                     ensure_ascii=False))  # fmt: skip
+    return 0
+
+
+def _playbook_validate(args: argparse.Namespace) -> int:
+    from continuity.playbook import load_spec_file
+    from playbooks import CATALOGUE, get_playbook
+
+    target = args.target
+    path = Path(target)
+    named = target in CATALOGUE or (path.suffix not in (".json", ".py") and not path.exists())
+    spec = get_playbook(target) if named else load_spec_file(path)
+    steps = ", ".join(s.type for s in spec.steps)
+    print(f"{target}: valid playbook {spec.name} v{spec.version}, sha256 {spec.sha256()}")
+    print(f"  {len(spec.steps)} steps: {steps}")
+    return 0
+
+
 def _doctor(_args: argparse.Namespace) -> int:
     from app.doctor import run_doctor
 
@@ -331,6 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_parser(
         "show", help="print the settings every command uses, secrets masked"
     ).set_defaults(fn=_config_show)
+    pb = sub.add_parser("playbook", help="the playbooks this deployment runs").add_subparsers(
+        dest="sub", required=True
+    )
+    pb.add_parser("list", help="every shipped playbook: name, version, hash").set_defaults(
+        fn=_playbook_list
+    )
+    show = pb.add_parser("show", help="a playbook's steps as JSON, with its hash")
+    show.add_argument("name", help="a playbook name, as `playbook list` shows it")
+    show.set_defaults(fn=_playbook_show)
+    pv = pb.add_parser("validate", help="check a playbook (a name, a .json spec or a .py module)")
+    pv.add_argument("target", help="a playbook name, a JSON spec file or a Python module file")
+    pv.set_defaults(fn=_playbook_validate)
     sub.add_parser(
         "doctor",
         help="check Temporal, the database, every device's credential and host key, telephony "

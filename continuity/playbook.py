@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import runpy
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -123,6 +125,56 @@ def parse_spec(data: object) -> PlaybookSpec:
         raise PlaybookError(f"invalid playbook: {e}") from e
 
 
+def load_spec_file(path: Path) -> PlaybookSpec:
+    """A playbook from a file: JSON (a spec), or Python (a module whose build() returns one).
+
+    Refusals name each problem by its step (number and type) and field, one a line."""
+    if path.suffix == ".py":
+        try:
+            namespace = runpy.run_path(str(path))
+        except OSError as e:
+            raise PlaybookError(f"{path}: cannot read it: {e.strerror}") from None
+        except Exception as e:  # noqa: BLE001 - an engineer's module: say what broke, no trace
+            raise PlaybookError(f"{path}: importing it failed: {type(e).__name__}: {e}") from None
+        build = namespace.get("build")
+        if not callable(build):
+            raise PlaybookError(f"{path}: has no build() returning a PlaybookSpec")
+        try:
+            spec = build()
+        except ValidationError as e:
+            raise PlaybookError(_problems(path, e, None)) from None
+        if not isinstance(spec, PlaybookSpec):
+            raise PlaybookError(f"{path}: build() returned {type(spec).__name__}, not a spec")
+        return spec
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise PlaybookError(f"{path}: cannot read it: {e.strerror}") from None
+    except ValueError as e:
+        raise PlaybookError(f"{path}: not JSON: {e}") from None
+    try:
+        return PlaybookSpec.model_validate(data)
+    except ValidationError as e:
+        raise PlaybookError(_problems(path, e, data)) from None
+
+
+def _problems(path: Path, e: ValidationError, data: object) -> str:
+    steps = data.get("steps") if isinstance(data, dict) else None
+    lines = []
+    for err in e.errors(include_url=False):
+        loc = list(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(playbook)"
+        if loc[:1] == ["steps"] and len(loc) > 1 and isinstance(loc[1], int):
+            step = steps[loc[1]] if isinstance(steps, list) and loc[1] < len(steps) else None
+            kind = step.get("type", "?") if isinstance(step, dict) else "?"
+            fields = loc[3:] if len(loc) > 2 and loc[2] == kind else loc[2:]  # skip the tag
+            where = f"step {loc[1] + 1} ({kind})" + (
+                f", field {'.'.join(str(p) for p in fields)}" if fields else ""
+            )
+        lines.append(f"  - {where}: {err['msg']}")
+    return f"{path} is not a valid playbook:\n" + "\n".join(lines)
+
+
 __all__ = [
     "CallDutyOfficers",
     "Notify",
@@ -131,6 +183,7 @@ __all__ = [
     "RerouteWave",
     "SelectCircuits",
     "Step",
+    "load_spec_file",
     "parse_spec",
     "spec_sha256",
 ]

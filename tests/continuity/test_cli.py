@@ -284,3 +284,33 @@ def test_every_command_and_option_is_described_in_help():
 
     walk(build_parser(), "continuity")
     assert undescribed == []
+
+
+def test_playbook_list_show_validate(tmp_path: Path):
+    from playbooks import get_playbook
+
+    spec = get_playbook("kon-tum-2a")
+    listed = _run("playbook", "list", data_dir=tmp_path)
+    assert (
+        listed.returncode == 0 and f"kon-tum-2a  v1  sha256 {spec.sha256()[:16]}" in listed.stdout
+    )
+    shown = json.loads(_run("playbook", "show", "kon-tum-2a", data_dir=tmp_path).stdout)
+    assert shown.pop("sha256") == spec.sha256() and shown == spec.model_dump(mode="json")
+    for target in ("kon-tum-2a", str(ROOT / "playbooks" / "kon_tum_2a.py")):
+        r = _run("playbook", "validate", target, data_dir=tmp_path)
+        assert r.returncode == 0 and f"sha256 {spec.sha256()}" in r.stdout, r.stderr
+
+    # A stale field and a step type the interpreter does not know: named, refused.
+    shown["steps"][2]["restoration_levels"] = [0, 9]
+    shown["steps"].append({"type": "teleport", "where": "x"})
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(shown), encoding="utf-8")
+    r = _run("playbook", "validate", str(bad), data_dir=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "step 3 (reroute_wave)" in r.stderr and "step 6 (teleport)" in r.stderr, r.stderr
+    broken = tmp_path / "broken.py"
+    broken.write_text("def build():\n    return 42\n", encoding="utf-8")
+    r = _run("playbook", "validate", str(broken), data_dir=tmp_path)
+    assert r.returncode == 2 and "build() returned int" in r.stderr
+    r = _run("playbook", "validate", "no-such-playbook", data_dir=tmp_path)
+    assert r.returncode == 2 and "unknown playbook 'no-such-playbook'" in r.stderr

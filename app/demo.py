@@ -65,10 +65,9 @@ async def run_demo(  # type: ignore[no-untyped-def]
     )
     try:
         settings = await stack.start()
-        echo(
-            f"embedded stack up: API {stack.api_url}, Temporal {settings.temporal_address}, "
-            f"data in {data_dir}"
-        )
+        # Paths go on lines of their own: printed whole, so they can be copied.
+        echo(f"embedded stack up: API {stack.api_url}, Temporal {settings.temporal_address}")
+        echo(f"  data in {data_dir}")
         officers = stack.store.inventory().duty_officers
         if len(officers) > 1:
             # The first officer does not pick up; escalation reaches the second, who presses 1.
@@ -189,9 +188,12 @@ async def _drive(stack: Stack, data_dir: Path, area: str, echo) -> int:  # type:
         )
         dossier = r.text
         echo("")
-        echo(f"workflow history saved to {history_file}")
-        echo(f"and its {len(children)} child workflows in {history_file.parent / incident_id}")
-        echo(f"replay it offline: continuity audit replay {history_file}")
+        echo("workflow history saved to")
+        echo(f"  {history_file}")
+        echo(f"and its {len(children)} child workflows in")
+        echo(f"  {history_file.parent / incident_id}")
+        echo("replay it offline:")
+        echo(f"  continuity audit replay {history_file}")
 
         rerouted = [c for c in status.changes if c.direction is Direction.REROUTE]
         ok = (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from continuity.errors import ValidationFailed
@@ -51,7 +52,15 @@ async def replay(history: WorkflowHistory) -> ReplayOutcome:
 
 
 async def export_history(client: Client, workflow_id: str, out: Path) -> Path:
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    try:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError as e:
+        if e.status is RPCStatusCode.NOT_FOUND:
+            raise ValidationFailed(
+                f"no workflow {workflow_id!r} on this Temporal namespace (an incident id, or "
+                "a child's such as calls-INC-…; closed ones last as long as its retention)"
+            ) from None
+        raise
     return await asyncio.to_thread(save_history, history, out)
 
 

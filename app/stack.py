@@ -177,6 +177,8 @@ class Stack:
                 self.tokens[Role.DUTY_OFFICER]: ApiToken(subject=officer, role=Role.DUTY_OFFICER),
                 self.tokens[Role.OPERATOR]: ApiToken(subject=operator, role=Role.OPERATOR),
                 self.tokens[Role.AUDITOR]: ApiToken(subject="auditor", role=Role.AUDITOR),
+                self.tokens[Role.ENGINEER]: ApiToken(subject="engineer", role=Role.ENGINEER),
+                self.tokens[Role.ADMIN]: ApiToken(subject="admin", role=Role.ADMIN),
             },
             device_credentials={
                 LAB_CREDENTIAL: DeviceCredential(username=LAB_USER, password=lab_password)

@@ -189,6 +189,9 @@ def _reroute_through_the_api(api: str, tokens: dict[str, str]) -> None:
         return {"Authorization": f"Bearer {tokens[role]}"}
 
     with httpx.Client(base_url=api, timeout=30) as client:
+        for role in tokens:  # every token `up` prints names a principal of its role
+            me = client.get("/me", headers=auth(role))
+            assert me.status_code == 200 and me.json()["role"] == role, (role, me.text)
         areas = client.get("/areas", headers=auth("duty_officer")).json()
         assert [a["id"] for a in areas] == ["xa-dak-ang"]  # theirs, not Kon Tum's
         r = client.post(

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from app.stack import SAMPLE_INVENTORY, free_port
 from continuity.store import Store
@@ -314,3 +315,20 @@ def test_playbook_list_show_validate(tmp_path: Path):
     assert r.returncode == 2 and "build() returned int" in r.stderr
     r = _run("playbook", "validate", "no-such-playbook", data_dir=tmp_path)
     assert r.returncode == 2 and "unknown playbook 'no-such-playbook'" in r.stderr
+
+
+def test_audit_export_of_an_unknown_workflow_one_line_no_traceback(
+    tmp_path: Path, temporal_env: WorkflowEnvironment
+):
+    address = temporal_env.client.service_client.config.target_host
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "audit", "export", "INC-never", "--out", "x.json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONTINUITY_TEMPORAL_ADDRESS": address},
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2 and "no workflow 'INC-never'" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.json").exists()

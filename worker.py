@@ -18,7 +18,7 @@ from activities.network import NetworkActivities
 from activities.store import StoreActivities
 from activities.telephony import TelephonyActivities
 from continuity.errors import ContinuityError
-from continuity.settings import Settings
+from continuity.settings import Settings, check_production
 from continuity.store import Store
 from continuity.telephony import check_telephony
 from continuity.temporal import connect_temporal, temporal_tls_config
@@ -124,6 +124,7 @@ async def run(
     # Settings first, then Temporal: a refused worker leaves the database untouched.
     temporal_tls_config(settings)
     check_telephony(settings)
+    check_production(settings)
     client = await connect_temporal(settings)
     store = Store.for_settings(settings)
     store.create_schema()

@@ -263,11 +263,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 async def _reachable(settings: Settings) -> None:
+    from continuity.settings import check_production
     from continuity.telephony import check_telephony
     from continuity.temporal import connect_temporal, temporal_tls_config
 
     temporal_tls_config(settings)
     check_telephony(settings)  # the webhooks check Twilio's signatures with its auth token
+    check_production(settings)
     await connect_temporal(settings)
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from continuity.errors import ConfigurationError
 from continuity.messages import Timings
 from continuity.models import Role
 
@@ -98,6 +99,23 @@ class Settings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'continuity.db').resolve()}"
 
+    def production_problems(self) -> list[str]:
+        """What production mode refuses besides TLS and telephony (checked where those are)."""
+        if not self.production:
+            return []
+        problems = []
+        if not self.database_url:
+            problems.append(
+                "CONTINUITY_DATABASE_URL is unset: production keeps its record in PostgreSQL, "
+                "not in the embedded SQLite file"
+            )
+        if self.api_tokens:
+            problems.append(
+                "CONTINUITY_API_TOKENS is set: production principals are store tokens "
+                "(`continuity token create`), kept as hashes"
+            )
+        return problems
+
     @property
     def masked_database_url(self) -> str:
         """The database URL with its password replaced by ***, for printing."""
@@ -110,4 +128,11 @@ class Settings(BaseSettings):
         return self.known_hosts or self.data_dir / "known_hosts"
 
 
-__all__ = ["ApiToken", "DeviceCredential", "Settings"]
+def check_production(settings: Settings) -> None:
+    """Refuse a production start on the demo's conveniences (SQLite, settings tokens)."""
+    problems = settings.production_problems()
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+
+
+__all__ = ["ApiToken", "DeviceCredential", "Settings", "check_production"]

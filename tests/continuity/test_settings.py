@@ -17,3 +17,21 @@ def test_settings_repr_holds_no_secret():
     for secret in ("demo-token-7f3e2a", "db-pass-91c", "twilio-secret-44ab", "ssh-pass-0d1"):
         assert secret not in repr(s) and secret not in str(s), secret
     assert "twilio-secret-44ab" not in shown  # SecretStr even in a dump
+
+
+def test_production_refuses_sqlite_and_settings_tokens_and_names_them():
+    import pytest
+
+    from continuity.errors import ConfigurationError
+    from continuity.settings import check_production
+
+    check_production(Settings())  # the demo's conveniences are fine outside production
+    demo = {"demo-token-7f3e2a": ApiToken(subject="op-1", role=Role.OPERATOR)}
+    with pytest.raises(ConfigurationError) as e:
+        check_production(Settings(production=True, api_tokens=demo))
+    assert "CONTINUITY_DATABASE_URL is unset" in str(e.value)
+    assert "CONTINUITY_API_TOKENS is set" in str(e.value)
+    assert "demo-token-7f3e2a" not in str(e.value)
+    check_production(
+        Settings(production=True, database_url="postgresql+psycopg://continuity@db/continuity")
+    )

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         if self.api_tokens:
             problems.append(
                 "CONTINUITY_API_TOKENS is set: production principals are store tokens "
-                "(`continuity token create`), kept as hashes"
+                "(continuity token create), kept as hashes"
             )
         return problems
 

@@ -91,6 +91,7 @@ def build_worker(
                     records.release_circuits,
                     records.await_device_lock,
                     records.write_reports,
+                    records.write_off_device,
                     telephony.place_call,
                     telephony.send_sms,
                 ],

@@ -19,6 +19,7 @@ from continuity.messages import (
     ReportResult,
     ReportsInput,
     ReportsResult,
+    WriteOffRecordInput,
 )
 from continuity.models import IncidentStatus
 from continuity.report import render_markdown
@@ -64,6 +65,17 @@ class StoreActivities:
                     return
                 activity.heartbeat(f"{inp.device} held by {other}")
                 await asyncio.sleep(_LOCK_POLL_S)
+
+    @activity.defn(name="write_off_device")
+    async def write_off_device(self, inp: WriteOffRecordInput) -> list[str]:
+        """The ledger says what the incident now knows of a written-off device: nothing."""
+        with as_application_error():
+            return await asyncio.to_thread(
+                self._store.write_off_device,
+                incident_id=inp.incident_id,
+                device=inp.device,
+                detail=inp.detail,
+            )
 
     @activity.defn(name="write_reports")
     async def write_reports(self, inp: ReportsInput) -> ReportsResult:

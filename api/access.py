@@ -23,6 +23,7 @@ MATRIX: Mapping[str, frozenset[Role]] = {
     "declare_incident": frozenset({Role.DUTY_OFFICER}),
     "stand_down": frozenset({Role.DUTY_OFFICER}),
     "abort": frozenset({Role.DUTY_OFFICER}),
+    "write_off_device": frozenset({Role.DUTY_OFFICER}),
     "decide_change": frozenset({Role.OPERATOR}),
     "list_incidents": _READERS,
     "read_incident": _READERS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from continuity.models import (
     CallAttempt,
@@ -87,6 +87,12 @@ class ChangePublic(_Body):
 
 class StandDownCreate(_Body):
     reason: Reason = ""
+
+
+class WriteOffCreate(_Body):
+    """Why a device is written off: it is on the record and in every report."""
+
+    reason: Reason = Field(min_length=1)
 
 
 class AbortCreate(_Body):

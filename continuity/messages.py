@@ -173,6 +173,20 @@ class AbortInput(_Msg):
     reason: Reason = ""
 
 
+class WriteOffInput(_Msg):
+    """A duty officer's order: stop waiting for a device that will not answer again."""
+
+    device: DeviceName
+    by: str
+    reason: Reason
+
+
+class WriteOffRecordInput(_Msg):
+    incident_id: Identifier
+    device: DeviceName
+    detail: str
+
+
 class DecisionSignal(_Msg):
     """A decision the store accepted for a change (the API claimed it first)."""
 
@@ -369,5 +383,7 @@ __all__ = [
     "SendSmsInput",
     "SendSmsResult",
     "StandDownInput",
+    "WriteOffInput",
+    "WriteOffRecordInput",
     "Timings",
 ]

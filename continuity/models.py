@@ -319,6 +319,9 @@ class ChangeState(StrEnum):
     FAILED = "failed"  # did not happen; the device was left as it was found
     REFUSED = "refused"  # refused before anything was sent (e.g. someone else's pending commit)
     SKIPPED = "skipped"  # not started: an ending order came first, or nothing was left to do
+    # The duty officer wrote the device off (destroyed, unreachable for good): its state is
+    # unknown, recorded for review; the incident no longer waits for it.
+    WRITTEN_OFF = "written_off"
 
     @property
     def settled(self) -> bool:
@@ -334,6 +337,7 @@ _SETTLED = {
     ChangeState.FAILED,
     ChangeState.REFUSED,
     ChangeState.SKIPPED,
+    ChangeState.WRITTEN_OFF,
 }
 
 

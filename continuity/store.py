@@ -844,6 +844,39 @@ class Store:
                 return "another holder"
             raise
 
+    def write_off_device(self, *, incident_id: str, device: str, detail: str) -> list[str]:
+        """A device written off by a duty officer: the parts this incident changed on it are of
+        unknown state from now on, and its leases on the device are given up."""
+        with self._session() as s:
+            changes = s.scalars(
+                select(ChangeRow).where(
+                    ChangeRow.incident_id == incident_id, ChangeRow.device == device
+                )
+            ).all()
+            circuits = sorted({c for row in changes for c in row.circuits})
+            if circuits:
+                s.execute(
+                    update(CircuitPartRow)
+                    .where(
+                        CircuitPartRow.device == device,
+                        CircuitPartRow.circuit_id.in_(circuits),
+                    )
+                    .values(
+                        state=PartState.UNKNOWN.value,
+                        incident_id=incident_id,
+                        change_id=f"write-off-{device}",
+                        detail=detail,
+                        updated_at=_now(),
+                    )
+                )
+            s.execute(
+                delete(DeviceLockRow).where(
+                    DeviceLockRow.device == device,
+                    DeviceLockRow.holder.in_([row.change_id for row in changes]),
+                )
+            )
+        return circuits
+
     def unlock_device(self, *, device: str, holder: str) -> None:
         with self._session() as s:
             s.execute(

@@ -17,6 +17,7 @@ RELEASE_CIRCUITS = "release_circuits"
 PLACE_CALL = "place_call"
 SEND_SMS = "send_sms"
 WRITE_REPORTS = "write_reports"
+WRITE_OFF_DEVICE = "write_off_device"
 
 # Registered signal names.
 STOP_SIGNAL = "stop"

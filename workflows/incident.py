@@ -51,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
         StandDownInput,
         StepClaim,
         StepTimings,
+        WriteOffInput,
+        WriteOffRecordInput,
     )
     from continuity.models import (
         ChangeRecord,
@@ -96,6 +98,7 @@ from workflows._common import (
     STORE_TIMEOUT,
     TELEPHONY_RETRY,
     UNDO_DEVICE_CHANGE,
+    WRITE_OFF_DEVICE,
     WRITE_REPORTS,
     site_task_queue,
     ssh_retry,
@@ -185,6 +188,7 @@ class IncidentWorkflow:
         self._steps = StepTimings.of(inp.timings)
         self._circuits: dict[str, Circuit] = {c.id: c for c in inp.inventory.circuits}
         self._devices: dict[str, Device] = {d.name: d for d in inp.inventory.devices}
+        self._written_off: dict[str, WriteOffInput] = {}
         self._selected: list[str] = []
         self._status_of: dict[str, CircuitStatus] = {}
         self._parts: dict[tuple[str, str], PartState] = {}  # (circuit, device) -> part
@@ -267,6 +271,23 @@ class IncidentWorkflow:
     @workflow.signal(name="abort")
     def abort(self, a: AbortInput) -> None:
         self._end("abort", a.by, a.reason)
+
+    @workflow.signal(name="write_off")
+    def write_off(self, w: WriteOffInput) -> None:
+        """Stop waiting for a device that will not answer (destroyed, cut off for good)."""
+        if w.device not in self._devices:
+            self._note("write-off refused", f"{w.device} is not a device of this incident")
+            return
+        if w.device in self._written_off:
+            return
+        self._written_off[w.device] = w
+        detail = (
+            f"{w.device} written off by {w.by}: {w.reason}; its state is unknown and its "
+            "circuits on it need a check on site"
+        )
+        self._note("write-off", detail)
+        self._review("written_off", w.device, detail)
+        self._spawn(self._record_write_off(w.device, detail))
 
     @workflow.signal(name="decide")
     def decide(self, d: DecisionSignal) -> None:
@@ -652,6 +673,8 @@ class IncidentWorkflow:
         extra = t.verify_timeout_s + t.revert_margin_s + t.revert_wait_grace_s
         delay = max(1.0, t.ssh_retry_initial_s)
         while True:
+            if ch.device.name in self._written_off:
+                return self._written_off_result(ch)
             inp = ChangeStepInput(
                 incident_id=self._inp.incident.id,
                 change_id=ch.id,
@@ -690,9 +713,10 @@ class IncidentWorkflow:
                 self._attention(
                     ch,
                     f"{ch.device.name} does not answer for {ch.id} ({what}); the incident "
-                    "keeps trying and will not close until it is back on record",
+                    "keeps trying and will not close until it is back on record (or written "
+                    "off)",
                 )
-                await workflow.sleep(timedelta(seconds=delay))
+                await self._retry_wait(ch.device.name, delay)
                 delay = min(delay * 2, t.drive_retry_max_s)
 
     async def _restore(self, device: str, routes: list[RouteChange], why: str) -> _Change:
@@ -706,6 +730,10 @@ class IncidentWorkflow:
         async with self._turn(device):
             self._note(ch.id, f"restore: {why}")
             while True:
+                if device in self._written_off:
+                    gone = self._written_off_result(ch)
+                    self._settle(ch, gone.state, gone.detail)
+                    return ch
                 res = await self._apply(ch)
                 if res is not None and res.state is not ChangeState.FAILED:
                     for cid in res.kept:
@@ -730,7 +758,7 @@ class IncidentWorkflow:
                 self._attention(
                     ch, f"{device} is not back on primary ({why_not}); the incident keeps trying"
                 )
-                await workflow.sleep(timedelta(seconds=delay))
+                await self._retry_wait(device, delay)
                 delay = min(delay * 2, t.drive_retry_max_s)
                 ch.record.error = None
 
@@ -905,22 +933,35 @@ class IncidentWorkflow:
                 self._note("read back", f"{device}: as recorded (read by its restore)")
                 return
             while True:
+                if device in self._written_off:
+                    self._note("read back", f"{device}: written off; not read")
+                    return
                 async with self._ssh:
-                    read: ReadBackResult = await workflow.execute_activity(
-                        READ_BACK_DEVICE,
-                        ReadBackInput(
-                            incident_id=self._inp.incident.id,
-                            device=device,
-                            circuits=[r.circuit_id for r in routes],
-                            snapshot=self._inp.inventory_sha256,
-                        ),
-                        result_type=ReadBackResult,
-                        task_queue=self._queue(self._devices[device]),
-                        start_to_close_timeout=timedelta(
-                            seconds=self._inp.timings.ssh_step_timeout_s
-                        ),
-                        retry_policy=ssh_retry(attempts=0, initial_s=1.0),
+                    reading = asyncio.ensure_future(
+                        workflow.execute_activity(
+                            READ_BACK_DEVICE,
+                            ReadBackInput(
+                                incident_id=self._inp.incident.id,
+                                device=device,
+                                circuits=[r.circuit_id for r in routes],
+                                snapshot=self._inp.inventory_sha256,
+                            ),
+                            result_type=ReadBackResult,
+                            task_queue=self._queue(self._devices[device]),
+                            start_to_close_timeout=timedelta(
+                                seconds=self._inp.timings.ssh_step_timeout_s
+                            ),
+                            retry_policy=ssh_retry(attempts=0, initial_s=1.0),
+                        )
                     )
+                    # The read retries until the device answers, or until it is written off.
+                    await workflow.wait_condition(
+                        lambda d=device, r=reading: r.done() or d in self._written_off  # type: ignore[misc]
+                    )
+                    if not reading.done():
+                        reading.cancel()
+                        continue
+                    read: ReadBackResult = reading.result()
                 if read.transcript is not None:
                     self._status.closing_evidence.append(read.transcript)
                 for cid, state in read.parts.items():
@@ -1172,6 +1213,32 @@ class IncidentWorkflow:
                 line += f", kept on backup for other incidents: {', '.join(kept)}"
             parts.append(line)
         return "; ".join(parts)
+
+    async def _record_write_off(self, device: str, detail: str) -> None:
+        await workflow.execute_activity(
+            WRITE_OFF_DEVICE,
+            WriteOffRecordInput(incident_id=self._inp.incident.id, device=device, detail=detail),
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+
+    async def _retry_wait(self, device: str, delay: float) -> None:
+        """Back off before trying a device again; a write-off ends the wait at once."""
+        try:
+            await workflow.wait_condition(
+                lambda: device in self._written_off, timeout=timedelta(seconds=delay)
+            )
+        except TimeoutError:
+            pass
+
+    def _written_off_result(self, ch: _Change) -> DeviceStepResult:
+        w = self._written_off[ch.device.name]
+        for cid in ch.record.circuits:
+            self._part(cid, ch.device.name, PartState.UNKNOWN)
+        return DeviceStepResult(
+            state=ChangeState.WRITTEN_OFF,
+            detail=f"written off by {w.by}: {w.reason}; device state unknown",
+        )
 
     def _attention(self, ch: _Change, text: str) -> None:
         """Once per change: on the review list, and the duty officers told."""

@@ -39,6 +39,7 @@ from api.schemas import (
     IncidentPublic,
     IncidentSummary,
     StandDownCreate,
+    WriteOffCreate,
 )
 from api.signals import signal_incident
 from continuity.errors import DecisionRefused
@@ -49,8 +50,9 @@ from continuity.messages import (
     DecisionSignal,
     DutyCallResult,
     StandDownInput,
+    WriteOffInput,
 )
-from continuity.models import ChangeState, Decision, IncidentPhase, IncidentStatus
+from continuity.models import ChangeState, Decision, DeviceName, IncidentPhase, IncidentStatus
 from continuity.report import render_markdown
 from playbooks import DEFAULT_PLAYBOOK, get_playbook
 from workflows import IncidentWorkflow, calls_workflow_id
@@ -312,6 +314,32 @@ async def abort(
         handle, IncidentWorkflow.abort, AbortInput(by=who.subject, reason=body.reason)
     )
     return EndAccepted(status="abort requested")
+
+
+@router.post(
+    "/{incident_id}/devices/{device}/write-off",
+    status_code=202,
+    response_model=EndAccepted,
+    responses=documented(401, 403, 404, 409, 422, 503),
+)
+async def write_off_device(
+    incident_id: str,
+    device: DeviceName,
+    body: WriteOffCreate,
+    who: Principal,
+    temporal: TemporalDep,
+) -> EndAccepted:
+    """Stop waiting for a device that will not answer again (destroyed, cut off for good): the
+    incident records it as written off, its circuits there as of unknown state, and can close."""
+    handle, running = await _describe(temporal, incident_id)
+    if not running:
+        raise Conflict(f"incident {incident_id} has already ended", type="IncidentEnded")
+    await signal_incident(
+        handle,
+        IncidentWorkflow.write_off,
+        WriteOffInput(device=device, by=who.subject, reason=body.reason),
+    )
+    return EndAccepted(status=f"write-off of {device} requested")
 
 
 async def _ending_allowed(temporal: TemporalDep, incident_id: str) -> WorkflowHandle:

@@ -23,7 +23,12 @@ DOC = Path(__file__).parent.parent.parent / "docs" / "access.md"
 ROUTES = api_routes(create_app(Settings()))
 TOKEN_ROUTES = [r for r in ROUTES if r[2] not in PUBLIC]
 # Path parameters that name nothing: an allowed role gets 404 or 422, never a side effect.
-_PARAMS = {"incident_id": "INC-access-none", "change_id": "chg-none", "circuit_id": "c-none"}
+_PARAMS = {
+    "incident_id": "INC-access-none",
+    "change_id": "chg-none",
+    "circuit_id": "c-none",
+    "device": "no-such-router",
+}
 
 
 def _url(path: str) -> str:

@@ -21,6 +21,7 @@ from continuity.models import (
     IncidentKind,
     IncidentPhase,
     PartialOutcome,
+    PartState,
     PriorityClass,
     Role,
     TimeoutOutcome,
@@ -239,6 +240,74 @@ async def test_device_unreachable_while_awaiting_confirmation_incident_closes_on
     st = await status(handle)
     assert {t.id for t in st.closing_evidence}  # read back at close
     assert all(c.state is CircuitState.ON_PRIMARY for c in st.circuits)
+
+
+async def test_device_written_off_by_duty_officer_incident_closes_circuit_recorded_unknown(
+    stack: Stack,
+):
+    """A router destroyed in the riot: the duty officer writes it off, the incident closes, and
+    the record says what is known of it (nothing), never that it is back on primary."""
+    spec = PlaybookSpec(
+        name="state-level-2",
+        version=1,
+        title="State circuits, level 2",
+        incident_kinds=list(IncidentKind),
+        steps=[
+            SelectCircuits(priority_classes=[PriorityClass.STATE], max_restoration_level=2),
+            RerouteWave(name="level 2", restoration_levels=[2]),
+        ],
+    )
+    handle = await start_incident(stack, KON_TUM, spec=spec)
+    ids = await awaiting(stack, handle, 2)
+    core = next(i for i in ids if "kt-core-01" in i)
+    edge = next(i for i in ids if "kt-edge-01" in i)
+    assert (await decide(stack, handle.id, core)).status_code == 200
+    stack.network.set_fault("kt-edge-01", Fault.UNREACHABLE)
+    try:
+        await handle.signal("stand_down", {"by": "do-nguyen-van-an", "reason": "riot over"})
+
+        async def attention() -> bool:
+            st = await status(handle)
+            return any(c.change_id == edge and c.state is ChangeState.NEEDS_ATTENTION
+                       for c in st.changes)  # fmt: skip
+
+        await wait_until(attention, timeout_s=60, what="the unreachable device flagged")
+        url = f"/incidents/{handle.id}/devices/kt-edge-01/write-off"
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+            r = await api.post(url, headers=auth(stack, Role.OPERATOR), json={"reason": "x"})
+            assert r.status_code == 403  # a duty officer's order, not an operator's
+            r = await api.post(url, headers=auth(stack, Role.DUTY_OFFICER), json={"reason": ""})
+            assert r.status_code == 422  # the record needs a reason
+            r = await api.post(
+                f"/incidents/{handle.id}/devices/no-such-router/write-off",
+                headers=auth(stack, Role.DUTY_OFFICER),
+                json={"reason": "typo"},
+            )
+            assert r.status_code == 202
+            r = await api.post(
+                url,
+                headers=auth(stack, Role.DUTY_OFFICER),
+                json={"reason": "cabinet burnt out; field team to check"},
+            )
+            assert r.status_code == 202, r.text
+        result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        stack.network.set_fault("kt-edge-01", None)
+
+    assert result.phase is IncidentPhase.CLOSED
+    st = await status(handle)
+    (rec,) = [c for c in st.changes if c.change_id == edge]
+    assert rec.state is ChangeState.WRITTEN_OFF and "cabinet burnt out" in rec.detail
+    assert result.circuits["dic-noc"] is CircuitState.NEEDS_ATTENTION  # unknown, not "primary"
+    assert result.circuits["ppc-office"] is CircuitState.ON_PRIMARY
+    assert part_on(stack, "ppc-office", "kt-core-01") == "primary"
+    assert any(r.kind == "written_off" and r.subject == "kt-edge-01" for r in st.review)
+    events = [(e.event, e.detail) for e in st.timeline]
+    assert any(e == "write-off refused" and "no-such-router" in d for e, d in events)
+    assert any(e == "read back" and "kt-edge-01: written off" in d for e, d in events)
+    (view,) = stack.store.circuit_views(["dic-noc"])  # what GET /circuits shows
+    assert view["parts"]["kt-edge-01"] is PartState.UNKNOWN
+    assert view["state"] is CircuitState.NEEDS_ATTENTION
 
 
 async def test_two_device_circuit_one_part_rejected_other_part_rolled_back(stack: Stack):

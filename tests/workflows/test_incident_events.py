@@ -195,21 +195,23 @@ async def test_confirm_after_window_closed_conflict_and_device_matches_record(st
     await stand_down(handle)
 
 
+# ppc-office (kt-core-01) and dic-noc (kt-edge-01, FRR: no device-side revert) at level 2.
+STATE_LEVEL_2 = PlaybookSpec(
+    name="state-level-2",
+    version=1,
+    title="State circuits, level 2",
+    incident_kinds=list(IncidentKind),
+    steps=[
+        SelectCircuits(priority_classes=[PriorityClass.STATE], max_restoration_level=2),
+        RerouteWave(name="level 2", restoration_levels=[2]),
+    ],
+)
+
+
 async def test_device_unreachable_while_awaiting_confirmation_incident_closes_only_once_driven_back(
     stack: Stack,
 ):
-    # ppc-office (kt-core-01) and dic-noc (kt-edge-01, FRR: no device-side revert) at level 2.
-    spec = PlaybookSpec(
-        name="state-level-2",
-        version=1,
-        title="State circuits, level 2",
-        incident_kinds=list(IncidentKind),
-        steps=[
-            SelectCircuits(priority_classes=[PriorityClass.STATE], max_restoration_level=2),
-            RerouteWave(name="level 2", restoration_levels=[2]),
-        ],
-    )
-    handle = await start_incident(stack, KON_TUM, spec=spec)
+    handle = await start_incident(stack, KON_TUM, spec=STATE_LEVEL_2)
     ids = await awaiting(stack, handle, 2)
     core = next(i for i in ids if "kt-core-01" in i)
     edge = next(i for i in ids if "kt-edge-01" in i)
@@ -247,17 +249,7 @@ async def test_device_written_off_by_duty_officer_incident_closes_circuit_record
 ):
     """A router destroyed in the riot: the duty officer writes it off, the incident closes, and
     the record says what is known of it (nothing), never that it is back on primary."""
-    spec = PlaybookSpec(
-        name="state-level-2",
-        version=1,
-        title="State circuits, level 2",
-        incident_kinds=list(IncidentKind),
-        steps=[
-            SelectCircuits(priority_classes=[PriorityClass.STATE], max_restoration_level=2),
-            RerouteWave(name="level 2", restoration_levels=[2]),
-        ],
-    )
-    handle = await start_incident(stack, KON_TUM, spec=spec)
+    handle = await start_incident(stack, KON_TUM, spec=STATE_LEVEL_2)
     ids = await awaiting(stack, handle, 2)
     core = next(i for i in ids if "kt-core-01" in i)
     edge = next(i for i in ids if "kt-edge-01" in i)

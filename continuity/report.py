@@ -304,4 +304,20 @@ def render_markdown(status: IncidentStatus, *, form: str = "timeline") -> str:
     return "\n".join(md)
 
 
-__all__ = ["render_markdown", "render_text"]
+def render_html(markdown: str, *, title: str) -> str:
+    """A report's Markdown as a standalone HTML page. Raw HTML in the Markdown is escaped (free
+    text was escaped already when the Markdown was written; this is the second fence)."""
+    from html import escape
+
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    return (
+        '<!doctype html>\n<html lang="vi"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title>"
+        '<link rel="stylesheet" href="/console/console.css"></head>'
+        f'<body class="report-page">\n{body}</body></html>\n'
+    )
+
+
+__all__ = ["render_html", "render_markdown", "render_text"]

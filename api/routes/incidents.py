@@ -10,6 +10,7 @@ import asyncio
 import logging
 import secrets
 from datetime import UTC, datetime
+from typing import Literal
 
 from fastapi import APIRouter, Response
 from temporalio.client import WorkflowExecutionStatus as ExecStatus
@@ -53,7 +54,7 @@ from continuity.messages import (
     WriteOffInput,
 )
 from continuity.models import ChangeState, Decision, DeviceName, IncidentPhase, IncidentStatus
-from continuity.report import render_markdown
+from continuity.report import render_html, render_markdown
 from playbooks import DEFAULT_PLAYBOOK, get_playbook
 from workflows import IncidentWorkflow, calls_workflow_id
 
@@ -61,7 +62,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/incidents", tags=["incidents"], dependencies=AUTHORIZED)
 
 _MARKDOWN = "text/markdown; charset=utf-8"
-_MARKDOWN_OK = ok_as("text/markdown", "the report")
+_HTML = "text/html; charset=utf-8"
+_MARKDOWN_OK = ok_as("text/markdown", "the report (format=markdown)")
+_MARKDOWN_OK[200]["content"]["text/html"] = {"schema": {"type": "string"}}  # format=html
 # Temporal's own JSON form of a history, as `continuity audit replay` reads it.
 _HISTORY_OK = ok_as("application/json", "the workflow history", "object")
 
@@ -377,19 +380,32 @@ async def export_history(incident_id: str, _: Principal, temporal: TemporalDep) 
     responses={**_MARKDOWN_OK, **documented(401, 403, 404, 422, 503)},
 )
 async def incident_report(
-    incident_id: str, _: Principal, store: StoreDep, temporal: TemporalDep, form: str = "timeline"
+    incident_id: str,
+    _: Principal,
+    store: StoreDep,
+    temporal: TemporalDep,
+    form: str = "timeline",
+    format: Literal["markdown", "html"] = "markdown",  # noqa: A002 - the query's own name
 ) -> Response:
-    """A closed incident's stored report (what was written at close), else one rendered now."""
+    """A closed incident's stored report (what was written at close), else one rendered now;
+    as Markdown, or as an HTML page of the same text (free text in it is only ever text)."""
     if form not in ("timeline", "dossier_2c"):
         raise Unprocessable("form is timeline or dossier_2c")
     handle, running = await _describe(temporal, incident_id)
+    text, headers = None, {}
     if not running:
         stored = [r for r in await asyncio.to_thread(store.reports, incident_id) if r.form == form]
         if stored:
             latest = max(stored, key=lambda r: r.created_at)
-            return Response(latest.text, media_type=_MARKDOWN, headers={"X-Report-Id": latest.id})
-    status = await _status(handle)
-    text = render_markdown(status, form=form)
-    if status.phase not in (IncidentPhase.CLOSED, IncidentPhase.ABORTED):
-        text = f"> Interim: the incident is {status.phase.value}; facts may still change.\n\n{text}"
-    return Response(text, media_type=_MARKDOWN)
+            text, headers = latest.text, {"X-Report-Id": latest.id}
+    if text is None:
+        status = await _status(handle)
+        text = render_markdown(status, form=form)
+        if status.phase not in (IncidentPhase.CLOSED, IncidentPhase.ABORTED):
+            interim = f"the incident is {status.phase.value}; facts may still change"
+            text = f"> Interim: {interim}.\n\n{text}"
+    if format == "html":
+        return Response(
+            render_html(text, title=f"{incident_id} {form}"), media_type=_HTML, headers=headers
+        )
+    return Response(text, media_type=_MARKDOWN, headers=headers)

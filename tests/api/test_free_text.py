@@ -101,6 +101,14 @@ async def test_reasons_with_control_characters_refused_incident_goes_on_and_clos
     dossier = [x for x in stack.store.reports(incident_id) if x.form == "dossier_2c"]
     assert dossier and "Cáp quang bị cắt tại Ngọc Hồi" in dossier[-1].text  # stood down early
     assert all("\r" not in x.text for x in stack.store.reports(incident_id))  # one line end
+    r = await api.get(
+        f"{base}/report",
+        params={"form": "dossier_2c", "format": "html"},
+        headers=auth(Role.AUDITOR),
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "<h1>" in r.text and "Cáp quang bị cắt tại Ngọc Hồi" in r.text
 
 
 async def test_signal_with_control_character_bypassing_api_dropped_incident_unharmed(

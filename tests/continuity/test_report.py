@@ -87,3 +87,14 @@ def test_injected_markdown_and_html_render_as_text_only(form: str):
 def test_plain_vietnamese_text_unchanged():
     md = render_markdown(_status("Cáp quang bị cắt tại Ngọc Hồi, km 12"), form="dossier_2c")
     assert "Description: Cáp quang bị cắt tại Ngọc Hồi, km 12" in md
+
+
+def test_html_form_of_a_forged_report_holds_no_markup_of_its_author():
+    from continuity.report import render_html
+
+    page = render_html(render_markdown(_status(FORGERY), form="dossier_2c"), title="INC <x>")
+    assert page.startswith("<!doctype html>") and "<title>INC &lt;x&gt;</title>" in page
+    assert "<script" not in page and "<!--" not in page and 'href="javascript' not in page
+    assert "<table>" in page and page.count("<h3>") == 1
+    # Even Markdown written by someone else with raw HTML in it is escaped, not passed through.
+    assert "<b>" not in render_html("# t\n\n<b>bold</b> <!-- x -->", title="t")

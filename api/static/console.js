@@ -969,8 +969,11 @@
   async function openReport(form, button) {
     const id = state.incidentId;
     await act(`fetching the ${form} report of ${id}`, [button], async () => {
-      const res = await api("GET", `incidents/${encodeURIComponent(id)}/report?form=${encodeURIComponent(form)}`);
-      const text = await res.text();
+      const path = `incidents/${encodeURIComponent(id)}/report?form=${encodeURIComponent(form)}`;
+      // The Markdown is what "Download .md" saves; the HTML form (same text) is what is shown.
+      const [md, page] = await Promise.all([api("GET", path), api("GET", `${path}&format=html`)]);
+      const text = await md.text();
+      const html = new DOMParser().parseFromString(await page.text(), "text/html");
       state.report = { form, text, incidentId: id };
       // A report is a snapshot; the time says how old it is while the incident moves on.
       const at = new Date(serverNow()).toISOString();
@@ -978,7 +981,8 @@
       $("report-title").textContent = form === "dossier_2c"
         ? `2c dossier — ${id} · as of ${asOf} (for police and the DIC / gửi Công an và Sở TT&TT)`
         : `Timeline report — ${id} · as of ${asOf}`;
-      $("report-text").textContent = text;
+      // Parsed, never executed: scripts in a parsed document do not run (and the CSP forbids).
+      $("report-text").replaceChildren(...[...html.body.childNodes].map((n) => document.importNode(n, true)));
       $("report-panel").hidden = false;
       $("report-panel").scrollIntoView({ block: "nearest" });
     });
@@ -987,7 +991,7 @@
   function closeReport() {
     state.report = null;
     $("report-panel").hidden = true;
-    $("report-text").textContent = "";
+    $("report-text").replaceChildren();
   }
 
   async function downloadHistory(button) {

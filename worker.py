@@ -18,10 +18,9 @@ from activities.network import NetworkActivities
 from activities.store import StoreActivities
 from activities.telephony import TelephonyActivities
 from continuity.errors import ContinuityError
-from continuity.settings import Settings, check_production
+from continuity.settings import Settings, check_startup
 from continuity.store import Store
-from continuity.telephony import check_telephony
-from continuity.temporal import connect_temporal, temporal_tls_config
+from continuity.temporal import connect_temporal
 from workflows import ALL_WORKFLOWS, site_task_queue
 
 log = logging.getLogger("continuity.worker")
@@ -123,9 +122,7 @@ async def run(
     settings: Settings, *, sites: Sequence[str] | None = None, central: bool = True
 ) -> None:
     # Settings first, then Temporal: a refused worker leaves the database untouched.
-    temporal_tls_config(settings)
-    check_telephony(settings)
-    check_production(settings)
+    check_startup(settings)
     client = await connect_temporal(settings)
     store = Store.for_settings(settings)
     store.create_schema()

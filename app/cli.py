@@ -263,13 +263,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 async def _reachable(settings: Settings) -> None:
-    from continuity.settings import check_production
-    from continuity.telephony import check_telephony
-    from continuity.temporal import connect_temporal, temporal_tls_config
+    from continuity.settings import check_startup
+    from continuity.temporal import connect_temporal
 
-    temporal_tls_config(settings)
-    check_telephony(settings)  # the webhooks check Twilio's signatures with its auth token
-    check_production(settings)
+    check_startup(settings)  # the API too: its webhooks check Twilio's signatures
     await connect_temporal(settings)
 
 

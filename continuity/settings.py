@@ -128,6 +128,17 @@ class Settings(BaseSettings):
         return self.known_hosts or self.data_dir / "known_hosts"
 
 
+def check_startup(settings: Settings) -> None:
+    """Everything a worker or an API refuses to start with, before it touches Temporal or the
+    store: unusable TLS, unusable telephony, and production's other refusals."""
+    from continuity.telephony import check_telephony
+    from continuity.temporal import temporal_tls_config
+
+    temporal_tls_config(settings)
+    check_telephony(settings)
+    check_production(settings)
+
+
 def check_production(settings: Settings) -> None:
     """Refuse a production start on the demo's conveniences (SQLite, settings tokens)."""
     problems = settings.production_problems()
@@ -135,4 +146,4 @@ def check_production(settings: Settings) -> None:
         raise ConfigurationError("; ".join(problems))
 
 
-__all__ = ["ApiToken", "DeviceCredential", "Settings", "check_production"]
+__all__ = ["ApiToken", "DeviceCredential", "Settings", "check_production", "check_startup"]

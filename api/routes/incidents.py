@@ -334,9 +334,7 @@ async def write_off_device(
 ) -> EndAccepted:
     """Stop waiting for a device that will not answer again (destroyed, cut off for good): the
     incident records it as written off, its circuits there as of unknown state, and can close."""
-    handle, running = await _describe(temporal, incident_id)
-    if not running:
-        raise Conflict(f"incident {incident_id} has already ended", type="IncidentEnded")
+    handle = await _running(temporal, incident_id)
     await signal_incident(
         handle,
         IncidentWorkflow.write_off,
@@ -345,11 +343,17 @@ async def write_off_device(
     return EndAccepted(status=f"write-off of {device} requested")
 
 
-async def _ending_allowed(temporal: TemporalDep, incident_id: str) -> WorkflowHandle:
-    """Only one ending order per incident: the first one is carried out, a second is 409."""
+async def _running(temporal: TemporalDep, incident_id: str) -> WorkflowHandle:
+    """The incident's handle while it runs; an ended one is 409 IncidentEnded."""
     handle, running = await _describe(temporal, incident_id)
     if not running:
         raise Conflict(f"incident {incident_id} has already ended", type="IncidentEnded")
+    return handle
+
+
+async def _ending_allowed(temporal: TemporalDep, incident_id: str) -> WorkflowHandle:
+    """Only one ending order per incident: the first one is carried out, a second is 409."""
+    handle = await _running(temporal, incident_id)
     phase = (await _status(handle)).phase
     if phase in (IncidentPhase.STANDING_DOWN, IncidentPhase.ABORTING):
         raise Conflict(

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from continuity.errors import ValidationFailed
+from continuity.temporal import data_converter
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def load_history(path: Path) -> WorkflowHistory:
 async def replay(history: WorkflowHistory) -> ReplayOutcome:
     from workflows import REPLAY_WORKFLOWS
 
-    replayer = Replayer(workflows=REPLAY_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=REPLAY_WORKFLOWS, data_converter=data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     failure = result.replay_failure
     return ReplayOutcome(

@@ -236,6 +236,79 @@ def _audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_generate(args: argparse.Namespace) -> int:
+    from continuity.signing import generate_key_pair
+
+    settings = Settings()
+    pair = generate_key_pair(args.out or settings.signing_key_path, overwrite=args.force)
+    print(f"private key {pair.private_path} (keep it on the worker and API hosts only)")
+    print(f"public key  {pair.public_path} (give it to auditors; keep old ones after rotation)")
+    print(f"fingerprint {pair.fingerprint}")
+    return 0
+
+
+def _audit_bundle(args: argparse.Namespace) -> int:
+    from app.bundle import make_bundle
+    from continuity.signing import fingerprint, load_private_key
+    from continuity.store import Store
+    from continuity.temporal import connect_temporal
+
+    settings = Settings()
+    key = load_private_key(settings.signing_key_path)
+
+    async def run() -> Path:
+        client = await connect_temporal(settings)
+        return await make_bundle(
+            client, Store.for_settings(settings), args.incident_id, args.out, key
+        )
+
+    out = asyncio.run(run())
+    print(
+        f"bundle of {args.incident_id} written to {out}, signed by {fingerprint(key.public_key())}"
+    )
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from app.audit import load_history, replay
+    from app.bundle import verify_bundle
+    from continuity.signing import load_public_key
+
+    path: Path = args.path
+    if not path.exists():
+        raise ValidationFailed(f"{path}: no such file or directory")
+    if path.is_file():  # one history: what can be checked without its bundle
+        outcome = asyncio.run(replay(load_history(path)))
+        if outcome.ok:
+            print(
+                f"replay OK ({outcome.workflow_id}); a single history: no signature, "
+                "transcripts or records to check (verify its bundle for those)"
+            )
+            return 0
+        print(f"FAILED ({outcome.workflow_id}): does not replay: {outcome.failure}")
+        return 1
+    keys = list(args.key)
+    if not keys:
+        own = Settings().signing_key_path.with_name(Settings().signing_key_path.name + ".pub")
+        if not own.exists():
+            raise ValidationFailed(
+                "no trusted public key: pass --key FILE (the deployment's signing-key .pub)"
+            )
+        keys = [own]
+    report = asyncio.run(verify_bundle(path, [load_public_key(k) for k in keys]))
+    if report.ok:
+        print(
+            f"verified: {report.incident_id}, signed by {report.key}; {report.files} files, "
+            f"{report.histories} histories replayed, {report.transcripts} transcript references "
+            f"and {report.commands} commands checked"
+        )
+        return 0
+    print(f"NOT VERIFIED: {path} ({len(report.problems)} problems)")
+    for p in report.problems:
+        print(f"- {p}")
+    return 1
+
+
 def _lab_serve(args: argparse.Namespace) -> int:
     from lab.gear.server import serve
 
@@ -473,6 +546,35 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("workflow_id", help="the incident id (its workflow id) or a child's id")
     ex.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     ex.set_defaults(fn=_audit_export)
+
+    bd = audit.add_parser(
+        "bundle", help="write a closed incident's whole record into a signed directory"
+    )
+    bd.add_argument("incident_id", help="the incident id")
+    bd.add_argument("-o", "--out", type=Path, required=True, help="a new or empty directory")
+    bd.set_defaults(fn=_audit_bundle)
+    vf = audit.add_parser(
+        "verify", help="check a bundle offline (signature, hashes, replay, transcripts)"
+    )
+    vf.add_argument("path", type=Path, metavar="FILE|DIR", help="a bundle directory or a history")
+    vf.add_argument(
+        "--key",
+        type=Path,
+        action="append",
+        default=[],
+        help="a trusted public key (PEM); repeat for old keys. Default: the signing key's .pub",
+    )
+    vf.set_defaults(fn=_audit_verify)
+
+    keys = sub.add_parser("keys", help="the deployment's signing key").add_subparsers(
+        dest="sub", required=True
+    )
+    kg = keys.add_parser("generate", help="make a new Ed25519 key pair for signing bundles")
+    kg.add_argument(
+        "--out", type=Path, help="the private key file (default: CONTINUITY_SIGNING_KEY)"
+    )
+    kg.add_argument("--force", action="store_true", help="replace an existing key pair")
+    kg.set_defaults(fn=_keys_generate)
 
     lab = sub.add_parser("lab", help="the simulated lab").add_subparsers(dest="sub", required=True)
     serve = lab.add_parser("serve", help="serve simulated devices over SSH until Ctrl-C")

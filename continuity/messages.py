@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from continuity.models import (
     CallAttempt,
     ChangeState,
     CircuitState,
+    Compact,
     Decision,
     DeviceName,
     Direction,
@@ -26,7 +27,7 @@ from continuity.models import (
 from continuity.playbook import PlaybookSpec
 
 
-class _Msg(BaseModel):
+class _Msg(Compact):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     voice_vi: str = "Google.vi-VN-Standard-A"
     voice_en: str = "Polly.Joanna"
 
+    # The deployment's Ed25519 key that signs audit bundles (`continuity keys generate`);
+    # None: data_dir/signing.key. Auditors get its .pub; old public keys stay valid for old
+    # bundles after a rotation.
+    signing_key: Path | None = None
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key or self.data_dir / "signing.key"
+
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'continuity.db').resolve()}"

@@ -279,6 +279,21 @@ class ChangeRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
+CHANGE_LIST_COLUMNS = (
+    "change_id",
+    "incident_id",
+    "device",
+    "wave",
+    "direction",
+    "circuits",
+    "state",
+    "detail",
+    "deadline",
+    "decision",
+    "decided_by",
+)
+
+
 class DecisionAttemptRow(Base):
     """Every decision an operator sent, accepted or refused: the refusals are evidence too."""
 
@@ -806,6 +821,16 @@ class Store:
                 s.add(row)
             return row
 
+    def messages(self, incident_id: str) -> list[MessageRow]:
+        with self._session() as s:
+            return list(
+                s.scalars(
+                    select(MessageRow)
+                    .where(MessageRow.incident_id == incident_id)
+                    .order_by(MessageRow.id)
+                )
+            )
+
     def message_for_key(self, incident_id: str, key: str) -> MessageRow | None:
         with self._session() as s:
             return s.scalars(
@@ -1078,6 +1103,18 @@ class Store:
             if state is not None:
                 q = q.where(ChangeRow.state == state)
             return list(s.scalars(q.order_by(ChangeRow.wave, ChangeRow.change_id)))
+
+    def change_list(self, incident_id: str, *, state: str | None = None) -> list[Any]:
+        """What an operator's screen polls: the listed columns only, no ORM objects (200 rows
+        polled by a busy screen cost the API more than the decisions it was waiting for)."""
+        t = _table(ChangeRow)
+        q = select(*(t.c[name] for name in CHANGE_LIST_COLUMNS)).where(
+            t.c.incident_id == incident_id
+        )
+        if state is not None:
+            q = q.where(t.c.state == state)
+        with self._session() as s:
+            return list(s.connection().execute(q.order_by(t.c.wave, t.c.change_id)))
 
     def set_change_state(
         self, change_id: str, state: str, *, detail: str = "", deadline: datetime | None = None

@@ -3,13 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import temporalio.api.common.v1
+from pydantic_core import to_json
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+)
 from temporalio.service import TLSConfig
 
 from continuity.errors import ConfigurationError, TemporalUnavailable
+from continuity.models import COMPACT
 from continuity.settings import Settings
+
+
+class _CompactJSONPayloadConverter(PydanticJSONPlainPayloadConverter):
+    """The pydantic JSON converter, serialising our models without their default values
+    (continuity.models.Compact); decoding is the pydantic converter's, so payloads recorded
+    before, with every field, decode the same."""
+
+    def to_payload(self, value: Any) -> temporalio.api.common.v1.Payload | None:
+        return temporalio.api.common.v1.Payload(
+            metadata={"encoding": self.encoding.encode()},
+            data=to_json(value, context={COMPACT: True}),
+        )
+
+
+class _PayloadConverter(CompositePayloadConverter):
+    def __init__(self) -> None:
+        super().__init__(
+            *(
+                _CompactJSONPayloadConverter() if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
+# Every client, worker and replayer of ours uses this converter.
+data_converter = DataConverter(payload_converter_class=_PayloadConverter)
 
 _TLS_FILES = ("temporal_tls_ca", "temporal_tls_cert", "temporal_tls_key")
 
@@ -28,7 +64,7 @@ async def connect_temporal(
         return await Client.connect(
             target,
             namespace=namespace or s.temporal_namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter,
             tls=tls or False,
         )
     except RuntimeError as e:  # the SDK's core says "Failed client connect: …"

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from app.stack import Stack, temporal_binary
 from continuity.messages import Timings
 from continuity.models import Role
+from continuity.temporal import data_converter
 
 # Durations short enough for tests; the lab's clocks run 60x so device-side
 # minute timers (IOS-XE, Junos) take seconds.
@@ -37,7 +37,7 @@ TEST_TIMINGS = Timings(
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         # Timers on a 10 ms grid instead of 1 s, so sub-second windows behave.
         dev_server_extra_args=[
             "--dynamic-config-value",

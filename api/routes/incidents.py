@@ -206,8 +206,12 @@ async def list_changes(
     state: ChangeState | None = None,
 ) -> list[ChangePublic]:
     """The incident's device changes as the store has them (what an operator's screen polls)."""
-    await _describe(temporal, incident_id)  # 404 for an incident that does not exist
-    rows = await asyncio.to_thread(store.changes, incident_id, state=state.value if state else None)
+    rows = await asyncio.to_thread(
+        store.change_list, incident_id, state=state.value if state else None
+    )
+    if not rows and not await asyncio.to_thread(store.change_list, incident_id):
+        # No change yet, or no such incident: only the workflow service knows which (404).
+        await _describe(temporal, incident_id)
     return [
         ChangePublic(
             change_id=r.change_id,

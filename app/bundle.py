@@ -1,0 +1,371 @@
+"""Audit bundles: an incident's whole record in one directory, signed, verifiable offline.
+
+A bundle holds the incident's workflow histories (and its call workflows'), every device
+transcript, the store's call, SMS, change and decision records, the reports, and
+``manifest.json``: the SHA-256 of every file, signed with the deployment's Ed25519 key
+(``manifest.json.sig``). `verify_bundle` needs neither a server nor a database: it checks the
+signature against keys the auditor trusts, every file's hash, that no file was added or
+removed, that every history replays against this code, that every transcript the histories
+reference is there with the hash they recorded, and that every command the histories say was
+sent to a device is in one of that change's transcripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
+from temporalio.service import RPCError, RPCStatusCode
+
+from app.audit import replay
+from continuity.errors import ValidationFailed
+from continuity.signing import fingerprint, public_pem, sign, verify
+from continuity.store import Store
+
+FORMAT = "continuity-bundle/1"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.json.sig"
+_UNLISTED = {MANIFEST, SIGNATURE}
+
+
+@dataclass
+class BundleReport:
+    """What `verify_bundle` found: no problems means verified."""
+
+    incident_id: str = ""
+    key: str = ""
+    files: int = 0
+    histories: int = 0
+    transcripts: int = 0
+    commands: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# --- making one ----------------------------------------------------------------------------
+
+
+async def make_bundle(
+    client: Client, store: Store, incident_id: str, out: Path, key: Ed25519PrivateKey
+) -> Path:
+    """Write the bundle of a closed incident into `out` (a new or empty directory)."""
+    if await asyncio.to_thread(lambda: out.exists() and any(out.iterdir())):
+        raise ValidationFailed(f"{out} is not empty: a bundle is written into a new directory")
+    handle = client.get_workflow_handle(incident_id)
+    try:
+        desc = await handle.describe()
+    except RPCError as e:
+        if e.status is RPCStatusCode.NOT_FOUND:
+            raise ValidationFailed(
+                f"no incident {incident_id!r} on this Temporal namespace (closed ones last as "
+                "long as its retention: bundle them at close)"
+            ) from None
+        raise
+    if desc.status is WorkflowExecutionStatus.RUNNING:
+        raise ValidationFailed(f"incident {incident_id} is still running: bundle it once closed")
+    histories = [await handle.fetch_history()]
+    for child in _children(histories[0]):
+        histories.append(await client.get_workflow_handle(child).fetch_history())
+
+    files: dict[str, bytes] = {}
+    for h in histories:
+        files[f"histories/{h.workflow_id}.json"] = h.to_json().encode()
+    transcripts = await asyncio.to_thread(store.transcripts, incident_id)
+    for t in transcripts:
+        files[f"transcripts/{t.id}.txt"] = t.text.encode()
+    files["records/transcripts.json"] = _json_bytes(
+        [
+            {
+                "id": t.id,
+                "change_id": t.change_id,
+                "device": t.device,
+                "step": t.step,
+                "attempt": t.attempt,
+                "status": t.status,
+                "sent": t.sent,
+                "sha256": t.sha256,
+                "created_at": _iso(t.created_at),
+            }
+            for t in transcripts
+        ]
+    )
+    files.update(await asyncio.to_thread(_store_records, store, incident_id))
+    manifest = {
+        "format": FORMAT,
+        "incident_id": incident_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "key": fingerprint(key.public_key()),
+        "files": {name: _sha256(data) for name, data in sorted(files.items())},
+    }
+    files["signing-key.pub"] = public_pem(key.public_key())
+    manifest["files"]["signing-key.pub"] = _sha256(files["signing-key.pub"])  # type: ignore[index]
+    body = _json_bytes(manifest)
+    files[MANIFEST] = body
+    files[SIGNATURE] = (sign(key, body) + "\n").encode()
+    await asyncio.to_thread(_write, out, files)
+    return out
+
+
+def _write(out: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _store_records(store: Store, incident_id: str) -> dict[str, bytes]:
+    calls = [
+        {
+            "attempt": c.attempt,
+            "officer_id": c.officer_id,
+            "to": c.to,
+            "call_sid": c.call_sid,
+            "status": c.status,
+            "digits": c.digits,
+            "events": c.events,
+            "workflow_id": c.workflow_id,
+            "created_at": _iso(c.created_at),
+        }
+        for c in store.calls(incident_id)
+    ]
+    messages = [
+        {
+            "key": m.key,
+            "officer_id": m.officer_id,
+            "to": m.to,
+            "sid": m.sid,
+            "status": m.status,
+            "body": m.body,
+            "created_at": _iso(m.created_at),
+        }
+        for m in store.messages(incident_id)
+    ]
+    changes = [
+        {
+            "change_id": c.change_id,
+            "device": c.device,
+            "wave": c.wave,
+            "direction": c.direction,
+            "circuits": c.circuits,
+            "state": c.state,
+            "detail": c.detail,
+            "declared_by": c.declared_by,
+            "deadline": _iso(c.deadline),
+            "window_closed_at": _iso(c.window_closed_at),
+            "closed_by": c.closed_by,
+            "decision": c.decision,
+            "decided_by": c.decided_by,
+            "decision_reason": c.decision_reason,
+            "decided_at": _iso(c.decided_at),
+        }
+        for c in store.changes(incident_id)
+    ]
+    attempts = [
+        {
+            "change_id": a.change_id,
+            "operator": a.operator,
+            "decision": a.decision,
+            "reason": a.reason,
+            "outcome": a.outcome,
+            "detail": a.detail,
+            "at": _iso(a.at),
+        }
+        for a in store.decision_attempts(incident_id)
+    ]
+    out = {
+        "records/calls.json": _json_bytes(calls),
+        "records/messages.json": _json_bytes(messages),
+        "records/changes.json": _json_bytes(changes),
+        "records/decision_attempts.json": _json_bytes(attempts),
+    }
+    for r in store.reports(incident_id):
+        out[f"reports/{r.id}-{r.form}.md"] = r.text.encode()
+    return out
+
+
+def _children(history: WorkflowHistory) -> list[str]:
+    """The workflow ids of the children the incident started (its duty calls)."""
+    out = []
+    for e in history.events:
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            wid = e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            if wid not in out:
+                out.append(wid)
+    return out
+
+
+# --- verifying one -------------------------------------------------------------------------
+
+
+def _check_files(
+    path: Path, trusted: list[Ed25519PublicKey], report: BundleReport
+) -> dict[str, bytes] | None:
+    """The signature and every file's hash; the files' contents, or None if unreadable."""
+    try:
+        body = (path / MANIFEST).read_bytes()
+        signature = (path / SIGNATURE).read_text(encoding="ascii").strip()
+        manifest = json.loads(body)
+        listed: dict[str, str] = manifest["files"]
+        report.incident_id = manifest["incident_id"]
+        report.key = manifest["key"]
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"format {manifest.get('format')!r}, expected {FORMAT}")
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        report.problems.append(f"{path}: not a readable bundle ({e})")
+        return None
+
+    signer = next((k for k in trusted if verify(k, body, signature)), None)
+    if signer is None:
+        known = ", ".join(fingerprint(k) for k in trusted) or "none given"
+        report.problems.append(
+            f"manifest signature: not valid for any trusted key ({known}); the manifest names "
+            f"{report.key}"
+        )
+    elif fingerprint(signer) != report.key:
+        report.problems.append(
+            f"manifest names key {report.key} but was signed by {fingerprint(signer)}"
+        )
+
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    for name in sorted(present - set(listed) - _UNLISTED):
+        report.problems.append(f"{name}: in the bundle but not in its manifest")
+    contents: dict[str, bytes] = {}
+    for name, digest in sorted(listed.items()):
+        if name not in present:
+            report.problems.append(f"{name}: listed in the manifest but missing")
+            continue
+        data = (path / name).read_bytes()
+        if _sha256(data) != digest:
+            report.problems.append(f"{name}: changed (its SHA-256 is not the manifest's)")
+        contents[name] = data
+    report.files = len(contents)
+    return contents
+
+
+async def verify_bundle(path: Path, trusted: list[Ed25519PublicKey]) -> BundleReport:
+    """Check a bundle offline; every discrepancy found is one line of `problems`."""
+    report = BundleReport()
+    contents = await asyncio.to_thread(_check_files, path, trusted, report)
+    if contents is None:
+        return report
+    histories: list[WorkflowHistory] = []
+    for name, data in contents.items():
+        if name.startswith("histories/") and name.endswith(".json"):
+            wid = name.removeprefix("histories/").removesuffix(".json")
+            try:
+                histories.append(WorkflowHistory.from_json(wid, data.decode()))
+            except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
+                report.problems.append(f"{name}: not a workflow history ({e})")
+    if not any(h.workflow_id == report.incident_id for h in histories):
+        report.problems.append(f"the incident's own history ({report.incident_id}) is missing")
+    for h in histories:
+        outcome = await replay(h)
+        report.histories += 1
+        if not outcome.ok:
+            report.problems.append(f"history {h.workflow_id}: does not replay: {outcome.failure}")
+
+    _check_journal(contents, histories, report)
+    return report
+
+
+def _payloads(value: Any) -> Iterator[Any]:
+    """Every decoded JSON payload under a proto-JSON history fragment."""
+    if isinstance(value, dict):
+        for p in value.get("payloads", []) if isinstance(value.get("payloads"), list) else []:
+            try:
+                yield json.loads(base64.b64decode(p.get("data", "")))
+            except (ValueError, TypeError):
+                continue
+        for k, v in value.items():
+            if k != "payloads":
+                yield from _payloads(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _payloads(v)
+
+
+def _device_steps(history: WorkflowHistory) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(change id, result) of every device step the history completed."""
+    events = json.loads(history.to_json())["events"]
+    scheduled: dict[str, str] = {}
+    for e in events:
+        attrs = e.get("activityTaskScheduledEventAttributes")
+        if attrs:
+            for inp in _payloads(attrs.get("input", {})):
+                if isinstance(inp, dict) and "change_id" in inp:
+                    scheduled[e["eventId"]] = inp["change_id"]
+        done = e.get("activityTaskCompletedEventAttributes")
+        if done and done.get("scheduledEventId") in scheduled:
+            for res in _payloads(done.get("result", {})):
+                if isinstance(res, dict):
+                    yield scheduled[done["scheduledEventId"]], res
+
+
+def _check_journal(
+    contents: dict[str, bytes], histories: list[WorkflowHistory], report: BundleReport
+) -> None:
+    try:
+        meta = json.loads(contents.get("records/transcripts.json", b"[]"))
+        by_change: dict[str, list[str]] = defaultdict(list)
+        for t in meta:
+            by_change[t["change_id"]].append(t["id"])
+    except (ValueError, KeyError, TypeError) as e:
+        report.problems.append(f"records/transcripts.json: unreadable ({e})")
+        return
+    texts = {
+        name.removeprefix("transcripts/").removesuffix(".txt"): data.decode(errors="replace")
+        for name, data in contents.items()
+        if name.startswith("transcripts/")
+    }
+    for h in histories:
+        for change_id, res in _device_steps(h):
+            for ref in res.get("transcripts", []):
+                report.transcripts += 1
+                tid, digest = ref.get("id", ""), ref.get("sha256", "")
+                data = contents.get(f"transcripts/{tid}.txt")
+                if data is None:
+                    report.problems.append(
+                        f"{change_id}: transcript {tid} is referenced by the history but "
+                        "missing from the bundle"
+                    )
+                elif _sha256(data) != digest:
+                    report.problems.append(
+                        f"{change_id}: transcript {tid} does not match the hash the history "
+                        "recorded"
+                    )
+            session = "\n".join(texts.get(t, "") for t in by_change.get(change_id, []))
+            for line in res.get("commands", []):
+                report.commands += 1
+                if line not in session:
+                    report.problems.append(
+                        f"{change_id}: the history says {line!r} was sent, but no transcript "
+                        "of the change shows it"
+                    )
+
+
+__all__ = ["BundleReport", "make_bundle", "verify_bundle"]

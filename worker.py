@@ -128,9 +128,19 @@ async def run(
     client = await connect_temporal(settings)
     store = Store.for_settings(settings)
     store.create_schema()
+    archive = None
+    if central:  # the record-keeping check and the archive belong to the central worker
+        from app.archive import start_archive
+
+        archive = await start_archive(client, store, settings)
     workers = build_worker(client, settings, store, sites=sites, central=central)
     log.info("worker polling %s on %s", ", ".join(workers.task_queues), settings.temporal_address)
-    await workers.run()
+    if archive is None:
+        await workers.run()
+        return
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(workers.run())
+        tg.create_task(archive.run(settings.archive_interval_s))
 
 
 def main(sites: Sequence[str] | None = None, *, central: bool = True) -> None:

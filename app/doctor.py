@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
+from app.archive import retention_problem
 from continuity.errors import ContinuityError
 from continuity.models import Inventory
 from continuity.settings import Settings
@@ -59,8 +60,11 @@ async def _temporal(settings: Settings) -> Check:
         f"keeps closed histories {days:g} days"
     )
     # Auditors read incidents years later: Temporal's retention is not the record.
-    if days < 365:
-        return Check("warn", "temporal", detail + "; export or archive them for the record")
+    problem = retention_problem(settings, days)
+    if problem:
+        return Check("warn", "temporal", detail + "; set CONTINUITY_ARCHIVE_DIR for the record")
+    if settings.archive_dir is not None:
+        detail += f"; closed incidents are bundled into {settings.archive_dir}"
     return Check("ok", "temporal", detail)
 
 

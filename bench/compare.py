@@ -311,7 +311,9 @@ def _targets(results: dict[int, dict[str, _Samples]]) -> list[str]:
         restore = _median_of(c, "restore_s") or _median(c.seconds)
         confirmed = _median_of(c, "confirmed_s")
         p99 = _median_of(c, "decision_p99_ms")
-        parent = _worst(c, "parent_bytes")
+        # Temporal's own measure of a history (what its 50 MiB limit and its continue-as-new
+        # hint count); the JSON export is larger (payloads in base64) and is reported below.
+        parent = _worst(c, "parent_server_bytes")
         head = f"size {size}{'' if size == TARGET_SIZE else ' [set for 200]'}"
         rows: list[tuple[bool | None, str]] = []
         if restore is not None and floor:
@@ -343,7 +345,8 @@ def _targets(results: dict[int, dict[str, _Samples]]) -> list[str]:
             rows.append(
                 (
                     parent <= PARENT_HISTORY_MAX_BYTES,
-                    f"parent history <= 1 MB: {parent:,.0f} B as JSON (largest round), "
+                    f"parent history <= 1 MB: {parent:,.0f} B by the server's count (largest "
+                    f"round; {_worst(c, 'parent_bytes') or 0:,.0f} B as JSON), "
                     f"{_worst(c, 'parent_events') or 0:,.0f} events",
                 )
             )

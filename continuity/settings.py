@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     # bundles after a rotation.
     signing_key: Path | None = None
 
+    # Record keeping beyond Temporal's retention: the worker writes each closed incident's
+    # signed bundle here (None: no archive). At start it warns, and in production refuses,
+    # when the namespace keeps histories for less than record_period_days and no archive is
+    # configured.
+    archive_dir: Path | None = None
+    archive_interval_s: float = Field(default=60.0, gt=0)  # how often the archive looks
+    record_period_days: int = Field(default=3650, ge=1)
+
     @property
     def signing_key_path(self) -> Path:
         return self.signing_key or self.data_dir / "signing.key"

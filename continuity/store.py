@@ -1498,6 +1498,11 @@ class Store:
             "closed": len(reported - active),
         }
 
+    def reported_incidents(self) -> list[str]:
+        """Incidents whose reports are written (their run's last act): what the archive takes."""
+        with self._session() as s:
+            return sorted(s.scalars(select(ReportRow.incident_id).distinct()))
+
     def change_counts(self) -> list[tuple[str, str | None, int]]:
         """(state, platform, count) of every device change; platform None: the device is no
         longer in the inventory."""

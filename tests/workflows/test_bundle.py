@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from app.archive import Archive, retention_problem, start_archive
 from app.bundle import MANIFEST, make_bundle, verify_bundle
 from app.cli import build_parser
 from app.stack import Stack
-from continuity.errors import ValidationFailed
+from continuity.errors import ConfigurationError, ValidationFailed
 from continuity.playbook import CallDutyOfficers, Report
+from continuity.settings import Settings
 from continuity.signing import generate_key_pair, load_private_key, load_public_key
 from tests.workflows.helpers import decide_until_active, stand_down, start_incident, two_waves
 
@@ -142,3 +144,44 @@ async def test_cli_refuses_a_missing_bundle_and_a_bundle_without_trusted_key(
         await _cli("audit", "verify", str(tmp_path / "nothing"), "--key", str(keys[1]))
     (tmp_path / "empty").mkdir()
     assert await _cli("audit", "verify", str(tmp_path / "empty"), "--key", str(keys[1])) == 1
+
+
+async def test_the_archive_bundles_each_closed_incident_once(
+    stack: Stack, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive = Archive(stack.client, stack.store, tmp_path / "archive", load_private_key(keys[0]))
+    running = await start_incident(stack, "ngoc-hoi", spec=two_waves(first=[1, 2, 3, 4, 5]))
+    await decide_until_active(stack, running)
+    closed = await _closed_bundle(stack, keys, tmp_path)  # another incident, closed
+    incident = json.loads((closed / MANIFEST).read_text())["incident_id"]
+
+    archived = await archive.sweep()
+    assert incident in archived and running.id not in archived
+    own = load_public_key(keys[0].with_name("signing.key.pub"))
+    assert (await verify_bundle(tmp_path / "archive" / incident, [own])).ok
+    assert incident not in await archive.sweep()  # never rewritten
+    assert not [p for p in (tmp_path / "archive").iterdir() if p.name.startswith(".")]
+
+    await stand_down(running)
+    assert running.id in await archive.sweep()  # once it closed
+
+
+def test_record_keeping_check_at_start(tmp_path: Path) -> None:
+    short = Settings(record_period_days=3650)
+    assert "no archive is configured" in (retention_problem(short, 30) or "")
+    assert retention_problem(short, 4000) is None
+    assert retention_problem(short.model_copy(update={"archive_dir": tmp_path}), 30) is None
+
+
+async def test_production_refuses_a_short_retention_without_archive(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # The dev server keeps closed histories a day; production needs an archive for the record.
+    prod = stack.settings.model_copy(update={"production": True, "archive_dir": None})
+    with pytest.raises(ConfigurationError, match="no archive is configured"):
+        await start_archive(stack.client, stack.store, prod)
+    nokey = stack.settings.model_copy(
+        update={"archive_dir": tmp_path / "a", "signing_key": tmp_path / "none.key"}
+    )
+    with pytest.raises(ConfigurationError, match="continuity keys generate"):
+        await start_archive(stack.client, stack.store, nokey)

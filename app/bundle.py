@@ -98,22 +98,7 @@ async def make_bundle(
     transcripts = await asyncio.to_thread(store.transcripts, incident_id)
     for t in transcripts:
         files[f"transcripts/{t.id}.txt"] = t.text.encode()
-    files["records/transcripts.json"] = _json_bytes(
-        [
-            {
-                "id": t.id,
-                "change_id": t.change_id,
-                "device": t.device,
-                "step": t.step,
-                "attempt": t.attempt,
-                "status": t.status,
-                "sent": t.sent,
-                "sha256": t.sha256,
-                "created_at": _iso(t.created_at),
-            }
-            for t in transcripts
-        ]
-    )
+    files["records/transcripts.json"] = _json_bytes([_record(t, _TRANSCRIPT) for t in transcripts])
     files.update(await asyncio.to_thread(_store_records, store, incident_id))
     manifest = {
         "format": FORMAT,
@@ -138,70 +123,37 @@ def _write(out: Path, files: dict[str, bytes]) -> None:
         path.write_bytes(data)
 
 
+def _record(row: Any, names: str) -> dict[str, Any]:
+    """The named columns of a store row, times in ISO 8601."""
+    out = {}
+    for name in names.split():
+        value = getattr(row, name)
+        out[name] = _iso(value) if isinstance(value, datetime) else value
+    return out
+
+
+_CALL = "attempt officer_id to call_sid status digits events workflow_id created_at"
+_MESSAGE = "key officer_id to sid status body created_at"
+_CHANGE = (
+    "change_id device wave direction circuits state detail declared_by deadline "
+    "window_closed_at closed_by decision decided_by decision_reason decided_at"
+)
+_ATTEMPT = "change_id operator decision reason outcome detail at"
+_TRANSCRIPT = "id change_id device step attempt status sent sha256 created_at"
+
+
 def _store_records(store: Store, incident_id: str) -> dict[str, bytes]:
-    calls = [
-        {
-            "attempt": c.attempt,
-            "officer_id": c.officer_id,
-            "to": c.to,
-            "call_sid": c.call_sid,
-            "status": c.status,
-            "digits": c.digits,
-            "events": c.events,
-            "workflow_id": c.workflow_id,
-            "created_at": _iso(c.created_at),
-        }
-        for c in store.calls(incident_id)
-    ]
-    messages = [
-        {
-            "key": m.key,
-            "officer_id": m.officer_id,
-            "to": m.to,
-            "sid": m.sid,
-            "status": m.status,
-            "body": m.body,
-            "created_at": _iso(m.created_at),
-        }
-        for m in store.messages(incident_id)
-    ]
-    changes = [
-        {
-            "change_id": c.change_id,
-            "device": c.device,
-            "wave": c.wave,
-            "direction": c.direction,
-            "circuits": c.circuits,
-            "state": c.state,
-            "detail": c.detail,
-            "declared_by": c.declared_by,
-            "deadline": _iso(c.deadline),
-            "window_closed_at": _iso(c.window_closed_at),
-            "closed_by": c.closed_by,
-            "decision": c.decision,
-            "decided_by": c.decided_by,
-            "decision_reason": c.decision_reason,
-            "decided_at": _iso(c.decided_at),
-        }
-        for c in store.changes(incident_id)
-    ]
-    attempts = [
-        {
-            "change_id": a.change_id,
-            "operator": a.operator,
-            "decision": a.decision,
-            "reason": a.reason,
-            "outcome": a.outcome,
-            "detail": a.detail,
-            "at": _iso(a.at),
-        }
-        for a in store.decision_attempts(incident_id)
-    ]
     out = {
-        "records/calls.json": _json_bytes(calls),
-        "records/messages.json": _json_bytes(messages),
-        "records/changes.json": _json_bytes(changes),
-        "records/decision_attempts.json": _json_bytes(attempts),
+        "records/calls.json": _json_bytes([_record(r, _CALL) for r in store.calls(incident_id)]),
+        "records/messages.json": _json_bytes(
+            [_record(r, _MESSAGE) for r in store.messages(incident_id)]
+        ),
+        "records/changes.json": _json_bytes(
+            [_record(r, _CHANGE) for r in store.changes(incident_id)]
+        ),
+        "records/decision_attempts.json": _json_bytes(
+            [_record(r, _ATTEMPT) for r in store.decision_attempts(incident_id)]
+        ),
     }
     for r in store.reports(incident_id):
         out[f"reports/{r.id}-{r.form}.md"] = r.text.encode()

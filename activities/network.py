@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 from temporalio import activity
 
 from activities._errors import application_error
+from continuity.attestation import Attestation
 from continuity.circuits import dedupe, path_key
 from continuity.dialects import ApplyPlan, Dialect, dialect_for
 from continuity.errors import (
@@ -793,6 +794,11 @@ class NetworkActivities:
             decision=Decision(row.decision),
             operator_id=row.decided_by or "unknown",
             reason=row.decision_reason,
+            attestation=(
+                Attestation.model_validate(row.decision_attestation)
+                if row.decision_attestation
+                else None
+            ),
         )
         return DeviceStepResult(
             state=ChangeState.AWAITING_CONFIRMATION,

@@ -23,6 +23,7 @@ from api.schemas import Health
 from api.security import SecurityHeaders, page_policy
 from continuity.oidc import OidcVerifier, oidc_config
 from continuity.settings import Settings
+from continuity.signing import load_attester
 from continuity.store import Store
 from continuity.temporal import connect_temporal
 
@@ -97,6 +98,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    # Loaded once: a key that cannot be read refuses the start, not the first declaration.
+    app.state.attester = load_attester(settings)
     if settings.oidc_issuer:
         # A misconfigured identity provider refuses the start, not the first sign-in.
         app.state.oidc = (oidc_config(settings), OidcVerifier(settings))

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from api.access import allowed
 from api.errors import Forbidden, Unauthenticated
 from api.signals import DecisionCourier
+from continuity.attestation import Attester
 from continuity.errors import TokenRefused
 from continuity.models import Role
 from continuity.oidc import OidcVerifier, oidc_config
@@ -36,6 +37,10 @@ async def _temporal(request: Request) -> Client:
     return request.app.state.temporal
 
 
+async def _attester(request: Request) -> Attester | None:
+    return request.app.state.attester
+
+
 async def _courier(request: Request) -> DecisionCourier:
     state = request.app.state
     courier = getattr(state, "courier", None)
@@ -48,6 +53,8 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Store, Depends(_store)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 CourierDep = Annotated[DecisionCourier, Depends(_courier)]
+# The deployment's signer of human actions (None: no signing key outside production).
+AttesterDep = Annotated[Attester | None, Depends(_attester)]
 
 _bearer = HTTPBearer(auto_error=False)
 

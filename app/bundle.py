@@ -24,11 +24,27 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from app.audit import replay
+from continuity.attestation import (
+    Action,
+    Attestation,
+    attestation_problem,
+    key_fingerprint,
+    raw_public_key,
+)
 from continuity.errors import ValidationFailed
+from continuity.messages import (
+    AbortInput,
+    DecisionBatch,
+    DecisionSignal,
+    IncidentInput,
+    StandDownInput,
+    WriteOffInput,
+)
 from continuity.signing import fingerprint, public_pem, sign, verify
 from continuity.store import Store
 
@@ -48,6 +64,7 @@ class BundleReport:
     histories: int = 0
     transcripts: int = 0
     commands: int = 0
+    attestations: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -242,6 +259,7 @@ async def verify_bundle(path: Path, trusted: list[Ed25519PublicKey]) -> BundleRe
             report.problems.append(f"history {h.workflow_id}: does not replay: {outcome.failure}")
 
     _check_journal(contents, histories, report)
+    _check_attestations(histories, trusted, report)
     return report
 
 
@@ -276,6 +294,115 @@ def _device_steps(history: WorkflowHistory) -> Iterator[tuple[str, dict[str, Any
             for res in _payloads(done.get("result", {})):
                 if isinstance(res, dict):
                     yield scheduled[done["scheduledEventId"]], res
+
+
+# Signals that carry a human action, and the model of their input.
+_HUMAN_SIGNALS: dict[str, type[BaseModel]] = {
+    "decide": DecisionSignal,
+    "decisions": DecisionBatch,
+    "stand_down": StandDownInput,
+    "abort": AbortInput,
+    "write_off": WriteOffInput,
+}
+
+
+def _check_attestations(
+    histories: list[WorkflowHistory], trusted: list[Ed25519PublicKey], report: BundleReport
+) -> None:
+    """Every human action in an incident's history is attested by a key the auditor trusts:
+    the declaration, each decision (signalled, or found in the store by a device step), each
+    stand-down, abort and write-off. A rewritten operator id or reason fails its attestation."""
+    keys = [raw_public_key(k) for k in trusted]
+    for h in histories:
+        events = json.loads(h.to_json())["events"]
+        started = events[0].get("workflowExecutionStartedEventAttributes", {})
+        if started.get("workflowType", {}).get("name") != "Incident":
+            continue
+        try:
+            (raw,) = _payloads(started.get("input", {}))
+            inp = IncidentInput.model_validate(raw)
+        except (ValueError, TypeError) as err:
+            report.problems.append(f"history {h.workflow_id}: its input does not decode ({err})")
+            continue
+        if not inp.attestation_keys:
+            report.problems.append(
+                f"history {h.workflow_id}: human actions are not signed (the deployment had "
+                "no signing key)"
+            )
+            continue
+        for raw_key in inp.attestation_keys:
+            if raw_key not in keys:
+                report.problems.append(
+                    f"history {h.workflow_id}: the incident trusted key "
+                    f"{key_fingerprint(raw_key)}, which is not one of the auditor's"
+                )
+        for act in _human_actions(inp, events, report, h.workflow_id):
+            report.attestations += 1
+            why = attestation_problem(
+                act.attestation,
+                keys,
+                action=act.action,
+                incident_id=inp.incident.id,
+                subject=act.subject,
+                content=act.content,
+                change_id=act.change_id,
+            )
+            if why:
+                report.problems.append(
+                    f"{h.workflow_id} {act.where}: {act.action} by {act.subject}: {why}"
+                )
+
+
+@dataclass(frozen=True)
+class _Act:
+    where: str
+    attestation: Attestation | None
+    action: Action
+    subject: str
+    content: dict[str, str]
+    change_id: str = ""
+
+
+def _decision_act(where: str, d: DecisionSignal) -> _Act:
+    return _Act(where, d.attestation, "decide", d.operator_id, d.attested(), d.change_id)
+
+
+def _human_actions(
+    inp: IncidentInput, events: list[dict[str, Any]], report: BundleReport, wid: str
+) -> Iterator[_Act]:
+    i = inp.incident
+    yield _Act("declaration", inp.declaration, "declare", i.declared_by, inp.attested())
+    for event in events:
+        sig = event.get("workflowExecutionSignaledEventAttributes")
+        if sig and sig.get("signalName") in _HUMAN_SIGNALS:
+            name = sig["signalName"]
+            where = f"event {event['eventId']} ({name})"
+            for body in _payloads(sig.get("input", {})):
+                try:
+                    msg = _HUMAN_SIGNALS[name].model_validate(body)
+                except (ValueError, TypeError) as err:
+                    report.problems.append(f"{wid} {where}: does not decode ({err})")
+                    continue
+                if isinstance(msg, DecisionBatch):
+                    yield from (_decision_act(where, d) for d in msg.decisions)
+                elif isinstance(msg, DecisionSignal):
+                    yield _decision_act(where, msg)
+                elif isinstance(msg, StandDownInput):
+                    yield _Act(where, msg.attestation, "stand_down", msg.by, msg.attested())
+                elif isinstance(msg, AbortInput):
+                    yield _Act(where, msg.attestation, "abort", msg.by, msg.attested())
+                elif isinstance(msg, WriteOffInput):
+                    yield _Act(
+                        where, msg.attestation, "write_off", msg.by, msg.attested(), msg.device
+                    )
+        done = event.get("activityTaskCompletedEventAttributes")
+        for res in _payloads(done.get("result", {})) if done else ():
+            if isinstance(res, dict) and isinstance(res.get("decision"), dict):
+                try:
+                    d = DecisionSignal.model_validate(res["decision"])
+                except (ValueError, TypeError):
+                    continue
+                yield _decision_act(f"event {event['eventId']} (a decision the store held)", d)
 
 
 def _check_journal(

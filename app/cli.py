@@ -299,8 +299,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
     if report.ok:
         print(
             f"verified: {report.incident_id}, signed by {report.key}; {report.files} files, "
-            f"{report.histories} histories replayed, {report.transcripts} transcript references "
-            f"and {report.commands} commands checked"
+            f"{report.histories} histories replayed, {report.attestations} signed actions, "
+            f"{report.transcripts} transcript references and {report.commands} commands checked"
         )
         return 0
     print(f"NOT VERIFIED: {path} ({len(report.problems)} problems)")

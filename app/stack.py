@@ -209,6 +209,12 @@ class Stack:
             timings=self.timings,
         )
         self.settings = settings
+        # The embedded stack signs human actions as production does, with a key of its own.
+        from continuity.signing import generate_key_pair, load_attester
+
+        if not settings.signing_key_path.exists():
+            generate_key_pair(settings.signing_key_path)
+        self.attester = load_attester(settings)
 
         store = Store(settings.sqlalchemy_url)
         store.create_schema()

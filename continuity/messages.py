@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from continuity.attestation import Attestation
 from continuity.models import (
     CallAttempt,
     ChangeState,
@@ -78,6 +79,11 @@ class DutyCallResult(_Msg):
 class StandDownInput(_Msg):
     by: str
     reason: Reason = ""
+    attestation: Attestation | None = None  # the API's signature of this order
+
+    def attested(self) -> dict[str, str]:
+        """What the attestation's content hash covers."""
+        return {"reason": self.reason}
 
 
 class CallEvent(_Msg):
@@ -155,6 +161,25 @@ class IncidentInput(_Msg):
     inventory: Inventory
     inventory_sha256: str
     timings: Timings = Timings()
+    # The deployment's public keys (base64, raw Ed25519) that attest human actions, and the
+    # declaration's own attestation. No keys: a deployment without a signing key, whose
+    # actions the workflow takes unattested (and says so in the timeline).
+    attestation_keys: list[str] = []
+    declaration: Attestation | None = None
+
+    def attested(self) -> dict[str, str]:
+        """What the declaration's attestation covers: the incident, the playbook and the
+        inventory snapshot it runs on, by their hashes."""
+        i = self.incident
+        return {
+            "kind": i.kind.value,
+            "area": i.area,
+            "description": i.description,
+            "declared_by": i.declared_by,
+            "playbook_sha256": self.playbook_sha256,
+            "inventory_sha256": self.inventory_sha256,
+        }
+
     # False when the deployment places no calls (settings.telephony "none"); recorded as such.
     telephony: bool = True
 
@@ -172,6 +197,10 @@ class IncidentResult(_Msg):
 class AbortInput(_Msg):
     by: str
     reason: Reason = ""
+    attestation: Attestation | None = None
+
+    def attested(self) -> dict[str, str]:
+        return {"reason": self.reason}
 
 
 class WriteOffInput(_Msg):
@@ -180,6 +209,10 @@ class WriteOffInput(_Msg):
     device: DeviceName
     by: str
     reason: Reason
+    attestation: Attestation | None = None
+
+    def attested(self) -> dict[str, str]:
+        return {"device": self.device, "reason": self.reason}
 
 
 class WriteOffRecordInput(_Msg):
@@ -195,6 +228,10 @@ class DecisionSignal(_Msg):
     decision: Decision
     operator_id: Identifier
     reason: Reason = ""
+    attestation: Attestation | None = None  # the API's signature of this decision
+
+    def attested(self) -> dict[str, str]:
+        return {"decision": self.decision.value, "reason": self.reason}
 
 
 class DecisionRefusedSignal(_Msg):

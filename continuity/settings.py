@@ -131,6 +131,11 @@ class Settings(BaseSettings):
                 "CONTINUITY_API_TOKENS is set: production principals are store tokens "
                 "(continuity token create), kept as hashes"
             )
+        if not self.signing_key_path.exists():
+            problems.append(
+                f"no signing key at {self.signing_key_path} (CONTINUITY_SIGNING_KEY): production "
+                "signs every human action and audit bundle; run `continuity keys generate`"
+            )
         return problems
 
     @property

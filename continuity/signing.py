@@ -11,7 +11,6 @@ with the old public key, which is never deleted from the auditors' set.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from continuity.attestation import Attester, key_fingerprint, raw_public_key
 from continuity.errors import ConfigurationError, ValidationFailed
+from continuity.settings import Settings
 
 
 def fingerprint(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
+    return key_fingerprint(raw_public_key(public))
 
 
 def public_pem(public: Ed25519PublicKey) -> bytes:
@@ -75,6 +75,14 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def load_attester(settings: Settings) -> Attester | None:
+    """The API's signer of human actions: the deployment's key if there is one."""
+    path = settings.signing_key_path
+    if not path.exists():
+        return None
+    return Attester(load_private_key(path))
+
+
 def load_public_key(path: Path) -> Ed25519PublicKey:
     try:
         data = path.read_bytes()
@@ -108,6 +116,7 @@ __all__ = [
     "KeyPair",
     "fingerprint",
     "generate_key_pair",
+    "load_attester",
     "load_private_key",
     "load_public_key",
     "public_pem",

@@ -276,6 +276,9 @@ class ChangeRow(Base):
     decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     decision_reason: Mapped[str] = mapped_column(Text, default="")
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The API's signed attestation of the winning decision (continuity.attestation), so a
+    # decision the incident finds here, not in a signal, carries it into the history too.
+    decision_attestation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
@@ -1138,6 +1141,7 @@ class Store:
         operator: str,
         reason: str,
         now: datetime,
+        attestation: dict[str, Any] | None = None,
     ) -> datetime:
         """The one place an operator's decision wins a change, or is refused with the reason.
 
@@ -1169,6 +1173,7 @@ class Store:
                         decided_by=operator,
                         decision_reason=reason,
                         decided_at=now,
+                        decision_attestation=attestation,
                         updated_at=now,
                     )
                     .returning(changes.c.confirmers)

@@ -59,6 +59,9 @@ async def stack(
         temporal_client=temporal_env.client,
     )
     await s.start()
+    from tests.workflows.helpers import use_attester  # here: helpers import this module
+
+    use_attester(s.attester)
     # How every device looked before any test touched it: tests reset to this.
     s.lab_snapshot = {  # type: ignore[attr-defined]
         n: (d.running.copy(), d.saved.copy()) for n, d in s.network.devices.items()

@@ -24,6 +24,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities._errors import failure_details
+    from continuity.attestation import Action, Attestation, attestation_problem
     from continuity.circuits import circuit_state, dedupe
     from continuity.messages import (
         AbortInput,
@@ -226,11 +227,19 @@ class IncidentWorkflow:
                 non_retryable=True,
             )
         incident = inp.incident
+        if inp.attestation_keys:
+            why = self._unattested(inp.declaration, "declare", incident.declared_by, inp.attested())
+            if why:  # started straight on Temporal, not through the API: nothing is done
+                raise ApplicationError(
+                    f"declaration refused: {why}", type="Unattested", non_retryable=True
+                )
         self._note(
             "declared",
             f"{incident.kind} in {incident.area} by {incident.declared_by}: {incident.description}",
         )
         self._note("playbook", f"{self._status.playbook} sha256 {inp.playbook_sha256[:16]}")
+        if not inp.attestation_keys:
+            self._note("unattested", "no signing key in this deployment: actions are unsigned")
         wave = 0
         for step in inp.playbook.steps:
             if self._ending is not None:
@@ -266,15 +275,24 @@ class IncidentWorkflow:
 
     @workflow.signal(name="stand_down")
     def stand_down(self, s: StandDownInput) -> None:
+        if why := self._unattested(s.attestation, "stand_down", s.by, s.attested()):
+            self._note("stand-down refused", f"by {s.by}: {why}")
+            return
         self._end("stand_down", s.by, s.reason)
 
     @workflow.signal(name="abort")
     def abort(self, a: AbortInput) -> None:
+        if why := self._unattested(a.attestation, "abort", a.by, a.attested()):
+            self._note("abort refused", f"by {a.by}: {why}")
+            return
         self._end("abort", a.by, a.reason)
 
     @workflow.signal(name="write_off")
     def write_off(self, w: WriteOffInput) -> None:
         """Stop waiting for a device that will not answer (destroyed, cut off for good)."""
+        if why := self._unattested(w.attestation, "write_off", w.by, w.attested(), w.device):
+            self._note("write-off refused", f"{w.device} by {w.by}: {why}")
+            return
         if w.device not in self._devices:
             self._note("write-off refused", f"{w.device} is not a device of this incident")
             return
@@ -292,6 +310,19 @@ class IncidentWorkflow:
     @workflow.signal(name="decide")
     def decide(self, d: DecisionSignal) -> None:
         """A decision the store accepted; the change's coroutine carries it out."""
+        if why := self._unattested(
+            d.attestation, "decide", d.operator_id, d.attested(), d.change_id
+        ):
+            self._refused(
+                DecisionRefusedSignal(
+                    change_id=d.change_id,
+                    decision=d.decision,
+                    operator_id=d.operator_id,
+                    refusal="Unattested",
+                    detail=why,
+                )
+            )
+            return
         if d.operator_id == self._inp.incident.declared_by:
             # The API refuses this; a client that bypassed it is refused here too.
             self._refused(
@@ -313,6 +344,31 @@ class IncidentWorkflow:
             f"{d.decision.value} {d.change_id} by {d.operator_id}"
             + (f": {d.reason}" if d.reason else ""),
         )
+
+    def _unattested(
+        self,
+        a: Attestation | None,
+        action: Action,
+        subject: str,
+        content: dict[str, str],
+        change_id: str = "",
+    ) -> str | None:
+        """Why a human action is refused for want of the API's attestation (None: taken).
+        A deployment without a signing key gives no keys: its actions are taken unsigned."""
+        if not self._inp.attestation_keys:
+            return None
+        # cryptography imports its exception types at run time, from Rust: let that import
+        # reach the real module (inside the sandbox a second copy aborts the process).
+        with workflow.unsafe.imports_passed_through():
+            return attestation_problem(
+                a,
+                self._inp.attestation_keys,
+                action=action,
+                incident_id=self._inp.incident.id,
+                subject=subject,
+                content=content,
+                change_id=change_id,
+            )
 
     @workflow.signal(name="decision_refused")
     def decision_refused(self, r: DecisionRefusedSignal) -> None:

@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import (
     AUTHORIZED,
+    AttesterDep,
     CourierDep,
     Principal,
     SettingsDep,
@@ -43,6 +44,7 @@ from api.schemas import (
     WriteOffCreate,
 )
 from api.signals import signal_incident
+from continuity.attestation import Action, Attestation, Attester
 from continuity.errors import DecisionRefused
 from continuity.incidents import prepare_incident
 from continuity.messages import (
@@ -55,6 +57,7 @@ from continuity.messages import (
 )
 from continuity.models import ChangeState, Decision, DeviceName, IncidentPhase, IncidentStatus
 from continuity.report import render_html, render_markdown
+from continuity.settings import ApiToken
 from playbooks import DEFAULT_PLAYBOOK, get_playbook
 from workflows import IncidentWorkflow, calls_workflow_id
 
@@ -85,6 +88,7 @@ async def declare_incident(
     settings: SettingsDep,
     store: StoreDep,
     temporal: TemporalDep,
+    attester: AttesterDep,
 ) -> IncidentCreated:
     spec = get_playbook(body.playbook or DEFAULT_PLAYBOOK)
     inp = prepare_incident(
@@ -98,6 +102,9 @@ async def declare_incident(
         timings=settings.timings,
         telephony=settings.telephony != "none",
     )
+    if attester is not None:
+        inp.attestation_keys = attester.public_keys
+        inp.declaration = _attest(attester, who, "declare", inp.incident.id, inp.attested())
     await asyncio.to_thread(store.save_snapshot, inp.inventory)
     try:
         handle = await temporal.start_workflow(
@@ -121,6 +128,29 @@ async def declare_incident(
         run_id=handle.result_run_id,
         playbook=f"{spec.name} v{spec.version}",
         playbook_sha256=inp.playbook_sha256,
+    )
+
+
+def _attest(
+    attester: Attester | None,
+    who: ApiToken,
+    action: Action,
+    incident_id: str,
+    content: dict[str, str],
+    change_id: str = "",
+) -> Attestation | None:
+    """The API's signature of a human action it forwards (None: no signing key)."""
+    if attester is None:
+        return None
+    return attester(
+        action=action,
+        incident_id=incident_id,
+        subject=who.subject,
+        role=who.role.value,
+        token_id=who.token_id,
+        content=content,
+        at=datetime.now(UTC),
+        change_id=change_id,
     )
 
 
@@ -242,7 +272,12 @@ async def decide_change(
     who: Principal,
     store: StoreDep,
     courier: CourierDep,
+    attester: AttesterDep,
 ) -> DecisionAccepted:
+    signal = DecisionSignal(
+        change_id=change_id, decision=body.decision, operator_id=who.subject, reason=body.reason
+    )
+    signal.attestation = _attest(attester, who, "decide", incident_id, signal.attested(), change_id)
     try:
         decided_at = await asyncio.to_thread(
             store.claim_decision,
@@ -252,6 +287,9 @@ async def decide_change(
             operator=who.subject,
             reason=body.reason,
             now=datetime.now(UTC),
+            attestation=(
+                signal.attestation.model_dump(mode="json") if signal.attestation else None
+            ),
         )
     except DecisionRefused as e:
         refusal = DecisionRefusedSignal(
@@ -268,15 +306,7 @@ async def decide_change(
         raise
     delivered = True
     try:
-        await courier.send(
-            incident_id,
-            DecisionSignal(
-                change_id=change_id,
-                decision=body.decision,
-                operator_id=who.subject,
-                reason=body.reason,
-            ),
-        )
+        await courier.send(incident_id, signal)
     except (NotFound, Unavailable) as e:
         # The claim is durable: the incident finds it when the window closes, at the latest.
         log.warning("decision on %s claimed but not signalled: %s", change_id, e.message)
@@ -298,12 +328,16 @@ async def decide_change(
     responses=documented(401, 403, 404, 409, 422, 503),
 )
 async def stand_down(
-    incident_id: str, body: StandDownCreate, who: Principal, temporal: TemporalDep
+    incident_id: str,
+    body: StandDownCreate,
+    who: Principal,
+    temporal: TemporalDep,
+    attester: AttesterDep,
 ) -> EndAccepted:
     handle = await _ending_allowed(temporal, incident_id)
-    await signal_incident(
-        handle, IncidentWorkflow.stand_down, StandDownInput(by=who.subject, reason=body.reason)
-    )
+    order = StandDownInput(by=who.subject, reason=body.reason)
+    order.attestation = _attest(attester, who, "stand_down", incident_id, order.attested())
+    await signal_incident(handle, IncidentWorkflow.stand_down, order)
     return EndAccepted(status="stand-down requested")
 
 
@@ -314,12 +348,16 @@ async def stand_down(
     responses=documented(401, 403, 404, 409, 422, 503),
 )
 async def abort(
-    incident_id: str, body: AbortCreate, who: Principal, temporal: TemporalDep
+    incident_id: str,
+    body: AbortCreate,
+    who: Principal,
+    temporal: TemporalDep,
+    attester: AttesterDep,
 ) -> EndAccepted:
     handle = await _ending_allowed(temporal, incident_id)
-    await signal_incident(
-        handle, IncidentWorkflow.abort, AbortInput(by=who.subject, reason=body.reason)
-    )
+    order = AbortInput(by=who.subject, reason=body.reason)
+    order.attestation = _attest(attester, who, "abort", incident_id, order.attested())
+    await signal_incident(handle, IncidentWorkflow.abort, order)
     return EndAccepted(status="abort requested")
 
 
@@ -335,15 +373,14 @@ async def write_off_device(
     body: WriteOffCreate,
     who: Principal,
     temporal: TemporalDep,
+    attester: AttesterDep,
 ) -> EndAccepted:
     """Stop waiting for a device that will not answer again (destroyed, cut off for good): the
     incident records it as written off, its circuits there as of unknown state, and can close."""
     handle = await _running(temporal, incident_id)
-    await signal_incident(
-        handle,
-        IncidentWorkflow.write_off,
-        WriteOffInput(device=device, by=who.subject, reason=body.reason),
-    )
+    order = WriteOffInput(device=device, by=who.subject, reason=body.reason)
+    order.attestation = _attest(attester, who, "write_off", incident_id, order.attested(), device)
+    await signal_incident(handle, IncidentWorkflow.write_off, order)
     return EndAccepted(status=f"write-off of {device} requested")
 
 

@@ -11,6 +11,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.app import create_app
 from app.audit import replay
 from app.stack import Stack
+from continuity.messages import StandDownInput
 from continuity.models import (
     ChangeState,
     CircuitState,
@@ -20,6 +21,7 @@ from continuity.models import (
     Role,
 )
 from tests.conftest import wait_until
+from tests.workflows.helpers import signed
 
 
 def _routes_point_to(stack: Stack, area: str, which: str) -> bool:
@@ -397,7 +399,8 @@ async def test_overloaded_workflow_engine_answers_503_retry_after_never_409(stac
     assert r.status_code == 503, r.text
     assert r.headers["retry-after"]
     assert busy.signals >= 2  # retried before giving up
-    await stack.client.get_workflow_handle(incident_id).signal("stand_down", {"by": "test"})
+    order = signed(StandDownInput(by="test"), incident_id, "stand_down")
+    await stack.client.get_workflow_handle(incident_id).signal("stand_down", order)
     await stack.client.get_workflow_handle(incident_id).result()
 
 

@@ -19,11 +19,12 @@ def test_settings_repr_holds_no_secret():
     assert "twilio-secret-44ab" not in shown  # SecretStr even in a dump
 
 
-def test_production_refuses_sqlite_and_settings_tokens_and_names_them():
+def test_production_refuses_sqlite_and_settings_tokens_and_names_them(tmp_path):
     import pytest
 
     from continuity.errors import ConfigurationError
     from continuity.settings import check_production
+    from continuity.signing import generate_key_pair
 
     check_production(Settings())  # the demo's conveniences are fine outside production
     demo = {"demo-token-7f3e2a": ApiToken(subject="op-1", role=Role.OPERATOR)}
@@ -32,6 +33,12 @@ def test_production_refuses_sqlite_and_settings_tokens_and_names_them():
     assert "CONTINUITY_DATABASE_URL is unset" in str(e.value)
     assert "CONTINUITY_API_TOKENS is set" in str(e.value)
     assert "demo-token-7f3e2a" not in str(e.value)
+    assert "no signing key" in str(e.value)  # human actions and bundles are signed
+    key = generate_key_pair(tmp_path / "signing.key").private_path
     check_production(
-        Settings(production=True, database_url="postgresql+psycopg://continuity@db/continuity")
+        Settings(
+            production=True,
+            database_url="postgresql+psycopg://continuity@db/continuity",
+            signing_key=key,
+        )
     )

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import delete
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from app.stack import Stack
+from continuity.attestation import Action, Attester
 from continuity.incidents import prepare_incident
-from continuity.messages import AbortInput, IncidentResult, StandDownInput, Timings
+from continuity.messages import AbortInput, IncidentResult, StandDownInput, Timings, WriteOffInput
 from continuity.models import (
     ChangeState,
     CircuitState,
@@ -73,6 +75,17 @@ async def start_incident(
         declared_by=declared_by,
         timings=timings,
     )
+    if _attester:  # as the API declares: the deployment's keys and a signed declaration
+        inp.attestation_keys = _attester[0].public_keys
+        inp.declaration = _attester[0](
+            action="declare",
+            incident_id=inp.incident.id,
+            subject=declared_by,
+            role="duty_officer",
+            token_id="",
+            content=inp.attested(),
+            at=datetime.now(UTC),
+        )
     stack.store.save_snapshot(inp.inventory)
     return await stack.client.start_workflow(
         IncidentWorkflow.run,
@@ -158,13 +171,41 @@ async def awaiting(
     return await wait_until(enough, timeout_s=timeout_s, what=f"{count} changes awaiting")  # type: ignore[return-value]
 
 
+# The stack's signer (tests/conftest.py sets it): orders the tests send straight to Temporal
+# carry the attestation the API would add, as incidents declared through the API require.
+_attester: list[Attester] = []
+_Order = TypeVar("_Order", StandDownInput, AbortInput, WriteOffInput)
+
+
+def use_attester(attester: Attester | None) -> None:
+    _attester[:] = [attester] if attester else []
+
+
+def signed(order: _Order, incident_id: str, action: Action, change_id: str = "") -> _Order:
+    """`order` with the attestation the API would have given it (when the stack signs)."""
+    if _attester:
+        order.attestation = _attester[0](
+            action=action,
+            incident_id=incident_id,
+            subject=order.by,
+            role="duty_officer",
+            token_id="",
+            content=order.attested(),
+            at=datetime.now(UTC),
+            change_id=change_id,
+        )
+    return order
+
+
 async def stand_down(handle: WorkflowHandle[Any, Any], *, by: str = DECLARER) -> IncidentResult:
-    await handle.signal(IncidentWorkflow.stand_down, StandDownInput(by=by, reason="test over"))
+    order = signed(StandDownInput(by=by, reason="test over"), handle.id, "stand_down")
+    await handle.signal(IncidentWorkflow.stand_down, order)
     return await handle.result()
 
 
 async def abort(handle: WorkflowHandle[Any, Any], *, by: str = DECLARER) -> IncidentResult:
-    await handle.signal(IncidentWorkflow.abort, AbortInput(by=by, reason="declared in error"))
+    order = signed(AbortInput(by=by, reason="declared in error"), handle.id, "abort")
+    await handle.signal(IncidentWorkflow.abort, order)
     return await handle.result()
 
 
@@ -203,7 +244,8 @@ async def finish_running_incidents(stack: Stack) -> None:
             continue
         handle = stack.client.get_workflow_handle(wf.id)
         try:
-            await handle.signal(IncidentWorkflow.stand_down, StandDownInput(by="test cleanup"))
+            order = signed(StandDownInput(by="test cleanup"), wf.id, "stand_down")
+            await handle.signal(IncidentWorkflow.stand_down, order)
             await asyncio.wait_for(handle.result(), 60)
         except Exception:  # noqa: BLE001 - cleanup: whatever it is, end it
             await handle.terminate("test cleanup")

@@ -22,11 +22,11 @@ from tests.workflows.helpers import decide_until_active, stand_down, start_incid
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("keys")
-    ours = generate_key_pair(d / "signing.key")
-    other = generate_key_pair(d / "other.key")
-    return ours.private_path, other.public_path
+def keys(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The deployment's key (it signed the actions and signs the bundles), another's .pub."""
+    other = generate_key_pair(tmp_path_factory.mktemp("keys") / "other.key")
+    assert stack.settings.signing_key_path.name == "signing.key"
+    return stack.settings.signing_key_path, other.public_path
 
 
 async def _closed_bundle(stack: Stack, keys: tuple[Path, Path], out: Path) -> Path:
@@ -185,3 +185,30 @@ async def test_production_refuses_a_short_retention_without_archive(
     )
     with pytest.raises(ConfigurationError, match="continuity keys generate"):
         await start_archive(stack.client, stack.store, nokey)
+
+
+async def test_a_rewritten_operator_id_fails_verification(
+    stack: Stack, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bundle = await _closed_bundle(stack, keys, tmp_path)
+    own = load_public_key(keys[0].with_name("signing.key.pub"))
+    report = await verify_bundle(bundle, [own])
+    assert report.ok and report.attestations >= 3  # declaration, decisions, stand-down
+    incident = json.loads((bundle / MANIFEST).read_text())["incident_id"]
+    history = bundle / "histories" / f"{incident}.json"
+    doc = json.loads(history.read_text())
+    for e in doc["events"]:
+        sig = e.get("workflowExecutionSignaledEventAttributes")
+        if sig and sig["signalName"] == "decisions":
+            p = sig["input"]["payloads"][0]
+            batch = json.loads(base64.b64decode(p["data"]))
+            batch["decisions"][0]["operator_id"] = "op-somebody-else"
+            p["data"] = base64.b64encode(json.dumps(batch).encode()).decode()
+            break
+    else:
+        raise AssertionError("no decisions signal in the history")
+    history.write_text(json.dumps(doc))
+    problems = (await verify_bundle(bundle, [own])).problems
+    assert any("decide by op-somebody-else" in p and "not what the API signed" in p for p in problems), (
+        problems
+    )

@@ -12,7 +12,7 @@ import httpx
 import pytest_asyncio
 
 from app.stack import Stack
-from continuity.messages import DutyCallResult
+from continuity.messages import AbortInput, DutyCallResult, StandDownInput
 from continuity.models import (
     ChangeState,
     CircuitState,
@@ -47,13 +47,14 @@ from tests.workflows.helpers import (
     ledger_state,
     on_path,
     part_on,
+    signed,
     stand_down,
     start_incident,
     status,
     two_waves,
 )
 from worker import build_worker
-from workflows import calls_workflow_id
+from workflows import IncidentWorkflow, calls_workflow_id
 
 KON_TUM = "thanh-pho-kon-tum"
 
@@ -219,7 +220,10 @@ async def test_device_unreachable_while_awaiting_confirmation_incident_closes_on
     assert part_on(stack, "dic-noc", "kt-edge-01") == "backup"
 
     stack.network.set_fault("kt-edge-01", Fault.UNREACHABLE)
-    await handle.signal("stand_down", {"by": "do-nguyen-van-an", "reason": "repaired"})
+    await handle.signal(
+        IncidentWorkflow.stand_down,
+        signed(StandDownInput(by="do-nguyen-van-an", reason="repaired"), handle.id, "stand_down"),
+    )
 
     async def attention() -> bool:
         st = await status(handle)
@@ -256,7 +260,12 @@ async def test_device_written_off_by_duty_officer_incident_closes_circuit_record
     assert (await decide(stack, handle.id, core)).status_code == 200
     stack.network.set_fault("kt-edge-01", Fault.UNREACHABLE)
     try:
-        await handle.signal("stand_down", {"by": "do-nguyen-van-an", "reason": "riot over"})
+        await handle.signal(
+            IncidentWorkflow.stand_down,
+            signed(
+                StandDownInput(by="do-nguyen-van-an", reason="riot over"), handle.id, "stand_down"
+            ),
+        )
 
         async def attention() -> bool:
             st = await status(handle)
@@ -477,8 +486,14 @@ async def test_abort_undoes_newest_wave_first(stack: Stack):
 async def test_stand_down_twice_second_ignored_and_recorded(stack: Stack):
     handle = await start_incident(stack, "dak-ha", spec=two_waves(first=[2]))
     await decide_until_active(stack, handle)
-    await handle.signal("stand_down", {"by": "do-nguyen-van-an", "reason": "first"})
-    await handle.signal("abort", {"by": "do-tran-thi-binh", "reason": "second"})
+    await handle.signal(
+        IncidentWorkflow.stand_down,
+        signed(StandDownInput(by="do-nguyen-van-an", reason="first"), handle.id, "stand_down"),
+    )
+    await handle.signal(
+        IncidentWorkflow.abort,
+        signed(AbortInput(by="do-tran-thi-binh", reason="second"), handle.id, "abort"),
+    )
     result = await handle.result()
     assert result.phase is IncidentPhase.CLOSED
     st = await status(handle)

@@ -263,6 +263,16 @@ async def verify_bundle(path: Path, trusted: list[Ed25519PublicKey]) -> BundleRe
     return report
 
 
+async def verify_history(history: WorkflowHistory, trusted: list[Ed25519PublicKey]) -> BundleReport:
+    """One history without its bundle: it replays, and its human actions are attested."""
+    report = BundleReport(incident_id=history.workflow_id, histories=1)
+    outcome = await replay(history)
+    if not outcome.ok:
+        report.problems.append(f"history {history.workflow_id}: does not replay: {outcome.failure}")
+    _check_attestations([history], trusted, report)
+    return report
+
+
 def _payloads(value: Any) -> Iterator[Any]:
     """Every decoded JSON payload under a proto-JSON history fragment."""
     if isinstance(value, dict):
@@ -447,4 +457,4 @@ def _check_journal(
                     )
 
 
-__all__ = ["BundleReport", "make_bundle", "verify_bundle"]
+__all__ = ["BundleReport", "make_bundle", "verify_bundle", "verify_history"]

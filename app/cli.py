@@ -270,23 +270,13 @@ def _audit_bundle(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from app.audit import load_history, replay
-    from app.bundle import verify_bundle
+    from app.audit import load_history
+    from app.bundle import verify_bundle, verify_history
     from continuity.signing import load_public_key
 
     path: Path = args.path
     if not path.exists():
         raise ValidationFailed(f"{path}: no such file or directory")
-    if path.is_file():  # one history: what can be checked without its bundle
-        outcome = asyncio.run(replay(load_history(path)))
-        if outcome.ok:
-            print(
-                f"replay OK ({outcome.workflow_id}); a single history: no signature, "
-                "transcripts or records to check (verify its bundle for those)"
-            )
-            return 0
-        print(f"FAILED ({outcome.workflow_id}): does not replay: {outcome.failure}")
-        return 1
     keys = list(args.key)
     if not keys:
         own = Settings().signing_key_path.with_name(Settings().signing_key_path.name + ".pub")
@@ -295,13 +285,20 @@ def _audit_verify(args: argparse.Namespace) -> int:
                 "no trusted public key: pass --key FILE (the deployment's signing-key .pub)"
             )
         keys = [own]
-    report = asyncio.run(verify_bundle(path, [load_public_key(k) for k in keys]))
-    if report.ok:
-        print(
-            f"verified: {report.incident_id}, signed by {report.key}; {report.files} files, "
-            f"{report.histories} histories replayed, {report.attestations} signed actions, "
-            f"{report.transcripts} transcript references and {report.commands} commands checked"
+    trusted = [load_public_key(k) for k in keys]
+    if path.is_file():  # one history: its replay and its signed actions, no transcripts
+        report = asyncio.run(verify_history(load_history(path), trusted))
+        what = f"{report.attestations} signed actions (no transcripts or records: a history)"
+    else:
+        report = asyncio.run(verify_bundle(path, trusted))
+        what = (
+            f"{report.files} files, {report.histories} histories replayed, "
+            f"{report.attestations} signed actions, {report.transcripts} transcript references "
+            f"and {report.commands} commands checked"
         )
+    if report.ok:
+        signer = f", signed by {report.key}" if report.key else ""
+        print(f"verified: {report.incident_id}{signer}; {what}")
         return 0
     print(f"NOT VERIFIED: {path} ({len(report.problems)} problems)")
     for p in report.problems:

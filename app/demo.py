@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import httpx
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 
 from app.audit import export_history, save_history
+from app.bundle import make_bundle, verify_bundle
 from app.stack import SAMPLE_INVENTORY, Stack
 from continuity.errors import ContinuityError, ValidationFailed
 from continuity.inventory import read_inventory
@@ -25,6 +27,7 @@ from continuity.models import (
     Role,
 )
 from continuity.report import render_text
+from continuity.signing import load_private_key, load_public_key
 
 log = logging.getLogger("continuity.demo")
 
@@ -195,6 +198,26 @@ async def _drive(stack: Stack, data_dir: Path, area: str, echo) -> int:  # type:
         echo("replay it offline:")
         echo(f"  continuity audit replay {history_file}")
 
+        # The auditor's whole record: a signed bundle, verified as an auditor would, offline.
+        assert stack.settings is not None  # set by start()
+        key_path = stack.settings.signing_key_path
+        bundle_dir = data_dir / "bundles" / incident_id
+        await make_bundle(
+            stack.client, stack.store, incident_id, bundle_dir, load_private_key(key_path)
+        )
+        public = key_path.with_name(key_path.name + ".pub")
+        trusted = data_dir / "bundles" / "signing-key.pub"  # what an auditor is handed
+        shutil.copyfile(public, trusted)
+        verified = await verify_bundle(bundle_dir, [load_public_key(trusted)])
+        echo("")
+        echo(f"audit bundle written to {bundle_dir}")
+        echo(
+            "  verified: "
+            + ("yes" if verified.ok else "NO: " + "; ".join(verified.problems))
+            + f" ({verified.attestations} signed actions, {verified.commands} commands)"
+        )
+        echo(f"  continuity audit verify {bundle_dir} --key {trusted}")
+
         rerouted = [c for c in status.changes if c.direction is Direction.REROUTE]
         ok = (
             desc.status is WorkflowExecutionStatus.COMPLETED
@@ -204,5 +227,6 @@ async def _drive(stack: Stack, data_dir: Path, area: str, echo) -> int:  # type:
             and all(c.state is CircuitState.ON_PRIMARY for c in status.circuits)
             and status.acknowledged_by is not None
             and f"Acknowledged by: {status.acknowledged_by}" in dossier
+            and verified.ok
         )
         return 0 if ok else 1

@@ -12,7 +12,9 @@ import pytest
 import pytest_asyncio
 
 from app.audit import load_history, replay
+from app.bundle import verify_bundle
 from app.demo import run_demo
+from continuity.signing import load_public_key
 from continuity.store import Store
 
 
@@ -75,6 +77,14 @@ async def test_demo_stored_dossier_names_the_officer_who_pressed_1(demo: DemoRun
         assert outcome.ok, (h.name, outcome.failure)
     meta = demo.data_dir / "histories" / f"{demo.incident}.meta"
     assert json.loads(meta.read_text())["workflow_id"]
+    # Its signed bundle verifies offline with the key the auditor is handed, the signed
+    # human actions included (declaration, decisions, stand-down).
+    bundle = demo.data_dir / "bundles" / demo.incident
+    key = load_public_key(demo.data_dir / "bundles" / "signing-key.pub")
+    report = await verify_bundle(bundle, [key])
+    assert report.ok, report.problems
+    assert report.attestations >= 3 and report.commands > 0
+    assert "  verified: yes" in "\n".join(demo.lines)
 
 
 def test_demo_printed_timeline_fits_120_columns_and_shows_every_call(demo: DemoRun):

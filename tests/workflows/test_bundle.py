@@ -209,6 +209,20 @@ async def test_a_rewritten_operator_id_fails_verification(
         raise AssertionError("no decisions signal in the history")
     history.write_text(json.dumps(doc))
     problems = (await verify_bundle(bundle, [own])).problems
-    assert any("decide by op-somebody-else" in p and "not what the API signed" in p for p in problems), (
-        problems
-    )
+    assert any(
+        "decide by op-somebody-else" in p and "not what the API signed" in p for p in problems
+    ), problems
+
+
+async def test_cli_verifies_a_single_history_and_its_signed_actions(
+    stack: Stack, keys: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = await _closed_bundle(stack, keys, tmp_path)
+    incident = json.loads((bundle / MANIFEST).read_text())["incident_id"]
+    history = bundle / "histories" / f"{incident}.json"
+    pub = keys[0].with_name("signing.key.pub")
+    assert await _cli("audit", "verify", str(history), "--key", str(pub)) == 0
+    assert "signed actions" in capsys.readouterr().out
+    # Another deployment's key: none of the actions is attested by a key the auditor trusts.
+    assert await _cli("audit", "verify", str(history), "--key", str(keys[1])) == 1
+    assert "not one of the auditor's" in capsys.readouterr().out

@@ -33,6 +33,9 @@ MATRIX: Mapping[str, frozenset[Role]] = {
     "list_areas": _READERS,
     "list_circuits": _READERS,
     "read_circuit": _READERS,
+    # A dry run: what a declaration would send (engineers review it, duty officers see it
+    # before they declare).
+    "plan_playbook": frozenset({Role.ENGINEER, Role.DUTY_OFFICER}),
     "read_me": frozenset(Role),  # every principal may ask who it is
 }
 

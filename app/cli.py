@@ -381,6 +381,28 @@ def _playbook_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _playbook_plan(args: argparse.Namespace) -> int:
+    from continuity.inventory import read_inventory
+    from continuity.models import IncidentKind
+    from continuity.plan import plan_incident, render_plan
+    from continuity.playbook import load_spec_file
+    from playbooks import CATALOGUE, get_playbook
+
+    named = args.name in CATALOGUE or not Path(args.name).exists()
+    spec = get_playbook(args.name) if named else load_spec_file(Path(args.name))
+    inventory = (
+        read_inventory(args.inventory).inventory if args.inventory else _app_store().inventory()
+    )
+    try:
+        kind = IncidentKind(args.kind)
+    except ValueError:
+        known = ", ".join(k.value for k in IncidentKind)
+        raise ValidationFailed(f"unknown incident kind {args.kind!r}; known: {known}") from None
+    plan = plan_incident(spec, inventory, area=args.area, kind=kind, timings=Settings().timings)
+    print(plan.model_dump_json(indent=2) if args.json else render_plan(plan))
+    return 0
+
+
 def _playbook_validate(args: argparse.Namespace) -> int:
     from continuity.playbook import load_spec_file
     from playbooks import CATALOGUE, get_playbook
@@ -442,6 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
     show = pb.add_parser("show", help="a playbook's steps as JSON, with its hash")
     show.add_argument("name", help="a playbook name, as `playbook list` shows it")
     show.set_defaults(fn=_playbook_show)
+    pp = pb.add_parser(
+        "plan", help="the exact lines a playbook would send, per wave and device; touches nothing"
+    )
+    pp.add_argument("name", help="a playbook name, or a JSON spec / Python module file")
+    pp.add_argument("--area", required=True, help="the area an incident would be declared for")
+    pp.add_argument("--kind", default="sabotage", help="the incident kind (default: sabotage)")
+    pp.add_argument(
+        "--inventory", type=Path, help="an inventory file (default: the loaded inventory)"
+    )
+    pp.add_argument("--json", action="store_true", help="the plan as JSON, with its hashes")
+    pp.set_defaults(fn=_playbook_plan)
     pv = pb.add_parser("validate", help="check a playbook (a name, a .json spec or a .py module)")
     pv.add_argument("target", help="a playbook name, a JSON spec file or a Python module file")
     pv.set_defaults(fn=_playbook_validate)

@@ -1,16 +1,55 @@
-"""Circuit rules, pure: a circuit's state from its device parts, and which paths share a route."""
+"""Circuit rules, pure: which circuits an incident moves and in what order, a circuit's state
+from its device parts, and which paths share a route. The workflow and `playbook plan` both
+use them, so a plan lists exactly the changes an incident makes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
 from continuity.models import (
+    Circuit,
     CircuitPath,
     CircuitState,
     PartState,
+    PriorityClass,
     RerouteMechanism,
     RouteChange,
 )
+
+# Restoration order within a level: armed forces, then Party, then State bodies (2a).
+CLASS_ORDER = [PriorityClass.ARMED_FORCES, PriorityClass.PARTY, PriorityClass.STATE]
+
+
+def select_circuits(
+    circuits: Iterable[Circuit],
+    area: str,
+    classes: Iterable[PriorityClass],
+    max_level: int,
+) -> list[Circuit]:
+    """The area's circuits of those classes up to that level, in restoration order."""
+    wanted = set(classes)
+    chosen = [
+        c
+        for c in circuits
+        if c.area == area and c.priority_class in wanted and c.restoration_level <= max_level
+    ]
+    chosen.sort(key=lambda c: (c.restoration_level, CLASS_ORDER.index(c.priority_class), c.id))
+    return chosen
+
+
+def wave_batches(
+    circuits: Iterable[Circuit], levels: Iterable[int]
+) -> dict[str, list[RouteChange]]:
+    """A wave's changes: device -> its routes, devices in the order their first circuit comes
+    (the circuits given in restoration order: a level-1 circuit's devices come first)."""
+    wanted = set(levels)
+    batches: dict[str, list[RouteChange]] = {}
+    for c in circuits:
+        if c.restoration_level in wanted:
+            for p in c.paths:
+                batches.setdefault(p.device, []).append(RouteChange(circuit_id=c.id, path=p))
+    return batches
+
 
 _BACKUP_SIDE = {PartState.BACKUP, PartState.BACKUP_UNCONFIRMED}
 

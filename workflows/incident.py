@@ -25,7 +25,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from activities._errors import failure_details
     from continuity.attestation import Action, Attestation, attestation_problem
-    from continuity.circuits import circuit_state, dedupe
+    from continuity.circuits import circuit_state, dedupe, select_circuits, wave_batches
     from continuity.messages import (
         AbortInput,
         ChangeStepInput,
@@ -69,7 +69,6 @@ with workflow.unsafe.imports_passed_through():
         Language,
         PartialOutcome,
         PartState,
-        PriorityClass,
         ReviewItem,
         RouteChange,
         TimelineEntry,
@@ -106,7 +105,6 @@ from workflows._common import (
 )
 from workflows.duty_call import DutyCallWorkflow
 
-_CLASS_ORDER = [PriorityClass.ARMED_FORCES, PriorityClass.PARTY, PriorityClass.STATE]
 # A change in one of these is still being worked on the device.
 _IN_FLIGHT = {ChangeState.PENDING, ChangeState.APPLYING}
 _ON_BACKUP = {ChangeState.CONFIRMED, ChangeState.KEPT_ON_TIMEOUT}
@@ -392,14 +390,12 @@ class IncidentWorkflow:
 
     async def _select(self, step: SelectCircuits) -> None:
         area = self._inp.incident.area
-        chosen = [
-            c
-            for c in self._inp.inventory.circuits
-            if c.area == area
-            and c.priority_class in step.priority_classes
-            and c.restoration_level <= step.max_restoration_level
-        ]
-        chosen.sort(key=lambda c: (c.restoration_level, _CLASS_ORDER.index(c.priority_class), c.id))
+        chosen = select_circuits(
+            self._inp.inventory.circuits,
+            area,
+            step.priority_classes,
+            step.max_restoration_level,
+        )
         self._selected = [c.id for c in chosen]
         for c in chosen:
             self._status_of[c.id] = CircuitStatus(
@@ -443,10 +439,7 @@ class IncidentWorkflow:
             return
         self._status.phase = IncidentPhase.REROUTING
         self._note(f"wave {n}", f"{step.name}: {len(circuits)} circuits")
-        batches: dict[str, list[RouteChange]] = {}
-        for c in circuits:  # already in restoration order: devices of level 1 come first
-            for p in c.paths:
-                batches.setdefault(p.device, []).append(RouteChange(circuit_id=c.id, path=p))
+        batches = wave_batches(circuits, step.restoration_levels)
         wave: list[_Change] = []
         for device, routes in batches.items():
             ch = self._new_change(

@@ -28,6 +28,7 @@ _PARAMS = {
     "change_id": "chg-none",
     "circuit_id": "c-none",
     "device": "no-such-router",
+    "name": "no-such-playbook",
 }
 
 

@@ -1,0 +1,35 @@
+"""Playbooks: what a declaration would send, before anyone declares (the engineer's dry run)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from api.deps import AUTHORIZED, Principal, SettingsDep, StoreDep
+from api.errors import NotFound, documented
+from continuity.errors import PlaybookError
+from continuity.models import IncidentKind
+from continuity.plan import Plan, plan_incident
+from playbooks import get_playbook
+
+router = APIRouter(prefix="/playbooks", tags=["playbooks"], dependencies=AUTHORIZED)
+
+
+@router.get("/{name}/plan", response_model=Plan, responses=documented(401, 403, 404, 422, 503))
+async def plan_playbook(
+    name: str,
+    area: str,
+    _: Principal,
+    settings: SettingsDep,
+    store: StoreDep,
+    kind: IncidentKind = IncidentKind.SABOTAGE,
+) -> Plan:
+    """The exact lines, per wave and device, that declaring `kind` in `area` would send with
+    this playbook and the inventory as it is now, and their hashes. Touches no device."""
+    try:
+        spec = get_playbook(name)
+    except PlaybookError as e:
+        raise NotFound(str(e)) from None
+    inventory = await asyncio.to_thread(store.inventory)
+    return plan_incident(spec, inventory, area=area, kind=kind, timings=settings.timings)

@@ -1,0 +1,182 @@
+"""What a playbook would send, before it sends anything: the engineer's dry run.
+
+`plan_incident` walks a playbook's steps as the incident workflow does (the same circuit
+selection and wave batching, continuity.circuits) and renders, with each device's dialect,
+the exact lines of every change: the reroute (with its device-side auto-revert armed), the
+confirmation an operator's "confirm" sends, and the restore a stand-down sends. It touches no
+device and no store. The lines are what a device on its primary paths receives; a device
+already on backup (another incident holds it) gets nothing, and a retry sends only what is
+missing. Each change has the SHA-256 of its lines, and the plan the SHA-256 of all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel
+
+from continuity.circuits import dedupe, select_circuits, wave_batches
+from continuity.dialects import check_timings, dialect_for
+from continuity.dialects.base import Dialect
+from continuity.errors import ValidationFailed
+from continuity.incidents import area_inventory
+from continuity.messages import StepTimings, Timings
+from continuity.models import (
+    Circuit,
+    Direction,
+    IncidentKind,
+    Inventory,
+    RouteChange,
+    inventory_sha256,
+)
+from continuity.playbook import PlaybookSpec, RerouteWave, SelectCircuits
+
+
+class PlannedChange(BaseModel):
+    wave: int
+    wave_name: str
+    device: str
+    platform: str
+    circuits: list[str]
+    reroute: list[str]  # sent at once, the device's own revert timer armed
+    confirm: list[str]  # sent when an operator confirms
+    sha256: str  # of reroute + confirm: what an operator confirms
+
+    @staticmethod
+    def digest(reroute: list[str], confirm: list[str]) -> str:
+        body = json.dumps({"reroute": reroute, "confirm": confirm}, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+class PlannedRestore(BaseModel):
+    """A stand-down's one restore per device, every wave's routes on it together."""
+
+    device: str
+    circuits: list[str]
+    commands: list[str]  # restore and confirm, in one session
+
+
+class Plan(BaseModel):
+    playbook: str
+    version: int
+    playbook_sha256: str
+    area: str
+    kind: IncidentKind
+    inventory_sha256: str
+    circuits: list[str]  # selected, in restoration order
+    changes: list[PlannedChange]
+    restores: list[PlannedRestore]
+    sha256: str
+
+
+def plan_incident(
+    spec: PlaybookSpec, inventory: Inventory, *, area: str, kind: IncidentKind, timings: Timings
+) -> Plan:
+    """The changes an incident of `kind` in `area` would make, for the inventory as it is."""
+    if kind not in spec.incident_kinds:
+        raise ValidationFailed(f"playbook {spec.name} does not handle {kind.value} incidents")
+    if area not in {a.id for a in inventory.areas}:
+        known = ", ".join(sorted(a.id for a in inventory.areas))
+        raise ValidationFailed(f"unknown area {area!r}; known: {known}")
+    scoped = area_inventory(inventory, area)
+    check_timings({d.platform for d in scoped.devices}, timings)
+    devices = {d.name: d for d in scoped.devices}
+    step_t = StepTimings.of(timings)
+    revert_s = step_t.revert_window_s * step_t.device_time_scale
+    selected: list[Circuit] = []
+    changes: list[PlannedChange] = []
+    on_device: dict[str, list[RouteChange]] = {}  # what a stand-down restores, per device
+    wave = 0
+    for step in spec.steps:
+        if isinstance(step, SelectCircuits):
+            selected = select_circuits(
+                scoped.circuits, area, step.priority_classes, step.max_restoration_level
+            )
+        elif isinstance(step, RerouteWave):
+            wave += 1
+            for device, routes in wave_batches(selected, step.restoration_levels).items():
+                dialect = dialect_for(devices[device].platform)
+                reroute = dialect.render_apply(
+                    dedupe(routes), direction=Direction.REROUTE, revert_s=revert_s
+                ).commands()
+                confirm = _finish(dialect)
+                changes.append(
+                    PlannedChange(
+                        wave=wave,
+                        wave_name=step.name,
+                        device=device,
+                        platform=devices[device].platform.value,
+                        circuits=[r.circuit_id for r in routes],
+                        reroute=reroute,
+                        confirm=confirm,
+                        sha256=PlannedChange.digest(reroute, confirm),
+                    )
+                )
+                on_device.setdefault(device, []).extend(routes)
+    restores = []
+    for device, routes in on_device.items():
+        dialect = dialect_for(devices[device].platform)
+        revert = revert_s if dialect.native_auto_revert else None
+        lines = dialect.render_apply(dedupe(routes), direction=Direction.RESTORE, revert_s=revert)
+        restores.append(
+            PlannedRestore(
+                device=device,
+                circuits=[r.circuit_id for r in routes],
+                commands=lines.commands() + _finish(dialect),
+            )
+        )
+    digest = json.dumps(
+        {
+            "changes": [c.model_dump(mode="json") for c in changes],
+            "restores": [r.model_dump(mode="json") for r in restores],
+        },
+        separators=(",", ":"),
+    )
+    return Plan(
+        playbook=spec.name,
+        version=spec.version,
+        playbook_sha256=spec.sha256(),
+        area=area,
+        kind=kind,
+        inventory_sha256=inventory_sha256(scoped),
+        circuits=[c.id for c in selected],
+        changes=changes,
+        restores=restores,
+        sha256=hashlib.sha256(digest.encode()).hexdigest(),
+    )
+
+
+def _finish(dialect: Dialect) -> list[str]:
+    """What accepts a change: confirm and save; only save where the platform has no timer
+    (nothing is pending there)."""
+    if dialect.native_auto_revert:
+        return dialect.render_confirm()
+    return list(dialect.persist_commands)
+
+
+def render_plan(plan: Plan) -> str:
+    """The plan as an engineer reads it in a terminal or a review."""
+    lines = [
+        f"plan of {plan.playbook} v{plan.version} for a {plan.kind.value} incident in {plan.area}",
+        f"  playbook sha256 {plan.playbook_sha256[:16]}, inventory sha256 "
+        f"{plan.inventory_sha256[:16]}, plan sha256 {plan.sha256}",
+        f"  {len(plan.circuits)} circuits in restoration order: {', '.join(plan.circuits)}",
+    ]
+    for c in plan.changes:
+        lines.append("")
+        lines.append(
+            f"wave {c.wave} ({c.wave_name}) {c.device} [{c.platform}] circuits "
+            f"{', '.join(c.circuits)}  change sha256 {c.sha256[:16]}"
+        )
+        for title, cmds in (("reroute", c.reroute), ("on confirmation", c.confirm)):
+            lines.append(f"  {title}:")
+            lines += [f"    {line}" for line in cmds]
+    for r in plan.restores:
+        lines.append("")
+        lines.append(f"stand-down {r.device}, circuits {', '.join(r.circuits)}:")
+        lines += [f"    {line}" for line in r.commands]
+    return "\n".join(lines)
+
+
+__all__ = ["Plan", "PlannedChange", "PlannedRestore", "plan_incident", "render_plan"]

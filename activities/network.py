@@ -50,6 +50,7 @@ from continuity.models import (
     RouteChange,
     TranscriptRef,
 )
+from continuity.plan import lines_sha256
 from continuity.settings import DeviceCredential, Settings
 from continuity.ssh import CliSession, SessionLimits, SessionPool, Transcript
 from continuity.store import ChangeRow, CircuitPartRow, Store, TranscriptRow
@@ -1038,8 +1039,14 @@ class NetworkActivities:
                 )
                 rows = self._store.change_transcripts(step.change_id)
                 deadline = _deadline(t, rows) if awaiting else None
+                # What the operator's screen shows and a decision may name (a stale screen).
+                shown = lines_sha256(_evidence(rows)[1]) if awaiting else None
                 self._store.set_change_state(
-                    step.change_id, state.value, detail=detail, deadline=deadline
+                    step.change_id,
+                    state.value,
+                    detail=detail,
+                    deadline=deadline,
+                    lines_sha256=shown,
                 )
                 # Only our own arm: a later change's (a restore that ended this one) stays.
                 if disarm:

@@ -17,6 +17,7 @@ from continuity.errors import (
     NotAConfirmer,
     PlaybookError,
     SelfDecision,
+    StaleChange,
     StorageError,
     UnknownChange,
     UnknownOperator,
@@ -105,6 +106,7 @@ _DOMAIN_STATUS: list[tuple[type[ContinuityError], int]] = [
     (ChangeNotPending, 409),
     (WindowClosed, 409),
     (AlreadyDecided, 409),
+    (StaleChange, 409),
     (TimingsUnfit, 503),  # a configuration fault, not the duty officer's
     (ValidationFailed, 422),
     (PlaybookError, 422),

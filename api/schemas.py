@@ -56,6 +56,9 @@ class IncidentSummary(_Body):
 class DecisionCreate(_Body):
     decision: Decision
     reason: Reason = ""
+    # The change's `lines_sha256` as the operator's screen showed it: a change that sent other
+    # lines (the screen is stale) is refused with 409 StaleChange. Omitted: not checked.
+    lines_sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
 
 
 class DecisionAccepted(_Body):
@@ -83,6 +86,7 @@ class ChangePublic(_Body):
     deadline: datetime | None
     decision: Decision | None
     decided_by: str | None
+    lines_sha256: str | None = None  # of the lines the change sent, once it awaits a decision
 
 
 class StandDownCreate(_Body):

@@ -12,7 +12,8 @@
     │   ├── WindowClosed          its confirmation window closed first
     │   ├── AlreadyDecided        someone decided it first; the first decision stands
     │   ├── SelfDecision          the incident's declarer may not decide its changes
-    │   └── NotAConfirmer         the wave names its confirmers and this operator is not one
+    │   ├── NotAConfirmer         the wave names its confirmers and this operator is not one
+    │   └── StaleChange           the operator was shown other lines than the change sent
     └── DeviceError               a device session failed
         ├── DeviceUnreachable     connect refused / timed out (retryable)
         ├── SessionLost           dropped or hung mid-session (retryable)
@@ -102,6 +103,10 @@ class NotAConfirmer(DecisionRefused):
     pass
 
 
+class StaleChange(DecisionRefused):
+    """The decision names the hash of lines the operator was shown; the change sent others."""
+
+
 class DeviceError(ContinuityError):
     pass
 
@@ -185,6 +190,7 @@ __all__ = [
     "ForeignPendingCommit",
     "HostKeyRejected",
     "NotAConfirmer",
+    "StaleChange",
     "PlaybookError",
     "SelfDecision",
     "SessionLimit",

@@ -41,12 +41,14 @@ class PlannedChange(BaseModel):
     circuits: list[str]
     reroute: list[str]  # sent at once, the device's own revert timer armed
     confirm: list[str]  # sent when an operator confirms
-    sha256: str  # of reroute + confirm: what an operator confirms
+    # lines_sha256(reroute): what the operator's screen shows for the change once it awaits
+    # confirmation (GET /incidents/{id}/changes), and what a decision may name.
+    sha256: str
 
-    @staticmethod
-    def digest(reroute: list[str], confirm: list[str]) -> str:
-        body = json.dumps({"reroute": reroute, "confirm": confirm}, separators=(",", ":"))
-        return hashlib.sha256(body.encode()).hexdigest()
+
+def lines_sha256(lines: list[str]) -> str:
+    """The hash of the lines a change sent: one line each, in order."""
+    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
 
 
 class PlannedRestore(BaseModel):
@@ -110,7 +112,7 @@ def plan_incident(
                         circuits=[r.circuit_id for r in routes],
                         reroute=reroute,
                         confirm=confirm,
-                        sha256=PlannedChange.digest(reroute, confirm),
+                        sha256=lines_sha256(reroute),
                     )
                 )
                 on_device.setdefault(device, []).extend(routes)
@@ -179,4 +181,11 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Plan", "PlannedChange", "PlannedRestore", "plan_incident", "render_plan"]
+__all__ = [
+    "Plan",
+    "PlannedChange",
+    "PlannedRestore",
+    "lines_sha256",
+    "plan_incident",
+    "render_plan",
+]

@@ -47,6 +47,7 @@ from continuity.errors import (
     NotAConfirmer,
     RoleConflict,
     SelfDecision,
+    StaleChange,
     StorageError,
     TokenRefused,
     UnknownChange,
@@ -279,10 +280,14 @@ class ChangeRow(Base):
     # The API's signed attestation of the winning decision (continuity.attestation), so a
     # decision the incident finds here, not in a signal, carries it into the history too.
     decision_attestation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # SHA-256 of the lines the change sent (continuity.plan.lines_sha256), set when it awaits
+    # its operator: a decision naming another hash was made on a stale screen and is refused.
+    lines_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
 CHANGE_LIST_COLUMNS = (
+    "lines_sha256",
     "change_id",
     "incident_id",
     "device",
@@ -1120,11 +1125,19 @@ class Store:
             return list(s.connection().execute(q.order_by(t.c.wave, t.c.change_id)))
 
     def set_change_state(
-        self, change_id: str, state: str, *, detail: str = "", deadline: datetime | None = None
+        self,
+        change_id: str,
+        state: str,
+        *,
+        detail: str = "",
+        deadline: datetime | None = None,
+        lines_sha256: str | None = None,
     ) -> None:
         values: dict[str, Any] = {"state": state, "detail": detail, "updated_at": _now()}
         if deadline is not None:
             values["deadline"] = deadline
+        if lines_sha256 is not None:
+            values["lines_sha256"] = lines_sha256
         with self._session() as s:
             s.connection().execute(
                 update(_table(ChangeRow))
@@ -1142,14 +1155,16 @@ class Store:
         reason: str,
         now: datetime,
         attestation: dict[str, Any] | None = None,
+        shown: str | None = None,
     ) -> datetime:
         """The one place an operator's decision wins a change, or is refused with the reason.
 
         One conditional UPDATE decides (an operator of the inventory as it is now, not the
         declarer, a confirmer of the wave, the change still awaiting in its window); only a
-        refusal reads the row to say why. Every attempt is logged in decision_attempts (the
-        accepted one in the same transaction). Returns when the decision was taken; raises a
-        DecisionRefused subclass.
+        refusal reads the row to say why. `shown`, when given, is the SHA-256 of the lines
+        the operator was shown: another than the change's is a stale screen (StaleChange).
+        Every attempt is logged in decision_attempts (the accepted one in the same
+        transaction). Returns when the decision was taken; raises a DecisionRefused subclass.
         """
         now = _utc(now)
         changes, operators = _table(ChangeRow), _table(OperatorRow)
@@ -1176,11 +1191,19 @@ class Store:
                         decision_attestation=attestation,
                         updated_at=now,
                     )
-                    .returning(changes.c.confirmers)
+                    .returning(changes.c.confirmers, changes.c.lines_sha256)
                 ).first()
                 if won is None or (won.confirmers and operator not in won.confirmers):
                     # Raised inside the transaction: a won row that may not be won rolls back.
                     raise self._why_refused(s, incident_id, change_id, operator, now)
+                if shown is not None and won.lines_sha256 != shown:
+                    raise StaleChange(
+                        f"{change_id} sent other lines (sha256 "
+                        f"{(won.lines_sha256 or 'none')[:16]}) than the screen {operator} "
+                        f"decided on showed (sha256 {shown[:16]}): reload it",
+                        change_id=change_id,
+                        operator=operator,
+                    )
                 conn.execute(
                     insert(_table(DecisionAttemptRow)).values(
                         incident_id=incident_id,

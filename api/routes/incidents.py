@@ -255,6 +255,7 @@ async def list_changes(
             deadline=r.deadline,
             decision=Decision(r.decision) if r.decision else None,
             decided_by=r.decided_by,
+            lines_sha256=r.lines_sha256,
         )
         for r in rows
     ]
@@ -290,6 +291,7 @@ async def decide_change(
             attestation=(
                 signal.attestation.model_dump(mode="json") if signal.attestation else None
             ),
+            shown=body.lines_sha256,
         )
     except DecisionRefused as e:
         refusal = DecisionRefusedSignal(

@@ -30,6 +30,7 @@ from continuity.errors import (
     NotAConfirmer,
     RoleConflict,
     SelfDecision,
+    StaleChange,
     StorageError,
     TokenRefused,
     UnknownChange,
@@ -979,3 +980,30 @@ def test_one_subject_one_role_until_the_other_role_is_revoked(store: Store):
     _, token = store.create_token(subject="do-1", role=Role.OPERATOR)
     assert store.principal_for_token(token).role == "operator"
     assert officer.id in {r.id for r in store.tokens()}  # revoked tokens stay listed
+
+
+def test_claim_decision_on_a_stale_screen_refused_and_logged(store: Store):
+    _awaiting(store)
+    store.set_change_state("chg-1", "awaiting_confirmation", lines_sha256="a" * 64)
+    with pytest.raises(StaleChange, match="reload"):
+        store.claim_decision(
+            incident_id="INC-1",
+            change_id="chg-1",
+            decision=Decision.CONFIRM,
+            operator="op-1",
+            reason="",
+            now=datetime.now(UTC),
+            shown="b" * 64,
+        )
+    assert store.change("chg-1").decision is None  # the won row rolled back
+    assert store.claim_decision(
+        incident_id="INC-1",
+        change_id="chg-1",
+        decision=Decision.CONFIRM,
+        operator="op-1",
+        reason="",
+        now=datetime.now(UTC),
+        shown="a" * 64,
+    )
+    outcomes = [a.outcome for a in store.decision_attempts("INC-1")]
+    assert outcomes == ["StaleChange", "accepted"]

@@ -6,11 +6,18 @@ import pytest
 
 from app.stack import SAMPLE_INVENTORY, Stack
 from continuity.errors import ValidationFailed
-from continuity.models import Direction, IncidentKind, Role
+from continuity.models import Decision, Direction, IncidentKind, Role
 from continuity.plan import plan_incident
 from playbooks import get_playbook
-from tests.conftest import TEST_TIMINGS
-from tests.workflows.helpers import decide_until_active, stand_down, start_incident, status
+from tests.conftest import TEST_TIMINGS, wait_until
+from tests.workflows.helpers import (
+    awaiting,
+    decide_until_active,
+    pending_changes,
+    stand_down,
+    start_incident,
+    status,
+)
 
 
 @pytest.mark.parametrize("area", ["ngoc-hoi", "thanh-pho-kon-tum"])
@@ -121,3 +128,47 @@ def test_cli_plan_prints_every_line(capsys: pytest.CaptureFixture[str], tmp_path
     )  # fmt: skip
     with pytest.raises(ValidationFailed, match="unknown incident kind"):
         args.fn(args)
+
+
+async def test_a_decision_on_a_stale_screen_is_refused_and_recorded(stack: Stack, api, auth):  # type: ignore[no-untyped-def]
+    spec = get_playbook("kon-tum-2a")
+    plan = plan_incident(
+        spec, stack.store.inventory(), area="ngoc-hoi", kind=IncidentKind.SABOTAGE,
+        timings=TEST_TIMINGS,
+    )  # fmt: skip
+    handle = await start_incident(stack, "ngoc-hoi", spec=spec)
+    (cid,) = await awaiting(stack, handle, 1)
+    r = await api.get(f"/incidents/{handle.id}/changes", headers=auth(Role.OPERATOR))
+    shown = next(c for c in r.json() if c["change_id"] == cid)["lines_sha256"]
+    # What the operator's screen shows is the plan's hash of the change: the plan, reviewed
+    # before the declaration, is what is being confirmed.
+    assert shown == next(c.sha256 for c in plan.changes if c.wave == 1)
+
+    stale = "0" * 64
+    r = await api.post(
+        f"/incidents/{handle.id}/changes/{cid}/decision",
+        headers=auth(Role.OPERATOR),
+        json={"decision": "confirm", "lines_sha256": stale},
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "StaleChange" and "reload" in r.json()["detail"]
+    attempts = stack.store.decision_attempts(handle.id)
+    assert [a.outcome for a in attempts] == ["StaleChange"]
+
+    async def refused_in_history() -> bool:
+        st = await status(handle)
+        return any("StaleChange" in e.detail for e in st.timeline)
+
+    await wait_until(refused_in_history, what="the stale decision in the timeline")
+    assert cid in await pending_changes(stack, handle.id)  # still awaiting, untouched
+    row = stack.store.change(cid)
+    assert row is not None and row.decision is None
+
+    r = await api.post(
+        f"/incidents/{handle.id}/changes/{cid}/decision",
+        headers=auth(Role.OPERATOR),
+        json={"decision": "confirm", "lines_sha256": shown},
+    )
+    assert r.status_code == 200, r.text
+    await decide_until_active(stack, handle, lambda c: None if c == cid else Decision.CONFIRM)
+    await stand_down(handle)

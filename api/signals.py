@@ -60,16 +60,25 @@ class DecisionCourier:
         self._queues: dict[str, _Waiting] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
 
-    async def send(self, incident_id: str, item: _Item) -> None:
-        """Returns once the signal carrying `item` was accepted; raises NotFound/Unavailable."""
+    async def send(self, incident_id: str, item: _Item, *, wait_s: float | None = None) -> bool:
+        """True once the signal carrying `item` was accepted; raises NotFound/Unavailable.
+
+        With `wait_s`, False when it was not accepted within that time: it stays in the
+        queue and is sent all the same (a late error is then only logged).
+        """
         done: asyncio.Future[ApiError | None] = asyncio.get_running_loop().create_future()
         self._queues.setdefault(incident_id, []).append((item, done))
         if incident_id not in self._senders:
             self._senders[incident_id] = asyncio.create_task(self._drain(incident_id))
-        # Shielded: a client that hangs up does not take its decision out of the batch.
-        error = await asyncio.shield(done)
+        # Shielded: a client that hangs up (or stops waiting) does not take it out of the batch.
+        try:
+            error = await asyncio.wait_for(asyncio.shield(done), wait_s)
+        except TimeoutError:
+            done.add_done_callback(_log_late_error)
+            return False
         if error is not None:
             raise error
+        return True
 
     async def _drain(self, incident_id: str) -> None:
         handle = self._client.get_workflow_handle(incident_id)
@@ -93,6 +102,12 @@ class DecisionCourier:
             left = batch + self._queues.pop(incident_id, [])
             _settle(left, Unavailable("the decision's signal was not sent; the claim stands"))
             del self._senders[incident_id]
+
+
+def _log_late_error(done: asyncio.Future[ApiError | None]) -> None:
+    error = done.result()
+    if error is not None:
+        log.warning("decision signal not sent (the claim stands): %s", error.message)
 
 
 def _settle(

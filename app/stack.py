@@ -18,6 +18,7 @@ import uvicorn
 from temporalio.client import Client
 
 import continuity
+from continuity.attestation import Attester
 from continuity.errors import ContinuityError, TemporalUnavailable
 from continuity.messages import Timings
 from continuity.models import Inventory, Role
@@ -141,6 +142,7 @@ class Stack:
     settings: Settings | None = None
     temporal_client: Client | None = None  # tests bring their own dev server
     tokens: dict[Role, str] = field(default_factory=dict)
+    attester: Attester | None = None  # the stack's signer of human actions (set by start)
     _stops: list = field(default_factory=list)
 
     async def start(self) -> Settings:

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", repr=False)
     # Threads (and database connections) for store work in one process.
     store_threads: int = Field(default=32, ge=1, le=256)
+    # How long a decision's answer waits for the incident to be told (its signal accepted).
+    # The claim in the store is what makes a 200 take effect; past this the answer says
+    # "delivered": false and the signal goes on in the background (an operator's screen
+    # stays quick while Temporal is busy).
+    decision_signal_wait_s: float = Field(default=0.2, ge=0, le=30)
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"

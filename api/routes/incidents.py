@@ -274,6 +274,7 @@ async def decide_change(
     store: StoreDep,
     courier: CourierDep,
     attester: AttesterDep,
+    settings: SettingsDep,
 ) -> DecisionAccepted:
     signal = DecisionSignal(
         change_id=change_id, decision=body.decision, operator_id=who.subject, reason=body.reason
@@ -302,13 +303,12 @@ async def decide_change(
             detail=e.message,
         )
         try:  # so the history shows the refusal too; the store already has it
-            await courier.send(incident_id, refusal)
+            await courier.send(incident_id, refusal, wait_s=settings.decision_signal_wait_s)
         except (NotFound, Unavailable) as again:
             log.warning("refusal of %s not signalled: %s", change_id, again.message)
         raise
-    delivered = True
     try:
-        await courier.send(incident_id, signal)
+        delivered = await courier.send(incident_id, signal, wait_s=settings.decision_signal_wait_s)
     except (NotFound, Unavailable) as e:
         # The claim is durable: the incident finds it when the window closes, at the latest.
         log.warning("decision on %s claimed but not signalled: %s", change_id, e.message)

@@ -99,3 +99,26 @@ async def test_incident_that_does_not_run_fails_every_waiter_with_not_found(
     )
     assert [type(o) for o in outcomes] == [NotFound] * 5
     assert courier._senders == {}
+
+
+async def test_a_bounded_wait_answers_early_and_the_signal_still_goes(
+    temporal_env: WorkflowEnvironment, parked: str
+):
+    wid = parked
+    courier = DecisionCourier(temporal_env.client)
+    # No time at all to wait: the answer is "not delivered yet", the decision still travels.
+    assert await courier.send(wid, _decision(0), wait_s=0) is False
+
+    async def sent() -> bool:
+        return any(
+            d["change_id"] == "chg-0"
+            for _, batch in await _signals(temporal_env, wid)
+            for d in batch["decisions"]
+        )
+
+    for _ in range(100):
+        if await sent():
+            break
+        await asyncio.sleep(0.05)
+    assert await sent()
+    assert await courier.send(wid, _decision(1), wait_s=30) is True

@@ -25,6 +25,7 @@
     ChangeNotPending: "no longer awaiting confirmation / không còn chờ xác nhận",
     WindowClosed: "its confirmation window closed / đã hết thời gian xác nhận",
     AlreadyDecided: "already decided / đã có quyết định",
+    StaleChange: "the change sent other lines than this screen showed: reload / thay đổi khác với màn hình: tải lại",
   };
   const ENDING_PHASES = new Set(["standing_down", "aborting", "closed", "aborted"]);
   const AREA_HINT = "area id / mã địa bàn"; // the area input's placeholder before /areas answers
@@ -599,7 +600,9 @@
     try {
       const res = await api("GET", `incidents/${encodeURIComponent(id)}/changes?state=awaiting_confirmation`);
       const rows = await res.json();
-      return new Map(rows.map((r) => [r.change_id, { decision: r.decision, decided_by: r.decided_by, deadline: r.deadline }]));
+      return new Map(rows.map((r) => [r.change_id, {
+        decision: r.decision, decided_by: r.decided_by, deadline: r.deadline, lines_sha256: r.lines_sha256,
+      }]));
     } catch (_) {
       return null; // the incident's own status still says what to show
     }
@@ -892,9 +895,12 @@
     state.refusals.delete(c.change_id);
     const done = await act(`${decision === "confirm" ? "confirming" : "rejecting"} ${c.change_id}`, buttons,
       async () => {
+        // The lines this screen was shown: a change that sent others is refused (StaleChange).
+        const shown = (state.claims.get(c.change_id) || {}).lines_sha256;
+        const body = shown ? { decision, reason, lines_sha256: shown } : { decision, reason };
         const res = await api("POST",
           `incidents/${encodeURIComponent(incidentId)}/changes/${encodeURIComponent(c.change_id)}/decision`,
-          { body: { decision, reason } });
+          { body });
         return res.json();
       },
       (e) => {

@@ -28,6 +28,17 @@ def area_inventory(inventory: Inventory, area: str) -> Inventory:
     )
 
 
+def check_declarable(
+    spec: PlaybookSpec, inventory: Inventory, *, kind: IncidentKind, area: str
+) -> None:
+    """The playbook handles `kind` and the inventory knows `area`, or a clear error."""
+    if kind not in spec.incident_kinds:
+        raise PlaybookError(f"playbook {spec.name} does not handle {kind.value} incidents")
+    if area not in {a.id for a in inventory.areas}:
+        known = ", ".join(sorted(a.id for a in inventory.areas))
+        raise ValidationFailed(f"unknown area {area!r}; known: {known}")
+
+
 def prepare_incident(
     *,
     spec: PlaybookSpec,
@@ -45,11 +56,7 @@ def prepare_incident(
     The caller keeps the input's inventory in the store (`Store.save_snapshot`) before it
     starts the workflow: device steps read it there by its SHA-256.
     """
-    if kind not in spec.incident_kinds:
-        raise PlaybookError(f"playbook {spec.name} does not handle {kind.value} incidents")
-    if area not in {a.id for a in inventory.areas}:
-        known = ", ".join(sorted(a.id for a in inventory.areas))
-        raise ValidationFailed(f"unknown area {area!r}; known: {known}")
+    check_declarable(spec, inventory, kind=kind, area=area)
     scoped = area_inventory(inventory, area)
     try:
         check_timings({d.platform for d in scoped.devices}, timings)
@@ -74,4 +81,4 @@ def prepare_incident(
     )
 
 
-__all__ = ["TimingsUnfit", "area_inventory", "prepare_incident"]
+__all__ = ["TimingsUnfit", "area_inventory", "check_declarable", "prepare_incident"]

@@ -19,8 +19,7 @@ from pydantic import BaseModel
 from continuity.circuits import dedupe, select_circuits, wave_batches
 from continuity.dialects import check_timings, dialect_for
 from continuity.dialects.base import Dialect
-from continuity.errors import ValidationFailed
-from continuity.incidents import area_inventory
+from continuity.incidents import area_inventory, check_declarable
 from continuity.messages import StepTimings, Timings
 from continuity.models import (
     Circuit,
@@ -76,11 +75,7 @@ def plan_incident(
     spec: PlaybookSpec, inventory: Inventory, *, area: str, kind: IncidentKind, timings: Timings
 ) -> Plan:
     """The changes an incident of `kind` in `area` would make, for the inventory as it is."""
-    if kind not in spec.incident_kinds:
-        raise ValidationFailed(f"playbook {spec.name} does not handle {kind.value} incidents")
-    if area not in {a.id for a in inventory.areas}:
-        known = ", ".join(sorted(a.id for a in inventory.areas))
-        raise ValidationFailed(f"unknown area {area!r}; known: {known}")
+    check_declarable(spec, inventory, kind=kind, area=area)
     scoped = area_inventory(inventory, area)
     check_timings({d.platform for d in scoped.devices}, timings)
     devices = {d.name: d for d in scoped.devices}

@@ -36,6 +36,7 @@ MATRIX: Mapping[str, frozenset[Role]] = {
     # A dry run: what a declaration would send (engineers review it, duty officers see it
     # before they declare).
     "plan_playbook": frozenset({Role.ENGINEER, Role.DUTY_OFFICER}),
+    "period": frozenset({Role.AUDITOR}),  # the report upward, from the archived bundles
     "read_me": frozenset(Role),  # every principal may ask who it is
 }
 

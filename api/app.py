@@ -18,7 +18,7 @@ from temporalio.client import Client
 from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import install_handlers
 from api.metrics import install_metrics
-from api.routes import circuits, incidents, me, playbooks, twilio
+from api.routes import circuits, incidents, me, playbooks, reports, twilio
 from api.schemas import Health
 from api.security import SecurityHeaders, page_policy
 from continuity.oidc import OidcVerifier, oidc_config
@@ -112,6 +112,7 @@ def create_app(
     app.include_router(me.router)
     app.include_router(circuits.router)
     app.include_router(playbooks.router)
+    app.include_router(reports.router)
     app.include_router(twilio.router)
     install_metrics(app)  # GET /metrics, and the decision latency it reports
 

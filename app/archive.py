@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
-from app.bundle import MANIFEST, make_bundle
+from app.bundle import make_bundle
+from continuity.bundles import MANIFEST
 from continuity.errors import ConfigurationError, ValidationFailed
 from continuity.settings import Settings
 from continuity.store import Store

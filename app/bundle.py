@@ -36,6 +36,7 @@ from continuity.attestation import (
     key_fingerprint,
     raw_public_key,
 )
+from continuity.bundles import FORMAT, MANIFEST, SIGNATURE
 from continuity.errors import ValidationFailed
 from continuity.messages import (
     AbortInput,
@@ -48,9 +49,6 @@ from continuity.messages import (
 from continuity.signing import fingerprint, public_pem, sign, verify
 from continuity.store import Store
 
-FORMAT = "continuity-bundle/1"
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.json.sig"
 _UNLISTED = {MANIFEST, SIGNATURE}
 
 

@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -306,6 +306,29 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _report_period(args: argparse.Namespace) -> int:
+    from continuity.period import period_report, render_period
+
+    archive = args.archive or Settings().archive_dir
+    if archive is None:
+        raise ValidationFailed(
+            "no archive: pass --archive DIR or set CONTINUITY_ARCHIVE_DIR (the report is read "
+            "from the archived bundles, not the live database)"
+        )
+    try:
+        start, end = (datetime.fromisoformat(v) for v in (args.start, args.end))
+    except ValueError as e:
+        raise ValidationFailed(f"--from/--to: {e} (ISO 8601, e.g. 2026-11-01)") from None
+    zone = timezone(timedelta(hours=7))  # a date alone is a Vietnamese calendar day
+    start, end = (d if d.tzinfo else d.replace(tzinfo=zone) for d in (start, end))
+    if end <= start:
+        raise ValidationFailed("--to must be after --from")
+    report = period_report(archive, start, end)
+    langs = ["vi", "en"] if args.lang == "both" else [args.lang]
+    print("\n".join(render_period(report, lang) for lang in langs), end="")
+    return 0
+
+
 def _lab_serve(args: argparse.Namespace) -> int:
     from lab.gear.server import serve
 
@@ -595,6 +618,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a trusted public key (PEM); repeat for old keys. Default: the signing key's .pub",
     )
     vf.set_defaults(fn=_audit_verify)
+
+    report = sub.add_parser("report", help="reports upward").add_subparsers(
+        dest="sub", required=True
+    )
+    rpp = report.add_parser(
+        "period", help="every archived incident of a period, for the DIC's periodic report"
+    )
+    rpp.add_argument("--from", dest="start", required=True, help="first day (ISO 8601, UTC+7)")
+    rpp.add_argument("--to", dest="end", required=True, help="the day after the last (ISO 8601)")
+    rpp.add_argument(
+        "--archive", type=Path, help="the bundles' directory (default: CONTINUITY_ARCHIVE_DIR)"
+    )
+    rpp.add_argument("--lang", choices=["vi", "en", "both"], default="both", help="language")
+    rpp.set_defaults(fn=_report_period)
 
     keys = sub.add_parser("keys", help="the deployment's signing key").add_subparsers(
         dest="sub", required=True

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,12 @@ from app.bundle import MANIFEST, make_bundle, verify_bundle
 from app.cli import build_parser
 from app.stack import Stack
 from continuity.errors import ConfigurationError, ValidationFailed
+from continuity.models import Decision, IncidentKind, Role
+from continuity.period import period_report
 from continuity.playbook import CallDutyOfficers, Report
 from continuity.settings import Settings
 from continuity.signing import generate_key_pair, load_private_key, load_public_key
+from tests.conftest import TEST_TIMINGS
 from tests.workflows.helpers import decide_until_active, stand_down, start_incident, two_waves
 
 
@@ -226,3 +230,87 @@ async def test_cli_verifies_a_single_history_and_its_signed_actions(
     # Another deployment's key: none of the actions is attested by a key the auditor trusts.
     assert await _cli("audit", "verify", str(history), "--key", str(keys[1])) == 1
     assert "not one of the auditor's" in capsys.readouterr().out
+
+
+async def test_the_period_report_counts_three_incidents_from_their_bundles(
+    stack: Stack, keys: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = load_private_key(keys[0])
+    archive = tmp_path / "archive"
+    start = datetime.now(UTC)
+    # A: every circuit of Ngọc Hồi confirmed; the duty officers phoned (the sandbox presses 1).
+    spec = two_waves(first=[1, 2], second=[3, 4, 5])
+    spec.steps.insert(1, CallDutyOfficers(message_vi="Sự cố", message_en="Incident", rounds=1))
+    a = await start_incident(stack, "ngoc-hoi", spec=spec)
+    await decide_until_active(stack, a)
+    # B: Đắk Hà, its one change rejected by the operator.
+    b = await start_incident(
+        stack, "dak-ha", spec=two_waves(first=[1, 2, 3, 4, 5]), kind=IncidentKind.RIOT
+    )
+    await decide_until_active(stack, b, Decision.REJECT)
+    # C: Đắk Tô, nobody answers within a short window: rolled back on timeout.
+    short = TEST_TIMINGS.model_copy(update={"confirm_window_s": 4})
+    c = await start_incident(stack, "dak-to", spec=two_waves(first=[1, 2, 3, 4, 5]), timings=short)
+    await decide_until_active(stack, c, None)
+    for h in (a, b, c):
+        await stand_down(h)
+        await make_bundle(stack.client, stack.store, h.id, archive / h.id, key)
+    end = datetime.now(UTC)
+
+    report = period_report(archive, start, end)
+    assert [f.incident_id for f in report.incidents] == [a.id, b.id, c.id]
+    fa, fb, fc = report.incidents
+    assert (fa.kind, fa.area, fb.kind) == ("sabotage", "ngoc-hoi", "riot")
+    assert fa.circuits_by_class == {"armed_forces": 2, "party": 1}
+    assert set(fa.restore_s_by_level) == {1, 2, 3} and not fa.not_restored
+    assert all(0 < s < (end - start).total_seconds() for s in fa.restore_s_by_level.values())
+    assert fa.restore_s_by_level[1] <= fa.restore_s_by_level[3]  # level 1 first
+    assert (fa.confirmed, fa.rejected, fa.unanswered) == (2, 0, 0)
+    assert fa.calls >= 1 and fa.acknowledged_by and fa.ack_s is not None and fa.ack_s > 0
+    assert (fb.confirmed, fb.rejected) == (0, 1) and fb.not_restored == []
+    assert (fc.confirmed, fc.rejected, fc.unanswered) == (0, 0, 1)
+    assert fb.calls == 0 and fb.acknowledged_by is None
+
+    # Outside the period: nothing. The CLI prints both languages.
+    assert period_report(archive, end, end + timedelta(days=1)).incidents == []
+    code = await _cli(
+        "report", "period", "--from", start.isoformat(), "--to", end.isoformat(),
+        "--archive", str(archive),
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Báo cáo định kỳ" in out and "Periodic report" in out and a.id in out
+    assert "lực lượng vũ trang 2" in out and "armed forces 2" in out
+
+
+async def test_the_period_report_route_is_the_auditors_and_reads_the_archive(
+    stack: Stack, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.workflows.helpers import auth
+
+    closed = await _closed_bundle(stack, keys, tmp_path)
+    incident = json.loads((closed / MANIFEST).read_text())["incident_id"]
+    params = {"from": "2020-01-01T00:00:00+07:00", "to": "2100-01-01T00:00:00+07:00"}
+    assert stack.settings is not None
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+        r = await api.get("/reports/period", params=params, headers=auth(stack, Role.AUDITOR))
+        assert r.status_code == 409 and r.json()["error"] == "NoArchive"
+        stack.settings.archive_dir = tmp_path / "bundle-parent"
+        try:
+            (tmp_path / "bundle-parent").mkdir()
+            closed.rename(tmp_path / "bundle-parent" / incident)
+            r = await api.get(
+                "/reports/period",
+                params={**params, "lang": "en"},
+                headers=auth(stack, Role.AUDITOR),
+            )
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"].startswith("text/markdown")
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert incident in r.text and "Periodic report" in r.text
+            r = await api.get("/reports/period", params=params, headers=auth(stack, Role.OPERATOR))
+            assert r.status_code == 403
+        finally:
+            stack.settings.archive_dir = None

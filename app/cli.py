@@ -274,9 +274,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from app.bundle import verify_bundle, verify_history
     from continuity.signing import load_public_key
 
-    path: Path = args.path
-    if not path.exists():
-        raise ValidationFailed(f"{path}: no such file or directory")
+    for path in args.paths:
+        if not path.exists():
+            raise ValidationFailed(f"{path}: no such file or directory")
     keys = list(args.key)
     if not keys:
         own = Settings().signing_key_path.with_name(Settings().signing_key_path.name + ".pub")
@@ -286,24 +286,27 @@ def _audit_verify(args: argparse.Namespace) -> int:
             )
         keys = [own]
     trusted = [load_public_key(k) for k in keys]
-    if path.is_file():  # one history: its replay and its signed actions, no transcripts
-        report = asyncio.run(verify_history(load_history(path), trusted))
-        what = f"{report.attestations} signed actions (no transcripts or records: a history)"
-    else:
-        report = asyncio.run(verify_bundle(path, trusted))
-        what = (
-            f"{report.files} files, {report.histories} histories replayed, "
-            f"{report.attestations} signed actions, {report.transcripts} transcript references "
-            f"and {report.commands} commands checked"
-        )
-    if report.ok:
-        signer = f", signed by {report.key}" if report.key else ""
-        print(f"verified: {report.incident_id}{signer}; {what}")
-        return 0
-    print(f"NOT VERIFIED: {path} ({len(report.problems)} problems)")
-    for p in report.problems:
-        print(f"- {p}")
-    return 1
+    failed = 0
+    for path in args.paths:
+        if path.is_file():  # one history: its replay and its signed actions, no transcripts
+            report = asyncio.run(verify_history(load_history(path), trusted))
+            what = f"{report.attestations} signed actions (no transcripts or records: a history)"
+        else:
+            report = asyncio.run(verify_bundle(path, trusted))
+            what = (
+                f"{report.files} files, {report.histories} histories replayed, "
+                f"{report.attestations} signed actions, {report.transcripts} transcript "
+                f"references and {report.commands} commands checked"
+            )
+        if report.ok:
+            signer = f", signed by {report.key}" if report.key else ""
+            print(f"verified: {report.incident_id}{signer}; {what}")
+            continue
+        failed += 1
+        print(f"NOT VERIFIED: {path} ({len(report.problems)} problems)")
+        for p in report.problems:
+            print(f"- {p}")
+    return 1 if failed else 0
 
 
 def _report_period(args: argparse.Namespace) -> int:
@@ -609,7 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     vf = audit.add_parser(
         "verify", help="check a bundle offline (signature, hashes, replay, transcripts)"
     )
-    vf.add_argument("path", type=Path, metavar="FILE|DIR", help="a bundle directory or a history")
+    vf.add_argument(
+        "paths", type=Path, nargs="+", metavar="FILE|DIR", help="bundle directories or histories"
+    )
     vf.add_argument(
         "--key",
         type=Path,

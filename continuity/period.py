@@ -15,7 +15,7 @@ import base64
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from continuity.messages import IncidentInput
 from continuity.models import PriorityClass
 
 _VERIFIED = {"awaiting_confirmation", "confirmed", "kept_on_timeout"}
+_VN = timezone(timedelta(hours=7))  # the report is read in Vietnam: times in UTC+7
 
 
 @dataclass
@@ -228,7 +229,7 @@ def render_period(report: PeriodReport, lang: str = "vi") -> str:
             f.incident_id,
             f.kind,
             f.area,
-            f.declared_at.isoformat(timespec="seconds"),
+            f.declared_at.astimezone(_VN).isoformat(timespec="seconds"),
             classes or t["none"],
             levels or t["none"],
             f"{f.confirmed} / {f.rejected} / {f.unanswered} / {f.kept_on_timeout}",

@@ -19,6 +19,7 @@ from activities.store import StoreActivities
 from activities.telephony import TelephonyActivities
 from continuity.errors import ContinuityError
 from continuity.settings import Settings, check_startup
+from continuity.signing import load_attester
 from continuity.store import Store
 from continuity.temporal import connect_temporal
 from workflows import ALL_WORKFLOWS, site_task_queue
@@ -79,7 +80,9 @@ def build_worker(
     network = NetworkActivities(store, settings) if sites else None
     if central:
         telephony = TelephonyActivities(store, settings)
-        records = StoreActivities(store, client)
+        # The deployment's own key decides which declarations may hold circuits.
+        attester = load_attester(settings)
+        records = StoreActivities(store, client, trusted=attester.public_keys if attester else None)
         workers.append(
             Worker(
                 client,

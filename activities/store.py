@@ -7,9 +7,11 @@ import time
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities._errors import application_error, as_application_error
+from continuity.attestation import attestation_problem
 from continuity.errors import StorageError
 from continuity.messages import (
     HoldInput,
@@ -30,12 +32,32 @@ _LOCK_POLL_S = 0.5
 
 
 class StoreActivities:
-    def __init__(self, store: Store, client: Client | None = None) -> None:
+    def __init__(
+        self, store: Store, client: Client | None = None, *, trusted: list[str] | None = None
+    ) -> None:
         self._store = store
         self._client = client  # for the reports: the closing incident's status
+        # The deployment's public keys (raw, base64): with any, an incident holds circuits
+        # only on a declaration the API signed with one of them.
+        self._trusted = trusted or []
 
     @activity.defn(name="hold_circuits")
     async def hold_circuits(self, inp: HoldInput) -> HoldResult:
+        if self._trusted:
+            why = attestation_problem(
+                inp.declaration,
+                self._trusted,
+                action="declare",
+                incident_id=inp.incident_id,
+                subject=inp.declared_by,
+                content=inp.declared,
+            )
+            if why:  # started around the API, or with a key of its own: no circuit, no device
+                raise ApplicationError(
+                    f"declaration refused by the worker: {why}",
+                    type="Unattested",
+                    non_retryable=True,
+                )
         with as_application_error():
             others = await asyncio.to_thread(
                 self._store.hold_circuits, inp.incident_id, inp.circuits

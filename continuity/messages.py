@@ -368,6 +368,12 @@ class ReadBackResult(_Msg):
 class HoldInput(_Msg):
     incident_id: Identifier
     circuits: list[str]
+    # The declaration and what it attests: the worker checks it against the deployment's own
+    # key before the incident holds a circuit (an input can name any key; the worker's is
+    # the one it trusts).
+    declared_by: str = ""
+    declared: dict[str, str] = {}
+    declaration: Attestation | None = None
 
 
 class HoldResult(_Msg):

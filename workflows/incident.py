@@ -410,7 +410,13 @@ class IncidentWorkflow:
         )
         held: HoldResult = await workflow.execute_activity(
             HOLD_CIRCUITS,
-            HoldInput(incident_id=self._inp.incident.id, circuits=self._selected),
+            HoldInput(
+                incident_id=self._inp.incident.id,
+                circuits=self._selected,
+                declared_by=self._inp.incident.declared_by,
+                declared=self._inp.attested(),
+                declaration=self._inp.declaration,
+            ),
             result_type=HoldResult,
             start_to_close_timeout=STORE_TIMEOUT,
             retry_policy=STORE_RETRY,

@@ -23,7 +23,7 @@ from continuity.models import (
 from continuity.store import Store
 from lab.frr_netns import CIRCUIT_ID, CREDENTIAL_NAME, FrrLab, frr_lab_available
 from tests.conftest import TEST_TIMINGS, wait_until
-from tests.workflows.helpers import two_waves
+from tests.workflows.helpers import sign_declaration, signed, signed_decision, two_waves
 from worker import build_worker
 from workflows import IncidentWorkflow
 
@@ -62,6 +62,7 @@ async def test_cable_cut_playbook_moves_priority_traffic_to_backup_path(
             declared_by="duty-lab",
             timings=TEST_TIMINGS.model_copy(update={"device_time_scale": 1.0}),
         )
+        sign_declaration(inp)  # the worker holds circuits only on a signed declaration
         store.save_snapshot(inp.inventory)
         operator = lab.inventory.operators[0].id
         try:
@@ -81,13 +82,13 @@ async def test_cable_cut_playbook_moves_priority_traffic_to_backup_path(
                                 reason="lab",
                                 now=datetime.now(UTC),
                             )
+                            decision = DecisionSignal(
+                                change_id=row.change_id,
+                                decision=Decision.CONFIRM,
+                                operator_id=operator,
+                            )
                             await handle.signal(
-                                IncidentWorkflow.decide,
-                                DecisionSignal(
-                                    change_id=row.change_id,
-                                    decision=Decision.CONFIRM,
-                                    operator_id=operator,
-                                ),
+                                IncidentWorkflow.decide, signed_decision(decision, handle.id)
                             )
                     st: IncidentStatus = await handle.query(IncidentWorkflow.status)
                     done = st.changes and all(c.state is ChangeState.CONFIRMED for c in st.changes)
@@ -108,7 +109,8 @@ async def test_cable_cut_playbook_moves_priority_traffic_to_backup_path(
 
                 # Cable repaired; the duty officer stands down and the primary path comes back.
                 await asyncio.to_thread(lab.restore_link, "r1", "r2")
-                await handle.signal(IncidentWorkflow.stand_down, StandDownInput(by="duty-lab"))
+                order = signed(StandDownInput(by="duty-lab"), handle.id, "stand_down")
+                await handle.signal(IncidentWorkflow.stand_down, order)
                 result = await handle.result()
                 assert result.phase is IncidentPhase.CLOSED
                 assert result.circuits == {CIRCUIT_ID: CircuitState.ON_PRIMARY}, result.outcome

@@ -15,7 +15,15 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from app.stack import Stack
 from continuity.attestation import Action, Attester
 from continuity.incidents import prepare_incident
-from continuity.messages import AbortInput, IncidentResult, StandDownInput, Timings, WriteOffInput
+from continuity.messages import (
+    AbortInput,
+    DecisionSignal,
+    IncidentInput,
+    IncidentResult,
+    StandDownInput,
+    Timings,
+    WriteOffInput,
+)
 from continuity.models import (
     ChangeState,
     CircuitState,
@@ -75,17 +83,7 @@ async def start_incident(
         declared_by=declared_by,
         timings=timings,
     )
-    if _attester:  # as the API declares: the deployment's keys and a signed declaration
-        inp.attestation_keys = _attester[0].public_keys
-        inp.declaration = _attester[0](
-            action="declare",
-            incident_id=inp.incident.id,
-            subject=declared_by,
-            role="duty_officer",
-            token_id="",
-            content=inp.attested(),
-            at=datetime.now(UTC),
-        )
+    sign_declaration(inp)
     stack.store.save_snapshot(inp.inventory)
     return await stack.client.start_workflow(
         IncidentWorkflow.run,
@@ -195,6 +193,38 @@ def signed(order: _Order, incident_id: str, action: Action, change_id: str = "")
             change_id=change_id,
         )
     return order
+
+
+def signed_decision(d: DecisionSignal, incident_id: str) -> DecisionSignal:
+    """`d` with the attestation the API would have given the operator's decision."""
+    if _attester:
+        d.attestation = _attester[0](
+            action="decide",
+            incident_id=incident_id,
+            subject=d.operator_id,
+            role="operator",
+            token_id="",
+            content=d.attested(),
+            at=datetime.now(UTC),
+            change_id=d.change_id,
+        )
+    return d
+
+
+def sign_declaration(inp: IncidentInput) -> IncidentInput:
+    """As the API declares: the deployment's keys and a signed declaration (when it signs)."""
+    if _attester:
+        inp.attestation_keys = _attester[0].public_keys
+        inp.declaration = _attester[0](
+            action="declare",
+            incident_id=inp.incident.id,
+            subject=inp.incident.declared_by,
+            role="duty_officer",
+            token_id="",
+            content=inp.attested(),
+            at=datetime.now(UTC),
+        )
+    return inp
 
 
 async def stand_down(handle: WorkflowHandle[Any, Any], *, by: str = DECLARER) -> IncidentResult:

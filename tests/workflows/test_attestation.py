@@ -10,7 +10,7 @@ from temporalio.client import WorkflowFailureError
 
 from app.audit import replay
 from app.stack import Stack
-from continuity.attestation import attest
+from continuity.attestation import Attester, attest
 from continuity.incidents import prepare_incident
 from continuity.messages import (
     AbortInput,
@@ -131,5 +131,40 @@ async def test_a_declaration_started_straight_on_temporal_is_refused(stack: Stac
     with pytest.raises(WorkflowFailureError) as e:
         await handle.result()
     assert "declaration refused: no attestation" in str(e.value.cause)
+    assert _sent(stack) == before
+    assert not stack.store.changes(inp.incident.id)
+
+
+async def test_a_declaration_signed_with_a_key_of_its_own_is_refused_by_the_worker(stack: Stack):
+    """An input may name any key: the worker holds circuits only for the deployment's own."""
+    before = _sent(stack)
+    rogue = Attester(Ed25519PrivateKey.generate())
+    inp = prepare_incident(
+        spec=get_playbook("kon-tum-2a"),
+        inventory=stack.store.inventory(),
+        incident_id="INC-t-rogue-key",
+        kind=IncidentKind.SABOTAGE,
+        area=AREA,
+        description="forged with a key of its own",
+        declared_by=DECLARER,
+        timings=TEST_TIMINGS,
+    )
+    inp.attestation_keys = rogue.public_keys
+    inp.declaration = rogue(
+        action="declare",
+        incident_id=inp.incident.id,
+        subject=DECLARER,
+        role="duty_officer",
+        token_id="",
+        content=inp.attested(),
+        at=datetime.now(UTC),
+    )
+    stack.store.save_snapshot(inp.inventory)
+    handle = await stack.client.start_workflow(
+        IncidentWorkflow.run, inp, id=inp.incident.id, task_queue=stack.settings.task_queue
+    )
+    with pytest.raises(WorkflowFailureError) as e:
+        await handle.result()
+    assert "declaration refused by the worker" in str(e.value.cause.cause)  # type: ignore[union-attr]
     assert _sent(stack) == before
     assert not stack.store.changes(inp.incident.id)

@@ -64,6 +64,7 @@ from app.stack import TemporalDevServer, free_port
 from continuity.errors import ContinuityError
 from continuity.messages import Timings
 from continuity.models import Area, DutyOfficer, Inventory, Operator
+from continuity.signing import generate_key_pair
 from continuity.store import Store
 from lab.telephony import TelephonySandbox
 
@@ -287,6 +288,9 @@ class _Continuity:
 
     async def start(self) -> None:
         self.db_url = self._create_database()
+        # As production runs: the API signs every declaration, decision and order with this
+        # key, and the worker and the incident check them (data/signing.key, shared by both).
+        generate_key_pair(self.root / "data" / "signing.key")
         print(f"continuity: store {self.store_kind}, data in {self.root}", file=sys.stderr)
         for attempt in range(1, TEMPORAL_START_TRIES + 1):
             # start-dev also binds ports next to the frontend's; with a big lab listening, one

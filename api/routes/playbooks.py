@@ -11,7 +11,7 @@ from api.errors import NotFound, documented
 from continuity.errors import PlaybookError
 from continuity.models import IncidentKind
 from continuity.plan import Plan, plan_incident
-from playbooks import get_playbook
+from playbooks import DEFAULT_PLAYBOOK, get_playbook
 
 router = APIRouter(prefix="/playbooks", tags=["playbooks"], dependencies=AUTHORIZED)
 
@@ -26,9 +26,10 @@ async def plan_playbook(
     kind: IncidentKind = IncidentKind.SABOTAGE,
 ) -> Plan:
     """The exact lines, per wave and device, that declaring `kind` in `area` would send with
-    this playbook and the inventory as it is now, and their hashes. Touches no device."""
+    this playbook and the inventory as it is now, and their hashes. Touches no device.
+    `default` names the playbook a declaration without one runs."""
     try:
-        spec = get_playbook(name)
+        spec = get_playbook(DEFAULT_PLAYBOOK if name == "default" else name)
     except PlaybookError as e:
         raise NotFound(str(e)) from None
     inventory = await asyncio.to_thread(store.inventory)

@@ -315,6 +315,18 @@
 
   // Wraps a user action: one error banner per failure, buttons disabled while it runs.
   // onError sees the failure first (e.g. to show it beside the row it concerns).
+  function renderPlan(plan) {
+    const lines = [
+      `${plan.playbook} v${plan.version} · ${plan.circuits.length} circuits · plan ${plan.sha256.slice(0, 16)}`,
+    ];
+    for (const c of plan.changes) {
+      lines.push("", `wave ${c.wave} (${c.wave_name}) ${c.device} [${c.platform}]: ${c.circuits.join(", ")}`);
+      for (const line of c.reroute) lines.push(`  ${line}`);
+    }
+    if (!plan.changes.length) lines.push("", "nothing to send / không có lệnh nào");
+    return lines.join("\n");
+  }
+
   async function act(context, buttons, fn, onError) {
     clearError();
     buttons.forEach((b) => { b.disabled = true; });
@@ -1050,6 +1062,26 @@
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden && state.view === "circuits") startCircuits();
     });
+
+    // The dry run before the order: what the default playbook would send for this area.
+    $("declare-plan").addEventListener("click", async () => {
+      const area = $("declare-area").value.trim();
+      if (!area) {
+        $("declare-area").focus();
+        return;
+      }
+      const query = `area=${encodeURIComponent(area)}&kind=${encodeURIComponent($("declare-kind").value)}`;
+      const plan = await act("planning the declaration", [$("declare-plan")], async () => {
+        const res = await api("GET", `playbooks/default/plan?${query}`);
+        return res.json();
+      });
+      if (!plan) return;
+      const out = $("declare-plan-out");
+      out.textContent = renderPlan(plan);
+      out.hidden = false;
+    });
+    $("declare-area").addEventListener("input", () => { $("declare-plan-out").hidden = true; });
+    $("declare-kind").addEventListener("change", () => { $("declare-plan-out").hidden = true; });
 
     $("declare-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();

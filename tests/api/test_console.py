@@ -594,6 +594,43 @@ async def test_console_times_in_noc_time_and_utc_whatever_the_browser_zone(
     assert console.script_errors == []
 
 
+async def test_console_previews_what_a_declaration_sends_before_declaring(
+    stack, api, auth, console
+):
+    page = console.page
+    await console.use_token(Role.DUTY_OFFICER)
+    await expect(page.locator("#identity")).to_have_attribute("data-state", "ok")
+    before = {i["id"] for i in (await api.get("/incidents", headers=auth(Role.AUDITOR))).json()}
+    sent = {n: len(d.received) for n, d in stack.network.devices.items()}
+    await page.fill("#declare-area", AREA)
+    await page.select_option("#declare-kind", "sabotage")
+    await page.click("#declare-plan")
+    out = page.locator("#declare-plan-out")
+    await expect(out).to_be_visible()
+    plan = (
+        await api.get(
+            "/playbooks/default/plan",
+            params={"area": AREA, "kind": "sabotage"},
+            headers=auth(Role.DUTY_OFFICER),
+        )
+    ).json()
+    text = await out.text_content()
+    assert text is not None and plan["sha256"][:16] in text
+    for change in plan["changes"]:
+        assert f"{change['device']} [{change['platform']}]" in text
+        assert all(line in text for line in change["reroute"])
+    # A preview declares nothing and sends nothing; editing the area hides the stale preview.
+    after = {i["id"] for i in (await api.get("/incidents", headers=auth(Role.AUDITOR))).json()}
+    assert after == before
+    assert {n: len(d.received) for n, d in stack.network.devices.items()} == sent
+    await page.fill("#declare-area", "ngoc-hoi")
+    await expect(out).to_be_hidden()
+    await page.fill("#declare-area", "atlantis")
+    await page.click("#declare-plan")
+    await expect(page.locator("#alert-detail")).to_contain_text("unknown area")
+    assert console.script_errors == []
+
+
 async def test_console_operator_declares_forbidden_message_shown(stack, api, auth, console):
     page = console.page
     await console.use_token(Role.OPERATOR)

@@ -18,6 +18,7 @@ from activities.network import NetworkActivities
 from activities.store import StoreActivities
 from activities.telephony import TelephonyActivities
 from continuity.errors import ContinuityError
+from continuity.logs import configure_logging
 from continuity.settings import Settings, check_startup
 from continuity.signing import load_attester
 from continuity.store import Store
@@ -147,7 +148,7 @@ async def run(
 
 
 def main(sites: Sequence[str] | None = None, *, central: bool = True) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("INFO")
     asyncio.run(run(Settings(), sites=sites, central=central))
 
 

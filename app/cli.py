@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from continuity.errors import ContinuityError, ValidationFailed
+from continuity.logs import configure_logging, log_format
 from continuity.models import Role
 from continuity.settings import Settings
 from continuity.validation import check_identifier, check_text
@@ -375,7 +376,14 @@ def _api(_: argparse.Namespace) -> int:
     # Refuse here (TLS settings, Temporal down): inside uvicorn's lifespan the same error
     # would come out as a traceback.
     asyncio.run(_reachable(settings))
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    # JSON logs: uvicorn's loggers go through ours instead of its own text handlers.
+    log_config = None if log_format() == "json" else uvicorn.config.LOGGING_CONFIG
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=log_config,
+    )
     return 0
 
 
@@ -684,10 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(
-        level=os.environ.get("CONTINUITY_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging("WARNING")
     args = build_parser().parse_args(argv)
     try:
         code = args.fn(args)

@@ -33,7 +33,7 @@ ENV_EXAMPLE = ROOT / "deploy" / "continuity.env.example"
 DEPLOY_GITIGNORE = ROOT / "deploy" / ".gitignore"
 APP_SERVICES = ("api", "worker", "inventory-load", "cli")  # the ones built from the Dockerfile
 # Read by `continuity` itself before any settings (app/cli.py), so no Settings field.
-NOT_SETTINGS = {"CONTINUITY_LOG_LEVEL"}
+NOT_SETTINGS = {"CONTINUITY_LOG_LEVEL", "CONTINUITY_LOG_FORMAT"}
 
 
 # --- a small Compose renderer: `${...}` interpolation, env_file, environment -----------------

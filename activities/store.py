@@ -24,8 +24,9 @@ from continuity.messages import (
     WriteOffRecordInput,
 )
 from continuity.models import IncidentStatus
-from continuity.report import render_markdown
+from continuity.report import LANGUAGES, ReportContext, render_markdown, stored_form
 from continuity.store import Store
+from continuity.temporal import incident_input_of
 
 # How often a change waiting for another incident's device lock asks again.
 _LOCK_POLL_S = 0.5
@@ -101,24 +102,27 @@ class StoreActivities:
 
     @activity.defn(name="write_reports")
     async def write_reports(self, inp: ReportsInput) -> ReportsResult:
-        """Render and store each report from the incident's final status (it waits on this
-        activity, so what the query returns is what it closes with)."""
+        """Render and store each report, in each language, from the incident's final status
+        (it waits on this activity, so what the query returns is what it closes with) and its
+        history's first event: what `audit report` renders from the history alone."""
         if self._client is None:
             raise application_error(StorageError("write_reports needs a Temporal client"))
+        handle = self._client.get_workflow_handle(inp.incident_id)
         try:
-            status: IncidentStatus = await self._client.get_workflow_handle(inp.incident_id).query(
-                "status", result_type=IncidentStatus
-            )
+            status: IncidentStatus = await handle.query("status", result_type=IncidentStatus)
+            context = ReportContext.of(await incident_input_of(handle))
         except RPCError as e:
             raise application_error(StorageError(f"status of {inp.incident_id}: {e}")) from e
         out: list[ReportResult] = []
         with as_application_error():
             for form in inp.forms:
-                text = render_markdown(status, form=form)
-                rid, digest = await asyncio.to_thread(
-                    self._store.save_report, incident_id=inp.incident_id, form=form, text=text
-                )
-                out.append(ReportResult(report_id=rid, sha256=digest, form=form))
+                for lang in LANGUAGES:
+                    text = render_markdown(status, form=form, lang=lang, context=context)
+                    name = stored_form(form, lang)
+                    rid, digest = await asyncio.to_thread(
+                        self._store.save_report, incident_id=inp.incident_id, form=name, text=text
+                    )
+                    out.append(ReportResult(report_id=rid, sha256=digest, form=name))
         return ReportsResult(reports=out)
 
 

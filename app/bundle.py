@@ -29,6 +29,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from app.audit import replay
+from app.history_report import HistoryFacts, history_facts
 from continuity.attestation import (
     Action,
     Attestation,
@@ -46,6 +47,7 @@ from continuity.messages import (
     StandDownInput,
     WriteOffInput,
 )
+from continuity.report import LANGUAGES, REPORT_FORMAT, form_and_language, report_format
 from continuity.signing import fingerprint, public_pem, sign, verify
 from continuity.store import Store
 
@@ -63,6 +65,7 @@ class BundleReport:
     transcripts: int = 0
     commands: int = 0
     attestations: int = 0
+    reports: int = 0  # stored reports re-rendered from the history and found equal
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -251,8 +254,16 @@ async def verify_bundle(path: Path, trusted: list[Ed25519PublicKey]) -> BundleRe
     if not any(h.workflow_id == report.incident_id for h in histories):
         report.problems.append(f"the incident's own history ({report.incident_id}) is missing")
     for h in histories:
-        outcome = await replay(h)
         report.histories += 1
+        if h.workflow_id == report.incident_id:  # replayed once: for itself and its reports
+            try:
+                facts = await history_facts(h)
+            except ValidationFailed as e:
+                report.problems.append(f"history {e}")
+                continue
+            _check_reports(contents, facts, report)
+            continue
+        outcome = await replay(h)
         if not outcome.ok:
             report.problems.append(f"history {h.workflow_id}: does not replay: {outcome.failure}")
 
@@ -411,6 +422,28 @@ def _human_actions(
                 except (ValueError, TypeError):
                     continue
                 yield _decision_act(f"event {event['eventId']} (a decision the store held)", d)
+
+
+def _check_reports(contents: dict[str, bytes], facts: HistoryFacts, report: BundleReport) -> None:
+    """Every stored report of the current format equals the one its history renders (an
+    older format is read by people, not compared: its layout was another)."""
+    for name, data in sorted(contents.items()):
+        if not (name.startswith("reports/") and name.endswith(".md")):
+            continue
+        parts = name.removeprefix("reports/").removesuffix(".md").split("-", 2)
+        text = data.decode("utf-8", errors="replace")
+        if len(parts) != 3 or report_format(text) != REPORT_FORMAT:
+            continue
+        form, lang = form_and_language(parts[2])
+        if lang not in LANGUAGES or form not in ("timeline", "dossier_2c"):
+            report.problems.append(f"{name}: not a report form this version knows")
+        elif not facts.matches(text, form, lang):
+            report.problems.append(
+                f"{name}: does not match the {form} ({lang}) its history renders "
+                "(`continuity audit report` shows what the history says)"
+            )
+        else:
+            report.reports += 1
 
 
 def _check_journal(

@@ -297,7 +297,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
             what = (
                 f"{report.files} files, {report.histories} histories replayed, "
                 f"{report.attestations} signed actions, {report.transcripts} transcript "
-                f"references and {report.commands} commands checked"
+                f"references, {report.commands} commands and {report.reports} reports checked"
             )
         if report.ok:
             signer = f", signed by {report.key}" if report.key else ""
@@ -308,6 +308,34 @@ def _audit_verify(args: argparse.Namespace) -> int:
         for p in report.problems:
             print(f"- {p}")
     return 1 if failed else 0
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    from app.audit import load_history
+    from app.history_report import history_facts
+    from continuity.report import render_html
+
+    path: Path = args.path
+    if path.is_dir():  # a bundle: its incident's own history
+        from continuity.bundles import MANIFEST
+
+        try:
+            incident_id = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["incident_id"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValidationFailed(f"{path}: not a readable bundle ({e})") from None
+        path = path / "histories" / f"{incident_id}.json"
+    elif not path.exists():
+        raise ValidationFailed(f"{path}: no such file or directory")
+    facts = asyncio.run(history_facts(load_history(path)))
+    text = facts.render(args.form, args.lang)
+    if args.format == "html":
+        text = render_html(text, title=f"{facts.input.incident.id} {args.form}", lang=args.lang)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"{args.form} ({args.lang}) of {facts.input.incident.id} written to {args.out}")
+    else:
+        print(text, end="")
+    return 0
 
 
 def _report_period(args: argparse.Namespace) -> int:
@@ -631,6 +659,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a trusted public key (PEM); repeat for old keys. Default: the signing key's .pub",
     )
     vf.set_defaults(fn=_audit_verify)
+    ar = audit.add_parser(
+        "report",
+        help="render an incident's timeline or 2c dossier from its history alone (offline)",
+    )
+    ar.add_argument(
+        "path", type=Path, metavar="FILE|DIR", help="an incident's history JSON, or its bundle"
+    )
+    ar.add_argument(
+        "--form", choices=["dossier_2c", "timeline"], default="dossier_2c", help="which report"
+    )
+    ar.add_argument("--lang", choices=["vi", "en"], default="vi", help="language")
+    ar.add_argument(
+        "--format", choices=["markdown", "html"], default="markdown", help="Markdown or HTML"
+    )
+    ar.add_argument("-o", "--out", type=Path, help="write it here (default: standard output)")
+    ar.set_defaults(fn=_audit_report)
 
     report = sub.add_parser("report", help="reports upward").add_subparsers(
         dest="sub", required=True

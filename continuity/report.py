@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from continuity.models import CallAttempt, ChangeRecord, CircuitStatus, IncidentStatus
-
-
-def _t(at: datetime | None) -> str:
-    return at.isoformat(timespec="seconds") if at else "-"
-
+from continuity.attestation import key_fingerprint
+from continuity.messages import IncidentInput
+from continuity.models import (
+    CallAttempt,
+    ChangeRecord,
+    Circuit,
+    CircuitStatus,
+    IncidentKind,
+    IncidentStatus,
+    PriorityClass,
+)
 
 # Free text (descriptions, reasons, device output, names) goes into Markdown on one line, with
 # every character that could start structure escaped: no forged rows, links, code or HTML (a
@@ -220,91 +228,334 @@ def render_text(status: IncidentStatus, *, tz: tzinfo | None = None) -> str:
     return "\n".join(out)
 
 
-def render_markdown(status: IncidentStatus, *, form: str = "timeline") -> str:
+# The stored reports' layout. An auditor's tool re-renders a report from the history and compares
+# it with the stored copy only when the formats match (older copies are read, not compared).
+REPORT_FORMAT = 2
+LANGUAGES = ("en", "vi")
+
+
+_FORMAT_LINE = re.compile(r"^_(?:Report format|Mẫu báo cáo) (\d+),", re.MULTILINE)
+
+
+def report_format(text: str) -> int:
+    """The format a stored report was written in: 1 for those written before the line said."""
+    m = _FORMAT_LINE.search(text[:600])
+    return int(m.group(1)) if m else 1
+
+
+def stored_form(form: str, lang: str) -> str:
+    """The store's name of a report: the form ("timeline", "dossier_2c") in English, with the
+    language after a dot in any other ("dossier_2c.vi")."""
+    return form if lang == "en" else f"{form}.{lang}"
+
+
+def form_and_language(stored: str) -> tuple[str, str]:
+    form, _, lang = stored.partition(".")
+    return form, lang or "en"
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What the history's input adds to the status: the circuits as the inventory described
+    them at declaration, the snapshot's hash, and the keys that attest the human actions."""
+
+    circuits: Mapping[str, Circuit] = field(default_factory=dict)
+    inventory_sha256: str = ""
+    keys: tuple[str, ...] = ()  # fingerprints of the public keys the incident trusts
+
+    @classmethod
+    def of(cls, inp: IncidentInput) -> ReportContext:
+        return cls(
+            circuits={c.id: c for c in inp.inventory.circuits},
+            inventory_sha256=inp.inventory_sha256,
+            keys=tuple(key_fingerprint(k) for k in inp.attestation_keys),
+        )
+
+
+KIND_NAMES = {
+    "vi": {
+        IncidentKind.UNREST.value: "gây rối",
+        IncidentKind.RIOT.value: "bạo loạn",
+        IncidentKind.SABOTAGE.value: "phá hoại",
+    },
+    "en": {k.value: k.value for k in IncidentKind},
+}
+CLASS_NAMES = {
+    "vi": {
+        PriorityClass.ARMED_FORCES.value: "lực lượng vũ trang",
+        PriorityClass.PARTY.value: "Đảng",
+        PriorityClass.STATE.value: "Nhà nước",
+    },
+    "en": {
+        PriorityClass.ARMED_FORCES.value: "armed forces",
+        PriorityClass.PARTY.value: "Party",
+        PriorityClass.STATE.value: "State",
+    },
+}
+
+_TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "dossier_2c": "Dossier for police and the Department of Information and Communications "
+        "(06/2009/CT-UBND item 2c)",
+        "timeline": "Incident timeline",
+        "format": "Report format {n}, rendered from the incident's recorded history; "
+        "times in UTC+7 (Asia/Ho_Chi_Minh) with UTC beside them.",
+        "incident": "Incident",
+        "in": "in",
+        "declared": "Declared by {who} at {at}",
+        "description": "Description",
+        "playbook": "Playbook",
+        "inventory": "Inventory snapshot",
+        "keys": "Signing keys (attest every human action)",
+        "unsigned": "none: this deployment's actions are unsigned",
+        "phase": "Phase",
+        "stood_down": "Stood down by",
+        "aborted": "Aborted by",
+        "ack": "Acknowledged by",
+        "nobody": "nobody",
+        "restore": "Time to restore per restoration level",
+        "restore_head": "| level | circuits | on backup "
+        "| slowest (declared → verified on backup) |",
+        "not_restored": "not all on backup",
+        "circuits": "Affected circuits",
+        "circuits_head": "| circuit | name | owner | class | level | state | rerouted "
+        "| confirmed | restored | parts | also held by |",
+        "decisions": "Decisions (who decided what, and why)",
+        "decisions_head": "| time | change | device | decision | by | reason |",
+        "no_decisions": "No operator decisions recorded.",
+        "timeline_h": "Timeline",
+        "timeline_head": "| time | event | detail |",
+        "changes": "Device changes",
+        "change_line": "Device `{device}`, {direction}, wave {wave}, circuits {circuits}.",
+        "already": "Found in place on the device; nothing re-applied.",
+        "decision": "Decision",
+        "error": "Error",
+        "transcript": "transcript",
+        "calls": "Calls (every attempt, in the order placed)",
+        "calls_head": "| # | placed | officer | call | status | acknowledged | SMS |",
+        "no_calls": "No calls placed.",
+        "yes": "yes",
+        "no": "no",
+        "review": "For review",
+        "evidence": "Closing evidence (read-back of every touched device)",
+        "outcome": "Outcome",
+    },
+    "vi": {
+        "dossier_2c": "Hồ sơ gửi Công an và Sở Thông tin và Truyền thông "
+        "(Chỉ thị 06/2009/CT-UBND, mục 2c)",
+        "timeline": "Diễn biến sự cố",
+        "format": "Mẫu báo cáo {n}, lập từ lịch sử đã ghi của sự cố; "
+        "giờ theo UTC+7 (Asia/Ho_Chi_Minh), kèm giờ UTC.",
+        "incident": "Sự cố",
+        "in": "tại",
+        "declared": "Công bố bởi {who} lúc {at}",
+        "description": "Mô tả",
+        "playbook": "Kịch bản",
+        "inventory": "Bản chụp danh mục",
+        "keys": "Khóa ký (chứng thực mọi thao tác của người)",
+        "unsigned": "không có: thao tác của hệ thống này không được ký",
+        "phase": "Giai đoạn",
+        "stood_down": "Kết thúc bởi",
+        "aborted": "Hủy bỏ bởi",
+        "ack": "Người xác nhận cuộc gọi",
+        "nobody": "không ai",
+        "restore": "Thời gian khôi phục theo mức ưu tiên",
+        "restore_head": "| mức | số kênh | đã sang dự phòng | chậm nhất (công bố → kiểm tra xong "
+        "trên dự phòng) |",
+        "not_restored": "chưa sang dự phòng hết",
+        "circuits": "Các kênh bị ảnh hưởng",
+        "circuits_head": "| kênh | tên | đơn vị sử dụng | loại | mức | trạng thái | chuyển lúc "
+        "| xác nhận lúc | trả về lúc | từng thiết bị | sự cố khác cùng giữ |",
+        "decisions": "Quyết định (ai quyết định gì, vì sao)",
+        "decisions_head": "| thời gian | thay đổi | thiết bị | quyết định | người | lý do |",
+        "no_decisions": "Không có quyết định nào của điều hành viên.",
+        "timeline_h": "Diễn biến",
+        "timeline_head": "| thời gian | sự kiện | chi tiết |",
+        "changes": "Thay đổi trên thiết bị",
+        "change_line": "Thiết bị `{device}`, {direction}, đợt {wave}, kênh {circuits}.",
+        "already": "Đã có sẵn trên thiết bị; không áp dụng lại.",
+        "decision": "Quyết định",
+        "error": "Lỗi",
+        "transcript": "bản ghi phiên",
+        "calls": "Cuộc gọi (mọi lần gọi, theo thứ tự)",
+        "calls_head": "| # | gọi lúc | cán bộ | cuộc gọi | kết quả | đã xác nhận | SMS |",
+        "no_calls": "Không có cuộc gọi nào.",
+        "yes": "có",
+        "no": "không",
+        "review": "Cần xem xét",
+        "evidence": "Bằng chứng khi đóng (đọc lại mọi thiết bị đã tác động)",
+        "outcome": "Kết quả",
+    },
+}
+
+
+def _vn(at: datetime | None) -> str:
+    """A time as the NOC reads it, with UTC beside it; "-" for none."""
+    return _when(at, _NOC_FALLBACK) if at else "-"
+
+
+def _cell_time(at: datetime | None) -> str:
+    """A time in a table: UTC+7, to the second (the report's header says so)."""
+    return at.astimezone(_NOC_FALLBACK).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
+
+
+def restore_seconds_by_level(
+    status: IncidentStatus,
+) -> dict[int, tuple[int, int, float | None]]:
+    """Per restoration level: (circuits, circuits on backup, slowest seconds from declaration
+    until every part of the circuit was verified on backup; None while any is not)."""
+    declared = status.incident.declared_at
+    out: dict[int, tuple[int, int, float | None]] = {}
+    for c in status.circuits:
+        n, up, slowest = out.get(c.restoration_level, (0, 0, 0.0))
+        if c.rerouted_at is None:
+            out[c.restoration_level] = (n + 1, up, None)
+            continue
+        seconds = (c.rerouted_at - declared).total_seconds()
+        out[c.restoration_level] = (
+            n + 1,
+            up + 1,
+            None if slowest is None else max(slowest, seconds),
+        )
+    return dict(sorted(out.items()))
+
+
+def render_markdown(
+    status: IncidentStatus,
+    *,
+    form: str = "timeline",
+    lang: str = "en",
+    context: ReportContext | None = None,
+) -> str:
+    """The timeline or the 2c dossier, in English or Vietnamese, as Markdown. Every free-text
+    field is escaped onto one line of its own cell or paragraph: it can never forge structure."""
+    t = _TEXT[lang]
+    classes = CLASS_NAMES[lang]
+    ctx = context or ReportContext()
     inc = status.incident
-    title = (
-        "Dossier for police and the Department of Information and Communications "
-        "(06/2009/CT-UBND item 2c)"
-        if form == "dossier_2c"
-        else "Incident timeline"
-    )
+    names = {c.officer_id: c.officer_name for c in status.calls}
+    ack = status.acknowledged_by
     md = [
-        f"# {title}",
+        f"# {t['dossier_2c'] if form == 'dossier_2c' else t['timeline']}",
         "",
-        f"- Incident: **{inc.id}** ({inc.kind.value}) in **{inc.area}**",
-        f"- Declared by {inc.declared_by} at {_t(inc.declared_at)}",
-        f"- Description: {_cell(inc.description) or '-'}",
-        f"- Playbook: {status.playbook}, sha256 `{status.playbook_sha256}`",
-        f"- Phase: {status.phase.value}",
+        f"_{t['format'].format(n=REPORT_FORMAT)}_",
+        "",
+        f"- {t['incident']}: **{inc.id}** ({KIND_NAMES[lang][inc.kind.value]}) "
+        f"{t['in']} **{_cell(inc.area)}**",
+        f"- {t['declared'].format(who=_cell(inc.declared_by), at=_vn(inc.declared_at))}",
+        f"- {t['description']}: {_cell(inc.description) or '-'}",
+        f"- {t['playbook']}: {_cell(status.playbook)}, sha256 `{status.playbook_sha256}`",
     ]
+    if ctx.inventory_sha256:
+        md.append(f"- {t['inventory']}: sha256 `{ctx.inventory_sha256}`")
+    if context is not None:
+        keys = ", ".join(f"`{k}`" for k in ctx.keys) or t["unsigned"]
+        md.append(f"- {t['keys']}: {keys}")
+    md.append(f"- {t['phase']}: {status.phase.value}")
     if status.stood_down_by or status.aborted_by:
-        verb = "Aborted" if status.aborted_by else "Stood down"
+        verb = t["aborted"] if status.aborted_by else t["stood_down"]
         md.append(
-            f"- {verb} by {status.aborted_by or status.stood_down_by}: "
+            f"- {verb} {_cell(status.aborted_by or status.stood_down_by or '')}: "
             f"{_cell(status.end_reason) or '-'}"
         )
-    md += [
-        f"- Acknowledged by: {status.acknowledged_by or 'nobody'}",
-        "",
-        "## Circuits",
-        "",
-        "| circuit | level | state | rerouted | confirmed | restored | parts | also held by |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    acked = f"{ack} ({_cell(names[ack])})" if ack in names else _cell(ack or t["nobody"])
+    md += [f"- {t['ack']}: {acked}", "", f"## {t['restore']}", "", t["restore_head"]]
+    md.append("|---|---|---|---|")
+    for level, (n, up, slowest) in restore_seconds_by_level(status).items():
+        took = f"{slowest:.1f} s" if slowest is not None else t["not_restored"]
+        md.append(f"| {level} | {n} | {up} | {took} |")
+    md += ["", f"## {t['circuits']}", "", t["circuits_head"], "|" + "---|" * 11]
     for c in status.circuits:
+        known = ctx.circuits.get(c.circuit_id)
         parts = ", ".join(f"{d}: {p.value}" for d, p in c.parts.items())
-        md.append(
-            f"| {c.circuit_id} | {c.restoration_level} | {c.state.value} | {_t(c.rerouted_at)} "
-            f"| {_t(c.confirmed_at)} | {_t(c.restored_at)} | {parts} "
-            f"| {', '.join(c.held_with) or '-'} |"
-        )
-    md += ["", "## Timeline", "", "| time (UTC) | event | detail |", "|---|---|---|"]
+        cells = [
+            c.circuit_id,
+            _cell(known.name) if known else "-",
+            _cell(known.owner) if known else "-",
+            classes.get(known.priority_class.value, "-") if known else "-",
+            str(c.restoration_level),
+            c.state.value,
+            _cell_time(c.rerouted_at),
+            _cell_time(c.confirmed_at),
+            _cell_time(c.restored_at),
+            parts or "-",
+            ", ".join(c.held_with) or "-",
+        ]
+        md.append("| " + " | ".join(cells) + " |")
+    decided = [r for r in status.changes if r.decided_by]
+    md += ["", f"## {t['decisions']}", ""]
+    if decided:
+        md += [t["decisions_head"], "|" + "---|" * 6]
+        for r in decided:
+            md.append(
+                f"| {_cell_time(r.settled_at)} | {r.change_id} | {r.device} "
+                f"| {r.decision.value if r.decision else '-'} | {_cell(r.decided_by or '')} "
+                f"| {_cell(r.decision_reason) or '-'} |"
+            )
+    else:
+        md.append(t["no_decisions"])
+    md += ["", f"## {t['timeline_h']}", "", t["timeline_head"], "|---|---|---|"]
     for e in sorted(status.timeline, key=lambda e: e.at):
-        md.append(f"| {e.at.isoformat()} | {_cell(e.event)} | {_cell(e.detail)} |")
-    md += ["", "## Device changes", ""]
+        md.append(f"| {_cell_time(e.at)} | {_cell(e.event)} | {_cell(e.detail)} |")
+    md += ["", f"## {t['changes']}", ""]
     for rec in status.changes:
         md.append(f"### {rec.change_id}: {rec.state.value}")
         md.append("")
         md.append(
-            f"Device `{rec.device}`, {rec.direction.value}, wave {rec.wave}, "
-            f"circuits {', '.join(rec.circuits)}."
+            t["change_line"].format(
+                device=rec.device,
+                direction=rec.direction.value,
+                wave=rec.wave,
+                circuits=", ".join(rec.circuits),
+            )
         )
+        if rec.already_applied:
+            md.append(f"\n{t['already']}")
         if rec.commands:
-            md += ["", "```", *rec.commands, "```"]
+            md += ["", "```", *(_fence_safe(c) for c in rec.commands), "```"]
         if rec.detail:
             md.append(f"\n{_cell(rec.detail)}")
         if rec.decided_by:
             md.append(
-                f"\nDecision: {rec.decision.value if rec.decision else '-'} by {rec.decided_by}"
+                f"\n{t['decision']}: {rec.decision.value if rec.decision else '-'} "
+                f"by {_cell(rec.decided_by)}"
                 + (f": {_cell(rec.decision_reason)}" if rec.decision_reason else "")
             )
         if rec.error:
-            md.append(f"\nError ({rec.error_type}): {_cell(rec.error)}")
-        for t in rec.transcripts:
-            md.append(f"- transcript `{t.id}` ({t.step} #{t.attempt}) sha256 `{t.sha256}`")
+            md.append(f"\n{t['error']} ({rec.error_type}): {_cell(rec.error)}")
         md.append("")
-    md += [
-        "## Calls",
-        "",
-        "| officer | call | status | acknowledged | SMS |",
-        "|---|---|---|---|---|",
-    ]
-    for call in status.calls:
-        md.append(
-            f"| {_cell(call.officer_name)} | {call.call_sid or '-'} | {_cell(call.status)} "
-            f"| {'yes' if call.acknowledged else 'no'} | {call.sms_sid or '-'} |"
-        )
+        for tr in rec.transcripts:
+            md.append(
+                f"- {t['transcript']} `{tr.id}` ({tr.step} #{tr.attempt}) sha256 `{tr.sha256}`"
+            )
+        md.append("")
+    md += [f"## {t['calls']}", ""]
+    if status.calls:
+        md += [t["calls_head"], "|" + "---|" * 7]
+        for n, call in enumerate(status.calls, start=1):
+            md.append(
+                f"| {n} | {_cell_time(call.at)} | {_cell(call.officer_name)} ({call.officer_id}) "
+                f"| {call.call_sid or '-'} | {_cell(call.status)} "
+                f"| {t['yes'] if call.acknowledged else t['no']} | {call.sms_sid or '-'} |"
+            )
+    else:
+        md.append(t["no_calls"])
     if status.review:
-        md += ["", "## For review", ""]
+        md += ["", f"## {t['review']}", ""]
         md += [f"- {r.kind} `{r.subject}`: {_cell(r.detail)}" for r in status.review]
     if status.closing_evidence:
-        md += ["", "## Closing evidence (read-back of every touched device)", ""]
-        md += [f"- `{t.id}` sha256 `{t.sha256}`" for t in status.closing_evidence]
-    md += ["", f"**Outcome:** {_cell(status.outcome or status.phase.value)}", ""]
+        md += ["", f"## {t['evidence']}", ""]
+        md += [f"- `{e.id}` sha256 `{e.sha256}`" for e in status.closing_evidence]
+    md += ["", f"**{t['outcome']}:** {_cell(status.outcome or status.phase.value)}", ""]
     return "\n".join(md)
 
 
-def render_html(markdown: str, *, title: str) -> str:
+def _fence_safe(line: str) -> str:
+    """A device command inside a code fence: a line of backticks would close the fence."""
+    return line.replace("`", "'") if line.lstrip().startswith("```") else line
+
+
+def render_html(markdown: str, *, title: str, lang: str = "vi") -> str:
     """A report's Markdown as a standalone HTML page. Raw HTML in the Markdown is escaped (free
     text was escaped already when the Markdown was written; this is the second fence)."""
     from html import escape
@@ -313,11 +564,23 @@ def render_html(markdown: str, *, title: str) -> str:
 
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     return (
-        '<!doctype html>\n<html lang="vi"><head><meta charset="utf-8">'
+        f'<!doctype html>\n<html lang="{escape(lang)}"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title>"
         '<link rel="stylesheet" href="/console/console.css"></head>'
         f'<body class="report-page">\n{body}</body></html>\n'
     )
 
 
-__all__ = ["render_html", "render_markdown", "render_text"]
+__all__ = [
+    "CLASS_NAMES",
+    "LANGUAGES",
+    "REPORT_FORMAT",
+    "ReportContext",
+    "form_and_language",
+    "render_html",
+    "render_markdown",
+    "render_text",
+    "report_format",
+    "restore_seconds_by_level",
+    "stored_form",
+]

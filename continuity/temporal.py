@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import temporalio.api.common.v1
+import temporalio.api.history.v1
 from pydantic_core import to_json
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
     CompositePayloadConverter,
@@ -17,9 +18,12 @@ from temporalio.converter import (
 )
 from temporalio.service import TLSConfig
 
-from continuity.errors import ConfigurationError, TemporalUnavailable
+from continuity.errors import ConfigurationError, TemporalUnavailable, ValidationFailed
 from continuity.models import COMPACT
 from continuity.settings import Settings
+
+if TYPE_CHECKING:
+    from continuity.messages import IncidentInput
 
 
 class _CompactJSONPayloadConverter(PydanticJSONPlainPayloadConverter):
@@ -48,6 +52,34 @@ class _PayloadConverter(CompositePayloadConverter):
 data_converter = DataConverter(payload_converter_class=_PayloadConverter)
 
 _TLS_FILES = ("temporal_tls_ca", "temporal_tls_cert", "temporal_tls_key")
+
+
+def incident_input(
+    first: temporalio.api.history.v1.HistoryEvent, workflow_id: str
+) -> IncidentInput:
+    """The IncidentInput of an incident's history, from its first event (the declaration, the
+    playbook, the inventory snapshot and the attesting keys all travel in it)."""
+    from continuity.messages import IncidentInput
+
+    if not first.HasField("workflow_execution_started_event_attributes"):
+        raise ValidationFailed(f"{workflow_id}: the history does not start with its start event")
+    attrs = first.workflow_execution_started_event_attributes
+    if attrs.workflow_type.name != "Incident":
+        raise ValidationFailed(
+            f"{workflow_id}: a {attrs.workflow_type.name} history, not an incident's "
+            "(reports are rendered from an incident's own history)"
+        )
+    [inp] = data_converter.payload_converter.from_payloads(
+        list(attrs.input.payloads), [IncidentInput]
+    )
+    return cast("IncidentInput", inp)
+
+
+async def incident_input_of(handle: WorkflowHandle[Any, Any]) -> IncidentInput:
+    """A running or closed incident's input, read from its history's first event only."""
+    async for event in handle.fetch_history_events(page_size=1):
+        return incident_input(event, handle.id)
+    raise ValidationFailed(f"{handle.id}: its history has no events")
 
 
 async def connect_temporal(

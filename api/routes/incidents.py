@@ -57,8 +57,9 @@ from continuity.messages import (
     WriteOffInput,
 )
 from continuity.models import ChangeState, DeviceName, IncidentPhase, IncidentStatus
-from continuity.report import render_html, render_markdown
+from continuity.report import ReportContext, render_html, render_markdown, stored_form
 from continuity.settings import ApiToken
+from continuity.temporal import incident_input_of
 from playbooks import DEFAULT_PLAYBOOK, get_playbook
 from workflows import IncidentWorkflow, calls_workflow_id
 
@@ -427,26 +428,35 @@ async def incident_report(
     temporal: TemporalDep,
     form: str = "timeline",
     format: Literal["markdown", "html"] = "markdown",  # noqa: A002 - the query's own name
+    lang: Literal["en", "vi"] = "en",
 ) -> Response:
     """A closed incident's stored report (what was written at close), else one rendered now;
-    as Markdown, or as an HTML page of the same text (free text in it is only ever text)."""
+    in English or Vietnamese; as Markdown, or as an HTML page of the same text (free text in
+    it is only ever text)."""
     if form not in ("timeline", "dossier_2c"):
         raise Unprocessable("form is timeline or dossier_2c")
     handle, running = await _describe(temporal, incident_id)
     text, headers = None, {}
     if not running:
-        stored = [r for r in await asyncio.to_thread(store.reports, incident_id) if r.form == form]
+        name = stored_form(form, lang)
+        stored = [r for r in await asyncio.to_thread(store.reports, incident_id) if r.form == name]
         if stored:
             latest = max(stored, key=lambda r: r.created_at)
             text, headers = latest.text, {"X-Report-Id": latest.id}
     if text is None:
         status = await _status(handle)
-        text = render_markdown(status, form=form)
+        try:
+            context = ReportContext.of(await incident_input_of(handle))
+        except RPCError as e:
+            raise Unavailable(f"workflow service: {e.message}") from None
+        text = render_markdown(status, form=form, lang=lang, context=context)
         if status.phase not in (IncidentPhase.CLOSED, IncidentPhase.ABORTED):
             interim = f"the incident is {status.phase.value}; facts may still change"
             text = f"> Interim: {interim}.\n\n{text}"
     if format == "html":
         return Response(
-            render_html(text, title=f"{incident_id} {form}"), media_type=_HTML, headers=headers
+            render_html(text, title=f"{incident_id} {form}", lang=lang),
+            media_type=_HTML,
+            headers=headers,
         )
     return Response(text, media_type=_MARKDOWN, headers=headers)

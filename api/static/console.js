@@ -987,7 +987,8 @@
   async function openReport(form, button) {
     const id = state.incidentId;
     await act(`fetching the ${form} report of ${id}`, [button], async () => {
-      const path = `incidents/${encodeURIComponent(id)}/report?form=${encodeURIComponent(form)}`;
+      const lang = $("report-lang").value === "vi" ? "vi" : "en";
+      const path = `incidents/${encodeURIComponent(id)}/report?form=${encodeURIComponent(form)}&lang=${lang}`;
       // The Markdown is what "Download .md" saves; the HTML form (same text) is what is shown.
       const [md, page] = await Promise.all([api("GET", path), api("GET", `${path}&format=html`)]);
       const text = await md.text();

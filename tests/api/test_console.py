@@ -761,8 +761,13 @@ async def test_console_auditor_downloads_history_and_reads_dossier(stack, api, a
     await page.click("#report-timeline")
     await expect(page.locator("#report-title")).to_contain_text("Timeline report")
     # Shown as HTML (the download keeps the Markdown): headings and tables, not "##" and "|".
-    await expect(page.locator("#report-text h2").first).to_contain_text("Circuits")
+    await expect(page.locator("#report-text h2").first).to_contain_text("Time to restore")
     await expect(page.locator("#report-text table").first).to_be_visible()
+    # The same report in Vietnamese, as stored at close.
+    await page.select_option("#report-lang", "vi")
+    await page.click("#report-dossier")
+    await expect(page.locator("#report-text h1")).to_contain_text("Hồ sơ gửi Công an")
+    await expect(page.locator("#report-text")).to_contain_text("Các kênh bị ảnh hưởng")
     await expect(page.locator("#alert")).to_be_hidden()
     assert console.script_errors == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.archive import Archive, retention_problem, start_archive
-from app.bundle import MANIFEST, make_bundle, verify_bundle
+from app.bundle import MANIFEST, SIGNATURE, make_bundle, verify_bundle
 from app.cli import build_parser
 from app.stack import Stack
 from continuity.errors import ConfigurationError, ValidationFailed
@@ -20,7 +21,7 @@ from continuity.models import Decision, IncidentKind, Role
 from continuity.period import period_report
 from continuity.playbook import CallDutyOfficers, Report
 from continuity.settings import Settings
-from continuity.signing import generate_key_pair, load_private_key, load_public_key
+from continuity.signing import generate_key_pair, load_private_key, load_public_key, sign
 from tests.conftest import TEST_TIMINGS
 from tests.workflows.helpers import decide_until_active, stand_down, start_incident, two_waves
 
@@ -70,6 +71,7 @@ async def test_a_bundle_verifies_offline_and_any_change_fails_it(
     report = await verify_bundle(bundle, [ours])
     assert report.ok, report.problems
     assert report.histories >= 2 and report.transcripts > 0 and report.commands > 0
+    assert report.reports == 4  # timeline and dossier, English and Vietnamese, re-rendered
     pub = keys[0].with_name("signing.key.pub")
     assert await _cli("audit", "verify", str(bundle), "--key", str(pub)) == 0
     assert "verified: INC-" in capsys.readouterr().out
@@ -216,6 +218,58 @@ async def test_a_rewritten_operator_id_fails_verification(
     assert any(
         "decide by op-somebody-else" in p and "not what the API signed" in p for p in problems
     ), problems
+
+
+async def test_reports_render_from_the_history_alone_and_a_rewritten_one_fails(
+    stack: Stack, keys: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = await _closed_bundle(stack, keys, tmp_path)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    incident = manifest["incident_id"]
+    stored = {
+        n.removeprefix("reports/").split("-", 2)[2]: n
+        for n in manifest["files"]
+        if n.startswith("reports/")
+    }
+    assert {"timeline.md", "timeline.vi.md", "dossier_2c.md", "dossier_2c.vi.md"} <= set(stored)
+
+    # Offline, from the history alone (here the bundle's), the same text as stored at close.
+    for form, lang in [("dossier_2c", "vi"), ("dossier_2c", "en"), ("timeline", "vi")]:
+        out = tmp_path / f"{form}.{lang}.md"
+        argv = ["audit", "report", str(bundle), "--form", form, "--lang", lang, "-o", str(out)]
+        assert await _cli(*argv) == 0
+        suffix = "" if lang == "en" else f".{lang}"
+        assert out.read_text() == (bundle / stored[f"{form}{suffix}.md"]).read_text()
+    history = bundle / "histories" / f"{incident}.json"
+    argv = ["audit", "report", str(history), "--lang", "vi", "--format", "html"]
+    capsys.readouterr()
+    assert await _cli(*argv) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!doctype html>") and '<html lang="vi">' in page
+    assert "Hồ sơ gửi Công an" in page and "Thời gian khôi phục theo mức" in page
+
+    # The dossier names the circuits with their owners, and each level's time to restore.
+    dossier = (bundle / stored["dossier_2c.md"]).read_text()
+    assert "| 1 | " in dossier.split("## Time to restore per restoration level")[1]
+    assert "Provincial Military Command" in dossier or "Provincial Police" in dossier
+    assert "Signing keys (attest every human action): `SHA256:" in dossier
+
+    # An insider with the signing key rewrites who acknowledged and re-signs the manifest:
+    # the signature holds, the report no longer matches its history.
+    name = stored["dossier_2c.md"]
+    forged = dossier.replace("- Acknowledged by: ", "- Acknowledged by: nobody; was ", 1)
+    assert forged != dossier
+    (bundle / name).write_text(forged)
+    manifest["files"][name] = hashlib.sha256(forged.encode()).hexdigest()
+    body = json.dumps(manifest).encode()
+    (bundle / MANIFEST).write_bytes(body)
+    (bundle / SIGNATURE).write_text(sign(load_private_key(keys[0]), body) + "\n")
+    own = load_public_key(keys[0].with_name("signing.key.pub"))
+    problems = (await verify_bundle(bundle, [own])).problems
+    assert problems == [
+        f"{name}: does not match the dossier_2c (en) its history renders "
+        "(`continuity audit report` shows what the history says)"
+    ]
 
 
 async def test_cli_verifies_a_single_history_and_its_signed_actions(

@@ -128,7 +128,12 @@ async def test_stand_down_in_wave_1_no_device_changed_after_closes_on_primary_ca
     ]
     assert len(told) == len(stack.store.inventory().duty_officers)
     # The police's dossier is written at close even though the run never reached its step.
-    assert {r.form for r in stack.store.reports(handle.id)} == {"timeline", "dossier_2c"}
+    assert {r.form for r in stack.store.reports(handle.id)} == {
+        "timeline",
+        "dossier_2c",
+        "timeline.vi",
+        "dossier_2c.vi",
+    }
     for o in stack.store.inventory().duty_officers:
         stack.sandbox.set_callee(o.phone, "press_1")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -131,6 +132,27 @@ async def test_incident_declared_confirmed_acknowledged_stood_down_completes(sta
     assert stored and r.text == stored[-1].text
     closed = await _status(api, auth, incident_id)
     assert closed.acknowledged_by and f"Acknowledged by: {closed.acknowledged_by}" in r.text
+    # The dossier names the right circuits, with owners and times in order, and who pressed 1.
+    table = r.text.split("## Affected circuits")[1].split("\n## ")[0]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in table.splitlines()[4:] if ln]
+    owners = {c.id: c.owner for c in inv.circuits}
+    assert sorted(row[0] for row in rows) == sorted(selected)
+    declared = closed.incident.declared_at.astimezone(timezone(timedelta(hours=7)))
+    for row in rows:
+        assert row[2] == owners[row[0]] and row[5] == "on_primary"
+        times = [datetime.fromisoformat(t) for t in row[6:9]]  # rerouted, confirmed, restored
+        assert declared.replace(tzinfo=None, microsecond=0) <= times[0] <= times[1] <= times[2]
+    officer = next(o for o in inv.duty_officers if o.id == closed.acknowledged_by)
+    assert f"{officer.name} ({officer.id}) |" in r.text.split("## Calls")[1]
+    assert "| yes |" in r.text.split("## Calls")[1]
+    r = await api.get(
+        f"/incidents/{incident_id}/report",
+        params={"form": "dossier_2c", "lang": "vi", "format": "html"},
+        headers=auth(Role.AUDITOR),
+    )
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "Hồ sơ gửi Công an" in r.text and f"Người xác nhận cuộc gọi: {officer.id}" in r.text
 
     r = await api.get(f"/incidents/{incident_id}/history", headers=auth(Role.AUDITOR))
     assert r.status_code == 200

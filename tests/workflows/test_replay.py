@@ -39,3 +39,24 @@ async def test_tampered_history_replay_reports_divergence(tmp_path: Path):
     assert "erase_evidence" in (outcome.failure or "") or "Nondeterminism" in (
         outcome.failure or ""
     )
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[h.stem for h in HISTORIES])
+async def test_recorded_history_renders_its_reports_offline(path: Path):
+    """An auditor renders the dossier of any recorded incident from its history alone; a
+    history of the workflows before the incident core gets a clear refusal, not a crash."""
+    from app.history_report import history_facts
+    from continuity.errors import ValidationFailed
+
+    history = load_history(path)
+    workflow_type = history.events[0].workflow_execution_started_event_attributes.workflow_type
+    if workflow_type.name != "Incident":
+        with pytest.raises(ValidationFailed, match="not an incident's"):
+            await history_facts(history)
+        return
+    facts = await history_facts(history)
+    assert facts.at_reports, "the recording ends after its reports were written"
+    for lang, heading in [("vi", "Hồ sơ gửi Công an"), ("en", "Dossier for police")]:
+        text = facts.render("dossier_2c", lang)
+        assert text.startswith(f"# {heading}") and facts.input.incident.id in text
+        assert facts.matches(text, "dossier_2c", lang)

@@ -42,6 +42,7 @@ from continuity.errors import ValidationFailed
 from continuity.messages import (
     AbortInput,
     DecisionBatch,
+    DecisionRefusedSignal,
     DecisionSignal,
     IncidentInput,
     StandDownInput,
@@ -319,6 +320,7 @@ def _device_steps(history: WorkflowHistory) -> Iterator[tuple[str, dict[str, Any
 _HUMAN_SIGNALS: dict[str, type[BaseModel]] = {
     "decide": DecisionSignal,
     "decisions": DecisionBatch,
+    "decision_refused": DecisionRefusedSignal,
     "stand_down": StandDownInput,
     "abort": AbortInput,
     "write_off": WriteOffInput,
@@ -386,6 +388,12 @@ def _decision_act(where: str, d: DecisionSignal) -> _Act:
     return _Act(where, d.attestation, "decide", d.operator_id, d.attested(), d.change_id)
 
 
+def _refusal_act(where: str, r: DecisionRefusedSignal) -> _Act:
+    """A refusal the API signed (one it did not sign the workflow notes without a name: an
+    auditor has nothing to check there)."""
+    return _Act(where, r.attestation, "decide_refused", r.operator_id, r.attested(), r.change_id)
+
+
 def _human_actions(
     inp: IncidentInput, events: list[dict[str, Any]], report: BundleReport, wid: str
 ) -> Iterator[_Act]:
@@ -404,6 +412,9 @@ def _human_actions(
                     continue
                 if isinstance(msg, DecisionBatch):
                     yield from (_decision_act(where, d) for d in msg.decisions)
+                    yield from (_refusal_act(where, r) for r in msg.refusals if r.attestation)
+                elif isinstance(msg, DecisionRefusedSignal) and msg.attestation:
+                    yield _refusal_act(where, msg)
                 elif isinstance(msg, DecisionSignal):
                     yield _decision_act(where, msg)
                 elif isinstance(msg, StandDownInput):

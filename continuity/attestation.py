@@ -26,7 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from continuity.models import Compact
 
-Action = Literal["declare", "decide", "stand_down", "abort", "write_off"]
+# "decide_refused": the API's word that an operator's decision was refused (and why), so that
+# no client can put a refused attempt in an operator's name into the history.
+Action = Literal["declare", "decide", "decide_refused", "stand_down", "abort", "write_off"]
 
 
 class Attestation(Compact):

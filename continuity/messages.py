@@ -242,6 +242,10 @@ class DecisionRefusedSignal(_Msg):
     operator_id: str
     refusal: str  # the DecisionRefused subclass name
     detail: str = ""
+    attestation: Attestation | None = None  # the API's signature of this refusal
+
+    def attested(self) -> dict[str, str]:
+        return {"decision": self.decision.value, "refusal": self.refusal, "detail": self.detail}
 
 
 class DecisionBatch(_Msg):

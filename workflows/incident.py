@@ -370,7 +370,7 @@ class IncidentWorkflow:
 
     @workflow.signal(name="decision_refused")
     def decision_refused(self, r: DecisionRefusedSignal) -> None:
-        self._refused(r)
+        self._signalled_refusal(r)
 
     @workflow.signal(name="decisions")
     def decisions(self, batch: DecisionBatch) -> None:
@@ -378,7 +378,17 @@ class IncidentWorkflow:
         for d in batch.decisions:
             self.decide(d)
         for r in batch.refusals:
-            self._refused(r)
+            self._signalled_refusal(r)
+
+    def _signalled_refusal(self, r: DecisionRefusedSignal) -> None:
+        """A refusal the API reports: recorded in the operator's name only when the API signed
+        it; anything else is noted without a name (it could be anyone's invention)."""
+        if why := self._unattested(
+            r.attestation, "decide_refused", r.operator_id, r.attested(), r.change_id
+        ):
+            self._note("refusal report dropped", f"an unattested report on {r.change_id}: {why}")
+            return
+        self._refused(r)
 
     @workflow.query(name="status")
     def status(self) -> IncidentStatus:

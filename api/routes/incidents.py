@@ -297,6 +297,9 @@ async def decide_change(
             refusal=e.type,
             detail=e.message,
         )
+        refusal.attestation = _attest(
+            attester, who, "decide_refused", incident_id, refusal.attested(), change_id
+        )
         try:  # so the history shows the refusal too; the store already has it
             await courier.send(incident_id, refusal, wait_s=settings.decision_signal_wait_s)
         except (NotFound, Unavailable) as again:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -9,17 +11,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import WorkflowFailureError
 
 from app.audit import replay
+from app.bundle import verify_history
 from app.stack import Stack
 from continuity.attestation import Attester, attest
 from continuity.incidents import prepare_incident
 from continuity.messages import (
     AbortInput,
     DecisionBatch,
+    DecisionRefusedSignal,
     DecisionSignal,
     StandDownInput,
     WriteOffInput,
 )
 from continuity.models import ChangeState, Decision, IncidentKind, IncidentPhase
+from continuity.signing import load_public_key
 from playbooks import get_playbook
 from tests.conftest import TEST_TIMINGS, wait_until
 from tests.workflows.helpers import (
@@ -61,7 +66,14 @@ async def test_unattested_orders_and_decisions_are_refused_and_touch_no_device(s
     await handle.signal(IncidentWorkflow.stand_down, StandDownInput(by=DECLARER, reason="x"))
     await handle.signal(IncidentWorkflow.abort, AbortInput(by=DECLARER, reason="x"))
     forged = DecisionSignal(change_id=cid, decision=Decision.CONFIRM, operator_id=OPERATOR)
-    await handle.signal(IncidentWorkflow.decisions, DecisionBatch(decisions=[forged]))
+    # A refused attempt invented in the operator's name: it must not become their record.
+    invented = DecisionRefusedSignal(
+        change_id=cid, decision=Decision.REJECT, operator_id=OPERATOR, refusal="Invented"
+    )
+    await handle.signal(
+        IncidentWorkflow.decisions, DecisionBatch(decisions=[forged], refusals=[invented])
+    )
+    await handle.signal(IncidentWorkflow.decision_refused, invented)
     device = next(iter(stack.network.devices))
     await handle.signal(
         IncidentWorkflow.write_off, WriteOffInput(device=device, by=DECLARER, reason="x")
@@ -99,14 +111,39 @@ async def test_unattested_orders_and_decisions_are_refused_and_touch_no_device(s
     assert change.state is ChangeState.AWAITING_CONFIRMATION and change.decided_by is None
     assert _sent(stack) == before  # not a line to any device
 
+    dropped = [e.detail for e in st.timeline if e.event == "refusal report dropped"]
+    assert len(dropped) == 2 and all(cid in d for d in dropped), dropped
+    assert "Invented" not in text and st.decisions_refused == 1  # only the forged decision
+
     # The same actions through the API (which signs them) are taken.
     assert (await decide(stack, handle.id, cid)).status_code == 200
+    # A late second answer, refused by the API: recorded in the operator's name, signed.
+    assert (await decide(stack, handle.id, cid, Decision.REJECT)).status_code == 409
+    late = await _refusals(handle, 7)
+    assert any(f"reject {cid} by {OPERATOR}" in r for r in late), late
     result = await stand_down(handle)
     assert result.phase is IncidentPhase.CLOSED
     assert on_path(stack, AREA, "primary")
     # The refusals replay: the auditor's replay re-checks every attestation the same way.
-    outcome = await replay(await handle.fetch_history())
+    history = await handle.fetch_history()
+    outcome = await replay(history)
     assert outcome.ok, outcome.failure
+    # The auditor checks the API's signature on the refusal it recorded, like any action (the
+    # forged orders above are each a problem; the signed refusal is not).
+    key = stack.settings.signing_key_path
+    checked = await verify_history(history, [load_public_key(key.with_name(key.name + ".pub"))])
+    signed_refusals = [
+        r
+        for e in json.loads(history.to_json())["events"]
+        if (sig := e.get("workflowExecutionSignaledEventAttributes"))
+        and sig["signalName"] == "decisions"
+        for r in json.loads(base64.b64decode(sig["input"]["payloads"][0]["data"])).get(
+            "refusals", []
+        )
+        if r.get("attestation")
+    ]
+    assert len(signed_refusals) == 1 and signed_refusals[0]["operator_id"] == OPERATOR
+    assert checked.problems and not [p for p in checked.problems if "decide_refused" in p]
 
 
 async def test_a_declaration_started_straight_on_temporal_is_refused(stack: Stack):

@@ -291,13 +291,17 @@ def _audit_verify(args: argparse.Namespace) -> int:
     for path in args.paths:
         if path.is_file():  # one history: its replay and its signed actions, no transcripts
             report = asyncio.run(verify_history(load_history(path), trusted))
-            what = f"{report.attestations} signed actions (no transcripts or records: a history)"
+            what = (
+                f"{report.attestations} signed actions, {report.rendered} lines sent re-rendered "
+                "from its playbook (no transcripts or records: a history)"
+            )
         else:
             report = asyncio.run(verify_bundle(path, trusted))
             what = (
                 f"{report.files} files, {report.histories} histories replayed, "
                 f"{report.attestations} signed actions, {report.transcripts} transcript "
-                f"references, {report.commands} commands and {report.reports} reports checked"
+                f"references, {report.commands} commands (each in a transcript and re-rendered "
+                f"from the playbook) and {report.reports} reports checked"
             )
         if report.ok:
             signer = f", signed by {report.key}" if report.key else ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
@@ -23,6 +24,7 @@ from continuity.incidents import area_inventory, check_declarable
 from continuity.messages import StepTimings, Timings
 from continuity.models import (
     Circuit,
+    Device,
     Direction,
     IncidentKind,
     Inventory,
@@ -71,50 +73,72 @@ class Plan(BaseModel):
     sha256: str
 
 
-def plan_incident(
+@dataclass
+class _Walk:
+    """A playbook's steps walked as the incident workflow walks them."""
+
+    scoped: Inventory
+    devices: dict[str, Device]
+    revert_s: float
+    selected: list[Circuit] = field(default_factory=list)
+    # (wave, its step, device -> the routes it moves there), in the order the run sends them
+    waves: list[tuple[int, RerouteWave, dict[str, list[RouteChange]]]] = field(default_factory=list)
+
+
+def _walk(
     spec: PlaybookSpec, inventory: Inventory, *, area: str, kind: IncidentKind, timings: Timings
-) -> Plan:
-    """The changes an incident of `kind` in `area` would make, for the inventory as it is."""
+) -> _Walk:
     check_declarable(spec, inventory, kind=kind, area=area)
     scoped = area_inventory(inventory, area)
     check_timings({d.platform for d in scoped.devices}, timings)
-    devices = {d.name: d for d in scoped.devices}
     step_t = StepTimings.of(timings)
-    revert_s = step_t.revert_window_s * step_t.device_time_scale
-    selected: list[Circuit] = []
-    changes: list[PlannedChange] = []
-    on_device: dict[str, list[RouteChange]] = {}  # what a stand-down restores, per device
+    walk = _Walk(
+        scoped=scoped,
+        devices={d.name: d for d in scoped.devices},
+        revert_s=step_t.revert_window_s * step_t.device_time_scale,
+    )
     wave = 0
     for step in spec.steps:
         if isinstance(step, SelectCircuits):
-            selected = select_circuits(
+            walk.selected = select_circuits(
                 scoped.circuits, area, step.priority_classes, step.max_restoration_level
             )
         elif isinstance(step, RerouteWave):
             wave += 1
-            for device, routes in wave_batches(selected, step.restoration_levels).items():
-                dialect = dialect_for(devices[device].platform)
-                reroute = dialect.render_apply(
-                    dedupe(routes), direction=Direction.REROUTE, revert_s=revert_s
-                ).commands()
-                confirm = _finish(dialect)
-                changes.append(
-                    PlannedChange(
-                        wave=wave,
-                        wave_name=step.name,
-                        device=device,
-                        platform=devices[device].platform.value,
-                        circuits=[r.circuit_id for r in routes],
-                        reroute=reroute,
-                        confirm=confirm,
-                        sha256=lines_sha256(reroute),
-                    )
+            walk.waves.append((wave, step, wave_batches(walk.selected, step.restoration_levels)))
+    return walk
+
+
+def plan_incident(
+    spec: PlaybookSpec, inventory: Inventory, *, area: str, kind: IncidentKind, timings: Timings
+) -> Plan:
+    """The changes an incident of `kind` in `area` would make, for the inventory as it is."""
+    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings)
+    changes: list[PlannedChange] = []
+    on_device: dict[str, list[RouteChange]] = {}  # what a stand-down restores, per device
+    for wave, step, batches in walk.waves:
+        for device, routes in batches.items():
+            dialect = dialect_for(walk.devices[device].platform)
+            reroute = dialect.render_apply(
+                dedupe(routes), direction=Direction.REROUTE, revert_s=walk.revert_s
+            ).commands()
+            changes.append(
+                PlannedChange(
+                    wave=wave,
+                    wave_name=step.name,
+                    device=device,
+                    platform=walk.devices[device].platform.value,
+                    circuits=[r.circuit_id for r in routes],
+                    reroute=reroute,
+                    confirm=_finish(dialect),
+                    sha256=lines_sha256(reroute),
                 )
-                on_device.setdefault(device, []).extend(routes)
+            )
+            on_device.setdefault(device, []).extend(routes)
     restores = []
     for device, routes in on_device.items():
-        dialect = dialect_for(devices[device].platform)
-        revert = revert_s if dialect.native_auto_revert else None
+        dialect = dialect_for(walk.devices[device].platform)
+        revert = walk.revert_s if dialect.native_auto_revert else None
         lines = dialect.render_apply(dedupe(routes), direction=Direction.RESTORE, revert_s=revert)
         restores.append(
             PlannedRestore(
@@ -136,12 +160,45 @@ def plan_incident(
         playbook_sha256=spec.sha256(),
         area=area,
         kind=kind,
-        inventory_sha256=inventory_sha256(scoped),
-        circuits=[c.id for c in selected],
+        inventory_sha256=inventory_sha256(walk.scoped),
+        circuits=[c.id for c in walk.selected],
         changes=changes,
         restores=restores,
         sha256=hashlib.sha256(digest.encode()).hexdigest(),
     )
+
+
+def device_lines(
+    spec: PlaybookSpec, inventory: Inventory, *, area: str, kind: IncidentKind, timings: Timings
+) -> dict[str, set[str]]:
+    """Every line the playbook may send each device of an incident, whatever happens: the
+    reroute and the restore (with and without the device's timer, armed or not, any part of
+    them a retry sends), the confirmation, the abort of a pending change and the inverse lines
+    of an undo. The auditor's check that each line a history says was sent is one the playbook
+    and the inventory recorded in that history render (`audit verify`)."""
+    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings)
+    groups: dict[str, list[list[RouteChange]]] = {}  # device -> each wave's routes on it
+    for _wave, _step, batches in walk.waves:
+        for device, routes in batches.items():
+            groups.setdefault(device, []).append(routes)
+    out: dict[str, set[str]] = {}
+    for device, waves in groups.items():
+        dialect = dialect_for(walk.devices[device].platform)
+        lines = set(dialect.render_confirm()) | set(dialect.persist_commands)
+        for group in [*waves, [r for w in waves for r in w]]:
+            unique = dedupe(group)
+            for direction in (Direction.REROUTE, Direction.RESTORE):
+                for revert in (walk.revert_s, None):
+                    for armed in (False, True):
+                        lines.update(
+                            dialect.render_apply(
+                                unique, direction=direction, revert_s=revert, armed=armed
+                            ).commands()
+                        )
+                lines.update(dialect.render_inverse(unique, direction))
+                lines.update(dialect.render_rollback(unique, direction))
+        out[device] = lines
+    return out
 
 
 def _finish(dialect: Dialect) -> list[str]:
@@ -180,6 +237,7 @@ __all__ = [
     "Plan",
     "PlannedChange",
     "PlannedRestore",
+    "device_lines",
     "lines_sha256",
     "plan_incident",
     "render_plan",

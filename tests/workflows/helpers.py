@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import delete
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
+from app.bundle import lines_not_rendered
 from app.stack import Stack
 from continuity.attestation import Action, Attester
 from continuity.incidents import prepare_incident
@@ -230,13 +231,22 @@ def sign_declaration(inp: IncidentInput) -> IncidentInput:
 async def stand_down(handle: WorkflowHandle[Any, Any], *, by: str = DECLARER) -> IncidentResult:
     order = signed(StandDownInput(by=by, reason="test over"), handle.id, "stand_down")
     await handle.signal(IncidentWorkflow.stand_down, order)
-    return await handle.result()
+    return await _closed(handle)
 
 
 async def abort(handle: WorkflowHandle[Any, Any], *, by: str = DECLARER) -> IncidentResult:
     order = signed(AbortInput(by=by, reason="declared in error"), handle.id, "abort")
     await handle.signal(IncidentWorkflow.abort, order)
-    return await handle.result()
+    return await _closed(handle)
+
+
+async def _closed(handle: WorkflowHandle[Any, Any]) -> IncidentResult:
+    """The incident's result, once every line its history says it sent has been checked to be
+    one its recorded playbook renders (what `audit verify` checks), whatever the test did."""
+    result: IncidentResult = await handle.result()
+    _, problems = lines_not_rendered(await handle.fetch_history())
+    assert not problems, problems
+    return result
 
 
 def on_path(stack: Stack, area: str, which: str) -> bool:

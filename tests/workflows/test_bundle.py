@@ -72,6 +72,7 @@ async def test_a_bundle_verifies_offline_and_any_change_fails_it(
     assert report.ok, report.problems
     assert report.histories >= 2 and report.transcripts > 0 and report.commands > 0
     assert report.reports == 4  # timeline and dossier, English and Vietnamese, re-rendered
+    assert report.rendered == report.commands  # every line sent, re-rendered from the playbook
     pub = keys[0].with_name("signing.key.pub")
     assert await _cli("audit", "verify", str(bundle), "--key", str(pub)) == 0
     assert "verified: INC-" in capsys.readouterr().out
@@ -141,6 +142,8 @@ async def test_an_altered_command_in_the_history_fails_verification(
     own = load_public_key(keys[0].with_name("signing.key.pub"))
     problems = (await verify_bundle(bundle, [own])).problems
     assert any("203.0.113.66" in p and "no transcript" in p for p in problems), problems
+    # And the playbook and inventory the declaration signed render no such line either.
+    assert any("203.0.113.66" in p and "do not render" in p for p in problems), problems
 
 
 async def test_cli_refuses_a_missing_bundle_and_a_bundle_without_trusted_key(

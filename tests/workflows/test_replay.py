@@ -45,6 +45,7 @@ async def test_tampered_history_replay_reports_divergence(tmp_path: Path):
 async def test_recorded_history_renders_its_reports_offline(path: Path):
     """An auditor renders the dossier of any recorded incident from its history alone; a
     history of the workflows before the incident core gets a clear refusal, not a crash."""
+    from app.bundle import lines_not_rendered
     from app.history_report import history_facts
     from continuity.errors import ValidationFailed
 
@@ -56,6 +57,9 @@ async def test_recorded_history_renders_its_reports_offline(path: Path):
         return
     facts = await history_facts(history)
     assert facts.at_reports, "the recording ends after its reports were written"
+    # Every line it sent is one its recorded playbook and inventory snapshot render.
+    checked, problems = lines_not_rendered(history)
+    assert checked > 0 and not problems, problems
     for lang, heading in [("vi", "Hồ sơ gửi Công an"), ("en", "Dossier for police")]:
         text = facts.render("dossier_2c", lang)
         assert text.startswith(f"# {heading}") and facts.input.incident.id in text

@@ -46,6 +46,7 @@ class IncidentFigures:
     calls: int = 0
     acknowledged_by: str | None = None
     ack_s: float | None = None
+    key: str = ""  # the fingerprint of the key that signed its bundle
 
 
 @dataclass
@@ -142,6 +143,7 @@ def incident_figures(bundle: Path) -> IncidentFigures:
         calls=len(calls),
         acknowledged_by=ack_by,
         ack_s=(ack_at - declared).total_seconds() if ack_at else None,
+        key=str(manifest.get("key", "")),
     )
 
 
@@ -179,6 +181,7 @@ _TEXT = {
         "title": "Báo cáo định kỳ sự cố thông tin liên lạc",
         "period": "Kỳ báo cáo",
         "count": "Số sự cố",
+        "keys": "Khóa ký các hồ sơ (kiểm tra bằng `continuity audit verify`)",
         "head": "| Sự cố | Loại | Địa bàn | Công bố lúc | Kênh theo loại "
         "| Thời gian khôi phục theo mức | Xác nhận / từ chối / hết hạn / giữ | Cuộc gọi "
         "| Xác nhận cuộc gọi |",
@@ -191,6 +194,7 @@ _TEXT = {
         "title": "Periodic report of communications incidents",
         "period": "Period",
         "count": "Incidents",
+        "keys": "Keys that signed the bundles (check with `continuity audit verify`)",
         "head": "| Incident | Kind | Area | Declared | Circuits by class "
         "| Time to restore by level | Confirmed / rejected / unanswered / kept | Calls "
         "| Acknowledged |",
@@ -213,6 +217,8 @@ def render_period(report: PeriodReport, lang: str = "vi") -> str:
         "",
         f"{t['period']}: {report.start.isoformat()} – {report.end.isoformat()}",
         f"{t['count']}: {len(report.incidents)}",
+        f"{t['keys']}: "
+        + (", ".join(f"`{k}`" for k in sorted({f.key for f in report.incidents if f.key})) or "-"),
         "",
         t["head"],
         "|" + "---|" * 9,

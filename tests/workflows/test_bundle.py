@@ -21,7 +21,13 @@ from continuity.models import Decision, IncidentKind, Role
 from continuity.period import period_report
 from continuity.playbook import CallDutyOfficers, Report
 from continuity.settings import Settings
-from continuity.signing import generate_key_pair, load_private_key, load_public_key, sign
+from continuity.signing import (
+    fingerprint,
+    generate_key_pair,
+    load_private_key,
+    load_public_key,
+    sign,
+)
 from tests.conftest import TEST_TIMINGS
 from tests.workflows.helpers import decide_until_active, stand_down, start_incident, two_waves
 
@@ -338,6 +344,8 @@ async def test_the_period_report_counts_three_incidents_from_their_bundles(
     out = capsys.readouterr().out
     assert "Báo cáo định kỳ" in out and "Periodic report" in out and a.id in out
     assert "lực lượng vũ trang 2" in out and "armed forces 2" in out
+    signer = fingerprint(load_private_key(keys[0]).public_key())
+    assert f"Keys that signed the bundles (check with `continuity audit verify`): `{signer}`" in out
 
 
 async def test_the_period_report_route_is_the_auditors_and_reads_the_archive(

@@ -230,6 +230,8 @@ def render_text(status: IncidentStatus, *, tz: tzinfo | None = None) -> str:
 
 # The stored reports' layout. An auditor's tool re-renders a report from the history and compares
 # it with the stored copy only when the formats match (older copies are read, not compared).
+# Any change to what render_markdown writes is a new format: bump it (tests/bundles holds a
+# recorded bundle whose reports must keep verifying).
 REPORT_FORMAT = 2
 LANGUAGES = ("en", "vi")
 

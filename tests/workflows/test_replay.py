@@ -64,3 +64,18 @@ async def test_recorded_history_renders_its_reports_offline(path: Path):
         text = facts.render("dossier_2c", lang)
         assert text.startswith(f"# {heading}") and facts.input.incident.id in text
         assert facts.matches(text, "dossier_2c", lang)
+
+
+BUNDLES = sorted(p for p in (Path(__file__).parent.parent / "bundles").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+async def test_recorded_bundle_verifies_offline(bundle: Path):
+    """A demo's signed bundle, recorded: it verifies with this code (every signature, hash,
+    replay, transcript, re-rendered command and stored report), now and after any change."""
+    from app.bundle import verify_bundle
+    from continuity.signing import load_public_key
+
+    report = await verify_bundle(bundle, [load_public_key(bundle.with_suffix(".pub"))])
+    assert report.ok, report.problems
+    assert report.attestations >= 5 and report.reports == 4 and report.rendered > 0

@@ -1,0 +1,1 @@
+MomnbSXmiSdwK7FjB3uXbmYMbfy1s6hBDbtpMTxPHRw0Rwd+TyJiGIi+haIe3Z5CeASCLktRbTsMB2RzGfUfBQ==

@@ -30,6 +30,9 @@ class IncidentCreate(_Body):
     area: Identifier
     description: Description = ""
     playbook: Identifier | None = None  # default: the catalogue's default playbook
+    # The cable segment that was cut (the inventory's cable routes): what a playbook that
+    # follows the cut (sabotage-cable-cut) reroutes by, and what the 2c dossier names.
+    segment: Identifier | None = None
 
 
 class IncidentCreated(_Body):

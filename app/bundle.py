@@ -352,6 +352,7 @@ def lines_not_rendered(history: WorkflowHistory) -> tuple[int, list[str]]:
             area=inp.incident.area,
             kind=inp.incident.kind,
             timings=inp.timings,
+            segment=inp.incident.segment,
         )
     except ContinuityError as e:
         return 0, [f"history {history.workflow_id}: its changes cannot be re-rendered ({e})"]

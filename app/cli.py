@@ -464,7 +464,14 @@ def _playbook_plan(args: argparse.Namespace) -> int:
     except ValueError:
         known = ", ".join(k.value for k in IncidentKind)
         raise ValidationFailed(f"unknown incident kind {args.kind!r}; known: {known}") from None
-    plan = plan_incident(spec, inventory, area=args.area, kind=kind, timings=Settings().timings)
+    plan = plan_incident(
+        spec,
+        inventory,
+        area=args.area,
+        kind=kind,
+        timings=Settings().timings,
+        segment=args.route,
+    )
     print(plan.model_dump_json(indent=2) if args.json else render_plan(plan))
     return 0
 
@@ -536,6 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("name", help="a playbook name, or a JSON spec / Python module file")
     pp.add_argument("--area", required=True, help="the area an incident would be declared for")
     pp.add_argument("--kind", default="sabotage", help="the incident kind (default: sabotage)")
+    pp.add_argument(
+        "--route",
+        metavar="SEGMENT",
+        help="the cut cable segment (the inventory's cable_routes), for a playbook that follows it",
+    )
     pp.add_argument(
         "--inventory", type=Path, help="an inventory file (default: the loaded inventory)"
     )

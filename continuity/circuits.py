@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from continuity.errors import ValidationFailed
 from continuity.models import (
     Circuit,
     CircuitPath,
@@ -15,6 +16,7 @@ from continuity.models import (
     RerouteMechanism,
     RouteChange,
 )
+from continuity.playbook import SelectCircuits
 
 # Restoration order within a level: armed forces, then Party, then State bodies (2a).
 CLASS_ORDER = [PriorityClass.ARMED_FORCES, PriorityClass.PARTY, PriorityClass.STATE]
@@ -23,15 +25,27 @@ CLASS_ORDER = [PriorityClass.ARMED_FORCES, PriorityClass.PARTY, PriorityClass.ST
 def select_circuits(
     circuits: Iterable[Circuit],
     area: str,
-    classes: Iterable[PriorityClass],
-    max_level: int,
+    step: SelectCircuits,
+    *,
+    segment: str | None = None,
 ) -> list[Circuit]:
-    """The area's circuits of those classes up to that level, in restoration order."""
-    wanted = set(classes)
+    """What `step` selects for an incident in `area` (or, for a step that follows the cut, on
+    the cable `segment`), in restoration order."""
+    wanted = set(step.priority_classes)
+    owners, tags = set(step.owners), set(step.tags)
+    if step.crossing_cut_segment:
+        if segment is None:
+            raise ValidationFailed("this playbook selects by the cut cable segment: name one")
+        chosen = [c for c in circuits if c.crosses(segment)]
+    else:
+        chosen = [c for c in circuits if c.area == area]
     chosen = [
         c
-        for c in circuits
-        if c.area == area and c.priority_class in wanted and c.restoration_level <= max_level
+        for c in chosen
+        if c.priority_class in wanted
+        and c.restoration_level <= step.max_restoration_level
+        and (not owners or c.owner in owners)
+        and (not tags or tags & set(c.tags))
     ]
     chosen.sort(key=lambda c: (c.restoration_level, CLASS_ORDER.index(c.priority_class), c.id))
     return chosen

@@ -15,28 +15,49 @@ class TimingsUnfit(ValidationFailed):
     """The deployment's confirmation window cannot be held by some device's timer."""
 
 
-def area_inventory(inventory: Inventory, area: str) -> Inventory:
-    """What an incident in `area` may touch: its circuits and their devices, and the people."""
-    circuits = [c for c in inventory.circuits if c.area == area]
+def area_inventory(inventory: Inventory, area: str, segment: str | None = None) -> Inventory:
+    """What an incident in `area` may touch: its circuits (and, with a cut cable `segment`,
+    every circuit whose paths run over it) and their devices, the cable routes they cross
+    (and the cut's), and the people."""
+    circuits = [c for c in inventory.circuits if c.area == area or (segment and c.crosses(segment))]
     names = {p.device for c in circuits for p in c.paths}
+    areas = {area} | {c.area for c in circuits}
+    crossed = {s for c in circuits for p in c.paths for s in p.crosses} | {segment}
     return inventory.model_copy(
         update={
-            "areas": [a for a in inventory.areas if a.id == area],
+            "areas": [a for a in inventory.areas if a.id in areas],
             "circuits": circuits,
             "devices": [d for d in inventory.devices if d.name in names],
+            "cable_routes": [
+                r for r in inventory.cable_routes if crossed & {s.id for s in r.segments}
+            ],
         }
     )
 
 
 def check_declarable(
-    spec: PlaybookSpec, inventory: Inventory, *, kind: IncidentKind, area: str
+    spec: PlaybookSpec,
+    inventory: Inventory,
+    *,
+    kind: IncidentKind,
+    area: str,
+    segment: str | None = None,
 ) -> None:
-    """The playbook handles `kind` and the inventory knows `area`, or a clear error."""
+    """The playbook handles `kind`, the inventory knows `area` (and the cut `segment`), and a
+    playbook that follows the cut is given one; or a clear error."""
     if kind not in spec.incident_kinds:
         raise PlaybookError(f"playbook {spec.name} does not handle {kind.value} incidents")
     if area not in {a.id for a in inventory.areas}:
         known = ", ".join(sorted(a.id for a in inventory.areas))
         raise ValidationFailed(f"unknown area {area!r}; known: {known}")
+    if segment is not None and inventory.segment(segment) is None:
+        known = ", ".join(sorted(s.id for r in inventory.cable_routes for s in r.segments))
+        raise ValidationFailed(f"unknown cable segment {segment!r}; known: {known or 'none'}")
+    if segment is None and spec.needs_segment:
+        raise ValidationFailed(
+            f"playbook {spec.name} reroutes the circuits crossing the cut: name the cable "
+            "segment that was cut (segment)"
+        )
 
 
 def prepare_incident(
@@ -50,14 +71,15 @@ def prepare_incident(
     declared_by: str,
     timings: Timings,
     telephony: bool = True,
+    segment: str | None = None,
 ) -> IncidentInput:
     """The workflow input for a declaration, or a clear error; nothing has started yet.
 
     The caller keeps the input's inventory in the store (`Store.save_snapshot`) before it
     starts the workflow: device steps read it there by its SHA-256.
     """
-    check_declarable(spec, inventory, kind=kind, area=area)
-    scoped = area_inventory(inventory, area)
+    check_declarable(spec, inventory, kind=kind, area=area, segment=segment)
+    scoped = area_inventory(inventory, area, segment)
     try:
         check_timings({d.platform for d in scoped.devices}, timings)
     except ValidationFailed as e:
@@ -69,6 +91,7 @@ def prepare_incident(
         description=description,
         declared_by=declared_by,
         declared_at=datetime.now(UTC),
+        segment=segment,
     )
     return IncidentInput(
         incident=incident,

@@ -171,7 +171,7 @@ class IncidentInput(_Msg):
         """What the declaration's attestation covers: the incident, the playbook and the
         inventory snapshot it runs on, by their hashes."""
         i = self.incident
-        return {
+        out = {
             "kind": i.kind.value,
             "area": i.area,
             "description": i.description,
@@ -179,6 +179,9 @@ class IncidentInput(_Msg):
             "playbook_sha256": self.playbook_sha256,
             "inventory_sha256": self.inventory_sha256,
         }
+        if i.segment is not None:  # only when named: earlier declarations verify unchanged
+            out["segment"] = i.segment
+        return out
 
     # False when the deployment places no calls (settings.telephony "none"); recorded as such.
     telephony: bool = True

@@ -93,6 +93,43 @@ def _defaults(cls: type[BaseModel], json_mode: bool) -> tuple[tuple[str, Any], .
     return tuple(out)
 
 
+class _AddedLater:
+    """Marks a field added after records were made with its model (see canonical_json)."""
+
+    def __repr__(self) -> str:
+        return "ADDED_LATER"
+
+
+# `Annotated[T, ADDED_LATER]`: a field that content hashes leave out while it holds its
+# default, so every playbook and inventory recorded before it existed hashes as it did (the
+# workflow checks those hashes on replay; the declaration's signature covers them).
+ADDED_LATER = _AddedLater()
+
+
+def canonical_json(model: BaseModel) -> str:
+    """The JSON a content hash is taken over: sorted keys, no spaces, and no field marked
+    ADDED_LATER that holds its default."""
+    data = model.model_dump(mode="json")
+    _drop_added_defaults(model, data)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _drop_added_defaults(value: Any, data: Any) -> None:
+    if isinstance(value, BaseModel) and isinstance(data, dict):
+        for name, f in type(value).model_fields.items():
+            v = getattr(value, name)
+            if ADDED_LATER in f.metadata and v == f.get_default(call_default_factory=True):
+                data.pop(name, None)
+            elif name in data:
+                _drop_added_defaults(v, data[name])
+    elif isinstance(value, list | tuple) and isinstance(data, list):
+        for v, d in zip(value, data, strict=False):
+            _drop_added_defaults(v, d)
+    elif isinstance(value, dict) and isinstance(data, dict):
+        for v, d in zip(value.values(), data.values(), strict=False):
+            _drop_added_defaults(v, d)
+
+
 class _Model(Compact):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -228,6 +265,9 @@ class CircuitPath(_Model):
     mechanism: RerouteMechanism = RerouteMechanism.STATIC_ROUTE
     source_prefix: str | None = None  # for SOURCE_PBR: the priority users' addresses
     ingress_interface: str | None = None  # for SOURCE_PBR: where their traffic enters
+    # The cable segments (Inventory.cable_routes) this path's primary runs over: a cut there
+    # takes the path down, and the sabotage-cable-cut playbook moves it.
+    crosses: Annotated[list[Identifier], ADDED_LATER] = []
 
     @field_validator("prefix", "source_prefix")
     @classmethod
@@ -258,6 +298,48 @@ class Circuit(_Model):
     restoration_level: int = Field(ge=1, le=5)  # 1 is restored first
     area: Identifier  # the district it serves
     paths: list[CircuitPath] = Field(min_length=1)
+    tags: Annotated[list[Identifier], ADDED_LATER] = []  # for playbooks to select by
+
+    def crosses(self, segment: str) -> bool:
+        """Whether any of its paths' primaries runs over `segment`."""
+        return any(segment in p.crosses for p in self.paths)
+
+
+class WorksKind(StrEnum):
+    MANHOLE = "manhole"
+    HANDHOLE = "handhole"
+    POLE = "pole"
+    CABINET = "cabinet"
+    SPLICE_CLOSURE = "splice_closure"
+
+
+class Works(_Model):
+    """A structure along a cable segment where the cable can be reached: where a cut is
+    looked for, and where the police and the repair crew go."""
+
+    id: Identifier
+    kind: WorksKind
+    name: Name
+    location: Annotated[str, AfterValidator(lambda v: check_text(v, allow_empty=True))] = ""
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+
+class CableSegment(_Model):
+    """A stretch of a cable route between two joints: the unit a cut is declared on."""
+
+    id: Identifier
+    name: Name
+    length_m: int | None = Field(default=None, ge=1)
+    works: list[Works] = []
+
+
+class CableRoute(_Model):
+    """A fibre route (e.g. Kon Tum – Pleiku) and its segments, in order along it."""
+
+    id: Identifier
+    name: Name
+    segments: list[CableSegment] = Field(min_length=1)
 
 
 class Device(_Model):
@@ -302,11 +384,24 @@ class Inventory(_Model):
     circuits: list[Circuit] = []
     duty_officers: list[DutyOfficer] = []
     operators: list[Operator] = []
+    cable_routes: Annotated[list[CableRoute], ADDED_LATER] = []
+
+    def segment(self, segment_id: str) -> tuple[CableRoute, CableSegment] | None:
+        """The route and the segment of that id, or None."""
+        for route in self.cable_routes:
+            for seg in route.segments:
+                if seg.id == segment_id:
+                    return route, seg
+        return None
 
     @model_validator(mode="after")
     def _consistent(self) -> Inventory:
         devices = {d.name for d in self.devices}
         areas = {a.id for a in self.areas}
+        segments = [seg.id for r in self.cable_routes for seg in r.segments]
+        dupes = {i for i in segments if segments.count(i) > 1}
+        if dupes:
+            raise ValueError(f"duplicate cable segment ids: {sorted(dupes)}")
         for kind, ids in (
             ("device", [d.name for d in self.devices]),
             ("circuit", [c.id for c in self.circuits]),
@@ -322,6 +417,12 @@ class Inventory(_Model):
             for p in c.paths:
                 if p.device not in devices:
                     raise ValueError(f"circuit {c.id}: unknown device {p.device!r}")
+                unknown = sorted(set(p.crosses) - set(segments))
+                if unknown:
+                    raise ValueError(
+                        f"circuit {c.id}: its path on {p.device} crosses unknown cable "
+                        f"segments {unknown} (define them under cable_routes)"
+                    )
         return self
 
     def device(self, name: str) -> Device:
@@ -333,8 +434,7 @@ class Inventory(_Model):
 
 def inventory_sha256(inv: Inventory) -> str:
     """Content hash over canonical JSON: the same inventory always hashes the same."""
-    canonical = json.dumps(inv.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(inv).encode()).hexdigest()
 
 
 # --- incidents ---------------------------------------------------------------------------
@@ -347,6 +447,8 @@ class Incident(_Model):
     description: Description = ""
     declared_by: str
     declared_at: datetime
+    # The cable segment that was cut (Inventory.cable_routes), when the duty officer names one.
+    segment: Identifier | None = None
 
 
 class TimelineEntry(_Model):
@@ -492,9 +594,13 @@ class IncidentStatus(_Model):
 
 
 __all__ = [
+    "ADDED_LATER",
+    "canonical_json",
     "ENDED_UNANSWERED",
     "TERMINAL_CALL_STATUSES",
     "Area",
+    "CableRoute",
+    "CableSegment",
     "CallAttempt",
     "ChangeRecord",
     "ChangeState",
@@ -512,6 +618,8 @@ __all__ = [
     "IncidentStatus",
     "Inventory",
     "Language",
+    "Works",
+    "WorksKind",
     "NextHop",
     "Operator",
     "PartState",

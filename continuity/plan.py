@@ -66,6 +66,7 @@ class Plan(BaseModel):
     playbook_sha256: str
     area: str
     kind: IncidentKind
+    segment: str | None = None  # the cut cable segment, for a playbook that follows it
     inventory_sha256: str
     circuits: list[str]  # selected, in restoration order
     changes: list[PlannedChange]
@@ -86,10 +87,16 @@ class _Walk:
 
 
 def _walk(
-    spec: PlaybookSpec, inventory: Inventory, *, area: str, kind: IncidentKind, timings: Timings
+    spec: PlaybookSpec,
+    inventory: Inventory,
+    *,
+    area: str,
+    kind: IncidentKind,
+    timings: Timings,
+    segment: str | None = None,
 ) -> _Walk:
-    check_declarable(spec, inventory, kind=kind, area=area)
-    scoped = area_inventory(inventory, area)
+    check_declarable(spec, inventory, kind=kind, area=area, segment=segment)
+    scoped = area_inventory(inventory, area, segment)
     check_timings({d.platform for d in scoped.devices}, timings)
     step_t = StepTimings.of(timings)
     walk = _Walk(
@@ -99,10 +106,10 @@ def _walk(
     )
     wave = 0
     for step in spec.steps:
+        if not step.applies_to(kind):
+            continue
         if isinstance(step, SelectCircuits):
-            walk.selected = select_circuits(
-                scoped.circuits, area, step.priority_classes, step.max_restoration_level
-            )
+            walk.selected = select_circuits(scoped.circuits, area, step, segment=segment)
         elif isinstance(step, RerouteWave):
             wave += 1
             walk.waves.append((wave, step, wave_batches(walk.selected, step.restoration_levels)))
@@ -110,10 +117,17 @@ def _walk(
 
 
 def plan_incident(
-    spec: PlaybookSpec, inventory: Inventory, *, area: str, kind: IncidentKind, timings: Timings
+    spec: PlaybookSpec,
+    inventory: Inventory,
+    *,
+    area: str,
+    kind: IncidentKind,
+    timings: Timings,
+    segment: str | None = None,
 ) -> Plan:
-    """The changes an incident of `kind` in `area` would make, for the inventory as it is."""
-    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings)
+    """The changes an incident of `kind` in `area` (and on the cut `segment`) would make, for
+    the inventory as it is."""
+    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings, segment=segment)
     changes: list[PlannedChange] = []
     on_device: dict[str, list[RouteChange]] = {}  # what a stand-down restores, per device
     for wave, step, batches in walk.waves:
@@ -160,6 +174,7 @@ def plan_incident(
         playbook_sha256=spec.sha256(),
         area=area,
         kind=kind,
+        segment=segment,
         inventory_sha256=inventory_sha256(walk.scoped),
         circuits=[c.id for c in walk.selected],
         changes=changes,
@@ -169,14 +184,20 @@ def plan_incident(
 
 
 def device_lines(
-    spec: PlaybookSpec, inventory: Inventory, *, area: str, kind: IncidentKind, timings: Timings
+    spec: PlaybookSpec,
+    inventory: Inventory,
+    *,
+    area: str,
+    kind: IncidentKind,
+    timings: Timings,
+    segment: str | None = None,
 ) -> dict[str, set[str]]:
     """Every line the playbook may send each device of an incident, whatever happens: the
     reroute and the restore (with and without the device's timer, armed or not, any part of
     them a retry sends), the confirmation, the abort of a pending change and the inverse lines
     of an undo. The auditor's check that each line a history says was sent is one the playbook
     and the inventory recorded in that history render (`audit verify`)."""
-    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings)
+    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings, segment=segment)
     groups: dict[str, list[list[RouteChange]]] = {}  # device -> each wave's routes on it
     for _wave, _step, batches in walk.waves:
         for device, routes in batches.items():
@@ -212,7 +233,8 @@ def _finish(dialect: Dialect) -> list[str]:
 def render_plan(plan: Plan) -> str:
     """The plan as an engineer reads it in a terminal or a review."""
     lines = [
-        f"plan of {plan.playbook} v{plan.version} for a {plan.kind.value} incident in {plan.area}",
+        f"plan of {plan.playbook} v{plan.version} for a {plan.kind.value} incident in {plan.area}"
+        + (f", cable segment {plan.segment} cut" if plan.segment else ""),
         f"  playbook sha256 {plan.playbook_sha256[:16]}, inventory sha256 "
         f"{plan.inventory_sha256[:16]}, plan sha256 {plan.sha256}",
         f"  {len(plan.circuits)} circuits in restoration order: {', '.join(plan.circuits)}",

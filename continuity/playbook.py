@@ -12,24 +12,42 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from continuity.errors import PlaybookError
 from continuity.models import (
+    ADDED_LATER,
     Identifier,
     IncidentKind,
+    Name,
     PartialOutcome,
     PriorityClass,
     TimeoutOutcome,
+    canonical_json,
 )
 
 
 class _Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # A condition: the step runs only for incidents of these kinds (empty: for every kind).
+    # A step skipped for it is recorded in the timeline.
+    when_kinds: Annotated[list[IncidentKind], ADDED_LATER] = []
+
+    def applies_to(self, kind: IncidentKind) -> bool:
+        return not self.when_kinds or kind in self.when_kinds
+
 
 class SelectCircuits(_Step):
-    """Pick the incident area's circuits of these classes, highest restoration priority first."""
+    """Pick the incident area's circuits of these classes, highest restoration priority first.
+
+    Narrowed further, when given, to circuits of these owners or with any of these tags; and
+    with `crossing_cut_segment`, the circuits whose paths run over the cable segment the
+    declaration names, whatever area they serve (the cut does not stop at a boundary).
+    """
 
     type: Literal["select_circuits"] = "select_circuits"
     priority_classes: list[PriorityClass] = Field(min_length=1)
     max_restoration_level: int = Field(default=5, ge=1, le=5)
+    owners: Annotated[list[Name], ADDED_LATER] = []
+    tags: Annotated[list[Identifier], ADDED_LATER] = []
+    crossing_cut_segment: Annotated[bool, ADDED_LATER] = False
 
 
 class RerouteWave(_Step):
@@ -111,11 +129,15 @@ class PlaybookSpec(BaseModel):
     def sha256(self) -> str:
         return spec_sha256(self)
 
+    @property
+    def needs_segment(self) -> bool:
+        """Whether a declaration must name the cut cable segment (a selection follows it)."""
+        return any(isinstance(s, SelectCircuits) and s.crossing_cut_segment for s in self.steps)
+
 
 def spec_sha256(spec: PlaybookSpec) -> str:
     """Content hash over canonical JSON, so any edit to a playbook changes it."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
 
 
 def parse_spec(data: object) -> PlaybookSpec:

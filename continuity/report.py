@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from continuity.attestation import key_fingerprint
 from continuity.messages import IncidentInput
 from continuity.models import (
+    CableRoute,
+    CableSegment,
     CallAttempt,
     ChangeRecord,
     Circuit,
@@ -264,13 +266,16 @@ class ReportContext:
     circuits: Mapping[str, Circuit] = field(default_factory=dict)
     inventory_sha256: str = ""
     keys: tuple[str, ...] = ()  # fingerprints of the public keys the incident trusts
+    cut: tuple[CableRoute, CableSegment] | None = None  # the cable segment declared cut
 
     @classmethod
     def of(cls, inp: IncidentInput) -> ReportContext:
+        segment = inp.incident.segment
         return cls(
             circuits={c.id: c for c in inp.inventory.circuits},
             inventory_sha256=inp.inventory_sha256,
             keys=tuple(key_fingerprint(k) for k in inp.attestation_keys),
+            cut=inp.inventory.segment(segment) if segment else None,
         )
 
 
@@ -306,6 +311,10 @@ _TEXT: dict[str, dict[str, str]] = {
         "in": "in",
         "declared": "Declared by {who} at {at}",
         "description": "Description",
+        "cut": "Cable cut: segment **{segment}** ({segment_id}) of route **{route}** ({route_id})",
+        "works": "Works along the cut segment",
+        "works_head": "| works | kind | name | location | coordinates |",
+        "no_works": "No works recorded along this segment.",
         "playbook": "Playbook",
         "inventory": "Inventory snapshot",
         "keys": "Signing keys (attest every human action)",
@@ -352,6 +361,10 @@ _TEXT: dict[str, dict[str, str]] = {
         "in": "tại",
         "declared": "Công bố bởi {who} lúc {at}",
         "description": "Mô tả",
+        "cut": "Cáp bị cắt: đoạn **{segment}** ({segment_id}) thuộc tuyến **{route}** ({route_id})",
+        "works": "Công trình trên đoạn cáp bị cắt",
+        "works_head": "| công trình | loại | tên | vị trí | tọa độ |",
+        "no_works": "Chưa ghi nhận công trình nào trên đoạn này.",
         "playbook": "Kịch bản",
         "inventory": "Bản chụp danh mục",
         "keys": "Khóa ký (chứng thực mọi thao tác của người)",
@@ -446,8 +459,19 @@ def render_markdown(
         f"{t['in']} **{_cell(inc.area)}**",
         f"- {t['declared'].format(who=_cell(inc.declared_by), at=_vn(inc.declared_at))}",
         f"- {t['description']}: {_cell(inc.description) or '-'}",
-        f"- {t['playbook']}: {_cell(status.playbook)}, sha256 `{status.playbook_sha256}`",
     ]
+    if ctx.cut is not None:
+        route, seg = ctx.cut
+        md.append(
+            "- "
+            + t["cut"].format(
+                segment=_cell(seg.name),
+                segment_id=seg.id,
+                route=_cell(route.name),
+                route_id=route.id,
+            )
+        )
+    md.append(f"- {t['playbook']}: {_cell(status.playbook)}, sha256 `{status.playbook_sha256}`")
     if ctx.inventory_sha256:
         md.append(f"- {t['inventory']}: sha256 `{ctx.inventory_sha256}`")
     if context is not None:
@@ -461,7 +485,18 @@ def render_markdown(
             f"{_cell(status.end_reason) or '-'}"
         )
     acked = f"{ack} ({_cell(names[ack])})" if ack in names else _cell(ack or t["nobody"])
-    md += [f"- {t['ack']}: {acked}", "", f"## {t['restore']}", "", t["restore_head"]]
+    md.append(f"- {t['ack']}: {acked}")
+    if ctx.cut is not None:
+        works = ctx.cut[1].works
+        md += ["", f"## {t['works']}", ""]
+        md += [t["works_head"], "|---|---|---|---|---|"] if works else [t["no_works"]]
+        for w in works:
+            where = f"{w.lat:.5f}, {w.lon:.5f}" if w.lat is not None and w.lon is not None else "-"
+            md.append(
+                f"| {w.id} | {w.kind.value} | {_cell(w.name)} | {_cell(w.location) or '-'} "
+                f"| {where} |"
+            )
+    md += ["", f"## {t['restore']}", "", t["restore_head"]]
     md.append("|---|---|---|---|")
     for level, (n, up, slowest) in restore_seconds_by_level(status).items():
         took = f"{slowest:.1f} s" if slowest is not None else t["not_restored"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import threading
 import uuid
@@ -135,6 +136,7 @@ class CircuitRow(Base):
     restoration_level: Mapped[int] = mapped_column(Integer)
     area: Mapped[str] = mapped_column(ForeignKey("areas.id"))
     paths: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # added later
 
 
 class DutyOfficerRow(Base):
@@ -482,6 +484,12 @@ class Store:
             for table in (CircuitRow, DeviceRow, AreaRow, DutyOfficerRow, OperatorRow):
                 s.execute(delete(table))
             s.merge(MetaRow(key="province", value=inv.province))
+            s.merge(
+                MetaRow(
+                    key="cable_routes",
+                    value=json.dumps([r.model_dump(mode="json") for r in inv.cable_routes]),
+                )
+            )
             s.merge(MetaRow(key="inventory_version", value=uuid.uuid4().hex))
             s.add_all(AreaRow(**a.model_dump()) for a in inv.areas)
             s.flush()
@@ -535,8 +543,10 @@ class Store:
     def inventory(self) -> Inventory:
         with self._session() as s:
             meta = s.get(MetaRow, "province")
+            routes = s.get(MetaRow, "cable_routes")
             return Inventory(
                 province=meta.value if meta else "",
+                cable_routes=json.loads(routes.value) if routes else [],
                 areas=[Area(id=r.id, name=r.name) for r in s.scalars(select(AreaRow))],
                 devices=[
                     Device(
@@ -560,6 +570,7 @@ class Store:
                             "restoration_level": r.restoration_level,
                             "area": r.area,
                             "paths": r.paths,
+                            "tags": r.tags or [],
                         }
                     )
                     for r in s.scalars(select(CircuitRow).order_by(CircuitRow.id))

@@ -4,10 +4,11 @@ from collections.abc import Callable
 
 from continuity.errors import PlaybookError
 from continuity.playbook import PlaybookSpec
-from playbooks import kon_tum_2a
+from playbooks import kon_tum_2a, sabotage_cable_cut
 
 CATALOGUE: dict[str, Callable[[], PlaybookSpec]] = {
     kon_tum_2a.NAME: kon_tum_2a.build,
+    sabotage_cable_cut.NAME: sabotage_cable_cut.build,
 }
 DEFAULT_PLAYBOOK = kon_tum_2a.NAME
 

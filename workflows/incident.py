@@ -203,7 +203,9 @@ class IncidentWorkflow:
         # Every report the playbook names is written at close, however the run ends: a
         # stand-down before the Report step must not lose the police's 2c dossier.
         self._forms: list[str] = ["timeline"] + [
-            s.form for s in inp.playbook.steps if isinstance(s, Report) and s.form != "timeline"
+            s.form
+            for s in inp.playbook.steps
+            if isinstance(s, Report) and s.form != "timeline" and s.applies_to(inp.incident.kind)
         ]
         self._seq = 0
         self._restores = 0
@@ -242,6 +244,10 @@ class IncidentWorkflow:
         for step in inp.playbook.steps:
             if self._ending is not None:
                 break
+            if not step.applies_to(incident.kind):
+                kinds = ", ".join(k.value for k in step.when_kinds)
+                self._note("step skipped", f"{step.type}: only for {kinds} incidents")
+                continue
             match step:
                 case SelectCircuits():
                     await self._select(step)
@@ -400,12 +406,8 @@ class IncidentWorkflow:
 
     async def _select(self, step: SelectCircuits) -> None:
         area = self._inp.incident.area
-        chosen = select_circuits(
-            self._inp.inventory.circuits,
-            area,
-            step.priority_classes,
-            step.max_restoration_level,
-        )
+        segment = self._inp.incident.segment
+        chosen = select_circuits(self._inp.inventory.circuits, area, step, segment=segment)
         self._selected = [c.id for c in chosen]
         for c in chosen:
             self._status_of[c.id] = CircuitStatus(
@@ -413,9 +415,12 @@ class IncidentWorkflow:
                 restoration_level=c.restoration_level,
                 parts={p.device: PartState.PRIMARY for p in c.paths},
             )
+        where = (
+            f"crossing cut cable segment {segment}" if step.crossing_cut_segment else f"in {area}"
+        )
         self._note(
             "selected",
-            f"{len(chosen)} priority circuits in {area}: "
+            f"{len(chosen)} priority circuits {where}: "
             + ", ".join(f"{c.id}(L{c.restoration_level})" for c in chosen),
         )
         held: HoldResult = await workflow.execute_activity(

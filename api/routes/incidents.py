@@ -103,6 +103,7 @@ async def declare_incident(
         declared_by=who.subject,
         timings=settings.timings,
         telephony=settings.telephony != "none",
+        segment=body.segment,
     )
     if attester is not None:
         inp.attestation_keys = attester.public_keys

@@ -24,13 +24,17 @@ async def plan_playbook(
     settings: SettingsDep,
     store: StoreDep,
     kind: IncidentKind = IncidentKind.SABOTAGE,
+    segment: str | None = None,
 ) -> Plan:
-    """The exact lines, per wave and device, that declaring `kind` in `area` would send with
-    this playbook and the inventory as it is now, and their hashes. Touches no device.
-    `default` names the playbook a declaration without one runs."""
+    """The exact lines, per wave and device, that declaring `kind` in `area` (and, for a
+    playbook that follows a cut, the cut cable `segment`) would send with this playbook and
+    the inventory as it is now, and their hashes. Touches no device. `default` names the
+    playbook a declaration without one runs."""
     try:
         spec = get_playbook(DEFAULT_PLAYBOOK if name == "default" else name)
     except PlaybookError as e:
         raise NotFound(str(e)) from None
     inventory = await asyncio.to_thread(store.inventory)
-    return plan_incident(spec, inventory, area=area, kind=kind, timings=settings.timings)
+    return plan_incident(
+        spec, inventory, area=area, kind=kind, timings=settings.timings, segment=segment
+    )

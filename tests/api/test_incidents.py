@@ -457,3 +457,23 @@ async def test_changes_of_unknown_incident_not_found_unknown_state_unprocessable
 async def test_areas_listed_for_declaration(api, auth, stack):
     r = await api.get("/areas", headers=auth(Role.DUTY_OFFICER))
     assert {a["id"] for a in r.json()} == {a.id for a in stack.store.inventory().areas}
+
+
+async def test_a_cable_cut_declaration_names_a_known_segment(stack, api, auth):
+    headers = auth(Role.DUTY_OFFICER)
+    body = {"kind": "sabotage", "area": "dak-ha", "playbook": "sabotage-cable-cut"}
+    r = await api.post("/incidents", headers=headers, json=body)
+    assert r.status_code == 422 and "name the cable segment that was cut" in r.text
+    r = await api.post("/incidents", headers=headers, json={**body, "segment": "nowhere"})
+    assert r.status_code == 422 and "unknown cable segment 'nowhere'" in r.text
+    r = await api.post("/incidents", headers=headers, json={**body, "segment": "x; reload"})
+    assert r.status_code == 422  # not an identifier: never reaches anything
+    # The engineer's dry run of the same declaration: the circuits crossing the segment.
+    r = await api.get(
+        "/playbooks/sabotage-cable-cut/plan",
+        params={"area": "dak-ha", "segment": "ql14-dt-nh"},
+        headers=auth(Role.ENGINEER),
+    )
+    assert r.status_code == 200, r.text
+    assert set(r.json()["circuits"]) == {"bgc-ngoc-hoi-post", "police-ngoc-hoi", "party-ngoc-hoi"}
+    assert r.json()["segment"] == "ql14-dt-nh"

@@ -72,6 +72,7 @@ async def start_incident(
     timings: Timings = TEST_TIMINGS,
     declared_by: str = DECLARER,
     task_queue: str | None = None,
+    segment: str | None = None,
 ) -> WorkflowHandle[Any, Any]:
     """Declared as the API would, with a playbook and durations of the test's choosing."""
     inp = prepare_incident(
@@ -83,6 +84,7 @@ async def start_incident(
         description="test",
         declared_by=declared_by,
         timings=timings,
+        segment=segment,
     )
     sign_declaration(inp)
     stack.store.save_snapshot(inp.inventory)

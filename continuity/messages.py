@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -51,6 +51,10 @@ class Timings(_Msg):
     device_time_scale: float = Field(default=1.0, gt=0)
     # Driving a device back to its recorded state never gives up; this caps the back-off.
     drive_retry_max_s: float = Field(default=60.0, gt=0)
+    # Restoration level -> target seconds from declaration until its circuits are verified on
+    # backup; missed, a recorded breach and a call to the duty officer. Empty here (and in
+    # every history recorded before targets existed); the settings give a deployment's own.
+    restore_targets_s: dict[Annotated[int, Field(ge=1, le=5)], Annotated[float, Field(gt=0)]] = {}
 
 
 # --- workflows ---------------------------------------------------------------------------

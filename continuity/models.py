@@ -574,6 +574,15 @@ class CallAttempt(_Model):
     at: datetime | None = None
 
 
+class Breach(_Model):
+    """A restoration level's target time to restore, missed."""
+
+    level: int
+    target_s: float
+    at: datetime
+    circuits: list[str]  # not verified on backup by the target
+
+
 class IncidentStatus(_Model):
     incident: Incident
     playbook: str
@@ -590,6 +599,7 @@ class IncidentStatus(_Model):
     outcome: str | None = None
     review: list[ReviewItem] = []
     closing_evidence: list[TranscriptRef] = []  # the read-back of every touched device at close
+    breaches: list[Breach] = []
     timeline: list[TimelineEntry] = []
 
 
@@ -599,6 +609,7 @@ __all__ = [
     "ENDED_UNANSWERED",
     "TERMINAL_CALL_STATUSES",
     "Area",
+    "Breach",
     "CableRoute",
     "CableSegment",
     "CallAttempt",

@@ -23,6 +23,7 @@ from continuity.bundles import MANIFEST
 from continuity.errors import ValidationFailed
 from continuity.messages import IncidentInput
 from continuity.models import PriorityClass
+from continuity.report import restore_targets
 
 _VERIFIED = {"awaiting_confirmation", "confirmed", "kept_on_timeout"}
 _VN = timezone(timedelta(hours=7))  # the report is read in Vietnam: times in UTC+7
@@ -47,6 +48,7 @@ class IncidentFigures:
     acknowledged_by: str | None = None
     ack_s: float | None = None
     key: str = ""  # the fingerprint of the key that signed its bundle
+    breaches: list[int] = field(default_factory=list)  # levels whose target time was missed
 
 
 @dataclass
@@ -115,6 +117,13 @@ def incident_figures(bundle: Path) -> IncidentFigures:
         seconds = (max(parts.values()) - declared).total_seconds()
         by_level[c.restoration_level] = max(by_level.get(c.restoration_level, 0.0), seconds)
 
+    targets = restore_targets(inp)
+    late_levels = {circuits[c].restoration_level for c in not_restored if c in circuits}
+    breaches = sorted(
+        level
+        for level, target in targets.items()
+        if level in late_levels or by_level.get(level, 0.0) > target
+    )
     changes = json.loads((bundle / "records" / "changes.json").read_text("utf-8"))
     reroutes = [c for c in changes if c["direction"] == "reroute"]
     calls = json.loads((bundle / "records" / "calls.json").read_text("utf-8"))
@@ -144,6 +153,7 @@ def incident_figures(bundle: Path) -> IncidentFigures:
         acknowledged_by=ack_by,
         ack_s=(ack_at - declared).total_seconds() if ack_at else None,
         key=str(manifest.get("key", "")),
+        breaches=breaches,
     )
 
 
@@ -184,7 +194,7 @@ _TEXT = {
         "keys": "Khóa ký các hồ sơ (kiểm tra bằng `continuity audit verify`)",
         "head": "| Sự cố | Loại | Địa bàn | Công bố lúc | Kênh theo loại "
         "| Thời gian khôi phục theo mức | Xác nhận / từ chối / hết hạn / giữ | Cuộc gọi "
-        "| Xác nhận cuộc gọi |",
+        "| Xác nhận cuộc gọi | Không đạt chỉ tiêu thời gian |",
         "none": "không có",
         "by": "bởi",
         "not_restored": "chưa khôi phục",
@@ -197,7 +207,7 @@ _TEXT = {
         "keys": "Keys that signed the bundles (check with `continuity audit verify`)",
         "head": "| Incident | Kind | Area | Declared | Circuits by class "
         "| Time to restore by level | Confirmed / rejected / unanswered / kept | Calls "
-        "| Acknowledged |",
+        "| Acknowledged | Time targets missed |",
         "none": "none",
         "by": "by",
         "not_restored": "not restored",
@@ -221,7 +231,7 @@ def render_period(report: PeriodReport, lang: str = "vi") -> str:
         + (", ".join(f"`{k}`" for k in sorted({f.key for f in report.incidents if f.key})) or "-"),
         "",
         t["head"],
-        "|" + "---|" * 9,
+        "|" + "---|" * 10,
     ]
     for f in report.incidents:
         classes = ", ".join(
@@ -241,6 +251,7 @@ def render_period(report: PeriodReport, lang: str = "vi") -> str:
             f"{f.confirmed} / {f.rejected} / {f.unanswered} / {f.kept_on_timeout}",
             str(f.calls),
             ack,
+            ", ".join(f"L{lv}" for lv in f.breaches) or t["none"],
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if report.skipped:

@@ -112,6 +112,11 @@ class PlaybookSpec(BaseModel):
     incident_kinds: list[IncidentKind] = Field(min_length=1)
     steps: list[Step] = Field(min_length=1)
     restore_on_stand_down: bool = True
+    # Restoration level -> target seconds to restore, overriding the deployment's for those
+    # levels (Timings.restore_targets_s).
+    restore_targets_s: Annotated[
+        dict[Annotated[int, Field(ge=1, le=5)], Annotated[float, Field(gt=0)]], ADDED_LATER
+    ] = {}
 
     @model_validator(mode="after")
     def _coherent(self) -> PlaybookSpec:

@@ -247,6 +247,12 @@ def report_format(text: str) -> int:
     return int(m.group(1)) if m else 1
 
 
+def restore_targets(inp: IncidentInput) -> dict[int, float]:
+    """Level -> target seconds to restore, as the incident ran with them (the deployment's,
+    overridden by the playbook's)."""
+    return dict(sorted({**inp.timings.restore_targets_s, **inp.playbook.restore_targets_s}.items()))
+
+
 def stored_form(form: str, lang: str) -> str:
     """The store's name of a report: the form ("timeline", "dossier_2c") in English, with the
     language after a dot in any other ("dossier_2c.vi")."""
@@ -267,6 +273,7 @@ class ReportContext:
     inventory_sha256: str = ""
     keys: tuple[str, ...] = ()  # fingerprints of the public keys the incident trusts
     cut: tuple[CableRoute, CableSegment] | None = None  # the cable segment declared cut
+    targets: Mapping[int, float] = field(default_factory=dict)  # level -> seconds to restore
 
     @classmethod
     def of(cls, inp: IncidentInput) -> ReportContext:
@@ -276,6 +283,7 @@ class ReportContext:
             inventory_sha256=inp.inventory_sha256,
             keys=tuple(key_fingerprint(k) for k in inp.attestation_keys),
             cut=inp.inventory.segment(segment) if segment else None,
+            targets=restore_targets(inp),
         )
 
 
@@ -328,6 +336,11 @@ _TEXT: dict[str, dict[str, str]] = {
         "restore_head": "| level | circuits | on backup "
         "| slowest (declared → verified on backup) |",
         "not_restored": "not all on backup",
+        "restore_head_targets": "| level | circuits | on backup "
+        "| slowest (declared → verified on backup) | target | met |",
+        "breaches": "Time targets missed",
+        "breach_line": "level {level}: target {target:.0f} s, missed at {at}; not on backup: "
+        "{circuits}",
         "circuits": "Affected circuits",
         "circuits_head": "| circuit | name | owner | class | level | state | rerouted "
         "| confirmed | restored | parts | also held by |",
@@ -378,6 +391,11 @@ _TEXT: dict[str, dict[str, str]] = {
         "restore_head": "| mức | số kênh | đã sang dự phòng | chậm nhất (công bố → kiểm tra xong "
         "trên dự phòng) |",
         "not_restored": "chưa sang dự phòng hết",
+        "restore_head_targets": "| mức | số kênh | đã sang dự phòng | chậm nhất (công bố → kiểm "
+        "tra xong trên dự phòng) | chỉ tiêu | đạt |",
+        "breaches": "Chỉ tiêu thời gian không đạt",
+        "breach_line": "mức {level}: chỉ tiêu {target:.0f} s, trễ lúc {at}; chưa sang dự phòng: "
+        "{circuits}",
         "circuits": "Các kênh bị ảnh hưởng",
         "circuits_head": "| kênh | tên | đơn vị sử dụng | loại | mức | trạng thái | chuyển lúc "
         "| xác nhận lúc | trả về lúc | từng thiết bị | sự cố khác cùng giữ |",
@@ -496,11 +514,42 @@ def render_markdown(
                 f"| {w.id} | {w.kind.value} | {_cell(w.name)} | {_cell(w.location) or '-'} "
                 f"| {where} |"
             )
-    md += ["", f"## {t['restore']}", "", t["restore_head"]]
-    md.append("|---|---|---|---|")
+    targets = ctx.targets
+    md += ["", f"## {t['restore']}", ""]
+    md += (
+        [t["restore_head_targets"], "|---|---|---|---|---|---|"]
+        if targets
+        else [
+            t["restore_head"],
+            "|---|---|---|---|",
+        ]
+    )
     for level, (n, up, slowest) in restore_seconds_by_level(status).items():
         took = f"{slowest:.1f} s" if slowest is not None else t["not_restored"]
-        md.append(f"| {level} | {n} | {up} | {took} |")
+        row = f"| {level} | {n} | {up} | {took} |"
+        if targets:
+            target = targets.get(level)
+            met = (
+                "-"
+                if target is None
+                else t["yes"]
+                if slowest is not None and slowest <= target
+                else t["no"]
+            )
+            row += f" {f'{target:.0f} s' if target is not None else '-'} | {met} |"
+        md.append(row)
+    if status.breaches:
+        md += ["", f"## {t['breaches']}", ""]
+        md += [
+            "- "
+            + t["breach_line"].format(
+                level=b.level,
+                target=b.target_s,
+                at=_cell_time(b.at),
+                circuits=", ".join(b.circuits),
+            )
+            for b in status.breaches
+        ]
     md += ["", f"## {t['circuits']}", "", t["circuits_head"], "|" + "---|" * 11]
     for c in status.circuits:
         known = ctx.circuits.get(c.circuit_id)
@@ -619,5 +668,6 @@ __all__ = [
     "render_text",
     "report_format",
     "restore_seconds_by_level",
+    "restore_targets",
     "stored_form",
 ]

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from continuity.errors import ConfigurationError
 from continuity.messages import Timings
 from continuity.models import Role
+
+# A level's circuits verified on backup within this long of the declaration, or a breach:
+# command circuits (level 1) in a quarter of an hour, the last level within four hours.
+DEFAULT_RESTORE_TARGETS_S = {1: 900.0, 2: 1800.0, 3: 3600.0, 4: 7200.0, 5: 14400.0}
 
 
 class ApiToken(BaseModel):
@@ -53,7 +57,8 @@ class Settings(BaseSettings):
     temporal_tls_cert: Path | None = None  # this process's client certificate (PEM)
     temporal_tls_key: Path | None = None  # and its private key (PEM)
     temporal_tls_server_name: str | None = None  # the name the frontend's certificate carries
-    # Durations handed to each new incident's workflow (confirmation window, escalation, ...).
+    # Durations handed to each new incident's workflow (confirmation window, escalation, the
+    # target time to restore per restoration level, ...).
     timings: Timings = Field(default_factory=Timings)
 
     api_host: str = "127.0.0.1"
@@ -142,6 +147,15 @@ class Settings(BaseSettings):
                 "signs every human action and audit bundle; run `continuity keys generate`"
             )
         return problems
+
+    @field_validator("timings")
+    @classmethod
+    def _default_targets(cls, v: Timings) -> Timings:
+        """The deployment's targets unless they were given (whatever other durations were):
+        Timings' own default is none, as every history recorded before targets had."""
+        if "restore_targets_s" in v.model_fields_set:
+            return v
+        return v.model_copy(update={"restore_targets_s": dict(DEFAULT_RESTORE_TARGETS_S)})
 
     @property
     def masked_database_url(self) -> str:

@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         WriteOffRecordInput,
     )
     from continuity.models import (
+        Breach,
         ChangeRecord,
         ChangeState,
         Circuit,
@@ -197,6 +198,7 @@ class IncidentWorkflow:
         self._turns: dict[str, asyncio.Lock] = {}
         self._ssh = asyncio.Semaphore(inp.timings.max_parallel_devices)
         self._tasks: list[asyncio.Task[None]] = []
+        self._watching = False  # the restoration targets' watch has started
         self._calls: list[_Calls] = []
         self._pull_back: set[str] = set()
         self._alerted: set[str] = set()
@@ -423,6 +425,10 @@ class IncidentWorkflow:
             f"{len(chosen)} priority circuits {where}: "
             + ", ".join(f"{c.id}(L{c.restoration_level})" for c in chosen),
         )
+        targets = {**self._inp.timings.restore_targets_s, **self._inp.playbook.restore_targets_s}
+        if targets and not self._watching:
+            self._watching = True
+            self._spawn(self._watch_targets(targets))
         held: HoldResult = await workflow.execute_activity(
             HOLD_CIRCUITS,
             HoldInput(
@@ -1116,6 +1122,42 @@ class IncidentWorkflow:
             await calls.handle.signal(STOP_SIGNAL)
         except Exception as e:  # noqa: BLE001 - it finished meanwhile: nothing left to stop
             self._note("calls", f"stop not delivered: {e}")
+
+    async def _watch_targets(self, targets: dict[int, float]) -> None:
+        """Each restoration level's target time to restore (declared → every circuit of the
+        level verified on backup): missed, a recorded breach, and the duty officer phoned."""
+        declared = self._inp.incident.declared_at
+        for level, target in sorted(targets.items(), key=lambda t: (t[1], t[0])):
+            circuits = [c for c in self._selected if self._status_of[c].restoration_level == level]
+            if not circuits:
+                continue
+
+            def met(cs: list[str] = circuits) -> bool:
+                return self._ending is not None or all(
+                    self._status_of[c].rerouted_at is not None for c in cs
+                )
+
+            left = (declared + timedelta(seconds=target) - workflow.now()).total_seconds()
+            if left > 0:
+                try:
+                    await workflow.wait_condition(met, timeout=left)
+                except TimeoutError:
+                    pass
+            if self._ending is not None:
+                return
+            late = [c for c in circuits if self._status_of[c].rerouted_at is None]
+            if not late:
+                continue
+            self._status.breaches.append(
+                Breach(level=level, target_s=target, at=workflow.now(), circuits=late)
+            )
+            what = (
+                f"level {level} target of {target:.0f} s to restore missed: "
+                f"{', '.join(late)} not on backup"
+            )
+            self._note("target missed", what)
+            self._review("breach", f"level-{level}", what)
+            self._spawn(self._alert(what, key=f"breach-{level}", phone=True))
 
     async def _alert(self, text: str, *, key: str, phone: bool = False) -> None:
         """Tell the duty officers (SMS; `phone`: ring them too, beside everything else)."""

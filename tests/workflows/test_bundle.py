@@ -304,7 +304,9 @@ async def test_the_period_report_counts_three_incidents_from_their_bundles(
     # A: every circuit of Ngọc Hồi confirmed; the duty officers phoned (the sandbox presses 1).
     spec = two_waves(first=[1, 2], second=[3, 4, 5])
     spec.steps.insert(1, CallDutyOfficers(message_vi="Sự cố", message_en="Incident", rounds=1))
-    a = await start_incident(stack, "ngoc-hoi", spec=spec)
+    # Its level 3 must be on backup within a millisecond (it cannot): a breach; level 1 has an hour.
+    targets = TEST_TIMINGS.model_copy(update={"restore_targets_s": {1: 3600.0, 3: 0.001}})
+    a = await start_incident(stack, "ngoc-hoi", spec=spec, timings=targets)
     await decide_until_active(stack, a)
     # B: Đắk Hà, its one change rejected by the operator.
     b = await start_incident(
@@ -333,6 +335,7 @@ async def test_the_period_report_counts_three_incidents_from_their_bundles(
     assert (fb.confirmed, fb.rejected) == (0, 1) and fb.not_restored == []
     assert (fc.confirmed, fc.rejected, fc.unanswered) == (0, 0, 1)
     assert fb.calls == 0 and fb.acknowledged_by is None
+    assert fa.breaches == [3] and fb.breaches == [] and fc.breaches == []
 
     # Outside the period: nothing. The CLI prints both languages.
     assert period_report(archive, end, end + timedelta(days=1)).incidents == []
@@ -344,6 +347,7 @@ async def test_the_period_report_counts_three_incidents_from_their_bundles(
     out = capsys.readouterr().out
     assert "Báo cáo định kỳ" in out and "Periodic report" in out and a.id in out
     assert "lực lượng vũ trang 2" in out and "armed forces 2" in out
+    assert "| Time targets missed |" in out and "| L3 |" in out
     signer = fingerprint(load_private_key(keys[0]).public_key())
     assert f"Keys that signed the bundles (check with `continuity audit verify`): `{signer}`" in out
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from continuity.models import (
     CallAttempt,
     CircuitState,
     Decision,
     Description,
+    DeviceName,
     Identifier,
     IncidentKind,
     IncidentStatus,
@@ -33,6 +34,16 @@ class IncidentCreate(_Body):
     # The cable segment that was cut (the inventory's cable routes): what a playbook that
     # follows the cut (sabotage-cable-cut) reroutes by, and what the 2c dossier names.
     segment: Identifier | None = None
+    # A drill: marked so in every record, report, SMS and call ("Đây là diễn tập / This is a
+    # drill"), and it may touch only these devices (only circuits lying wholly on them move).
+    drill: bool = False
+    drill_devices: list[DeviceName] = []
+
+    @model_validator(mode="after")
+    def _drill(self) -> IncidentCreate:
+        if self.drill_devices and not self.drill:
+            raise ValueError("drill_devices are for a drill: set drill to true")
+        return self
 
 
 class IncidentCreated(_Body):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from continuity.dialects import check_timings
@@ -15,11 +16,20 @@ class TimingsUnfit(ValidationFailed):
     """The deployment's confirmation window cannot be held by some device's timer."""
 
 
-def area_inventory(inventory: Inventory, area: str, segment: str | None = None) -> Inventory:
+def area_inventory(
+    inventory: Inventory,
+    area: str,
+    segment: str | None = None,
+    drill_devices: Collection[str] | None = None,
+) -> Inventory:
     """What an incident in `area` may touch: its circuits (and, with a cut cable `segment`,
     every circuit whose paths run over it) and their devices, the cable routes they cross
-    (and the cut's), and the people."""
+    (and the cut's), and the people. A drill's keeps only the circuits lying wholly on its
+    devices: the snapshot is all its device steps can reach."""
     circuits = [c for c in inventory.circuits if c.area == area or (segment and c.crosses(segment))]
+    if drill_devices is not None:
+        allowed = set(drill_devices)
+        circuits = [c for c in circuits if all(p.device in allowed for p in c.paths)]
     names = {p.device for c in circuits for p in c.paths}
     areas = {area} | {c.area for c in circuits}
     crossed = {s for c in circuits for p in c.paths for s in p.crosses} | {segment}
@@ -42,9 +52,16 @@ def check_declarable(
     kind: IncidentKind,
     area: str,
     segment: str | None = None,
+    drill_devices: Collection[str] | None = None,
 ) -> None:
-    """The playbook handles `kind`, the inventory knows `area` (and the cut `segment`), and a
-    playbook that follows the cut is given one; or a clear error."""
+    """The playbook handles `kind`, the inventory knows `area` (and the cut `segment`, and a
+    drill's devices), and a playbook that follows the cut is given one; or a clear error."""
+    if drill_devices is not None:
+        if not drill_devices:
+            raise ValidationFailed("a drill names the devices it may touch (drill_devices)")
+        unknown = sorted(set(drill_devices) - {d.name for d in inventory.devices})
+        if unknown:
+            raise ValidationFailed(f"drill devices not in the inventory: {', '.join(unknown)}")
     if kind not in spec.incident_kinds:
         raise PlaybookError(f"playbook {spec.name} does not handle {kind.value} incidents")
     if area not in {a.id for a in inventory.areas}:
@@ -72,14 +89,17 @@ def prepare_incident(
     timings: Timings,
     telephony: bool = True,
     segment: str | None = None,
+    drill_devices: Collection[str] | None = None,
 ) -> IncidentInput:
     """The workflow input for a declaration, or a clear error; nothing has started yet.
 
     The caller keeps the input's inventory in the store (`Store.save_snapshot`) before it
     starts the workflow: device steps read it there by its SHA-256.
     """
-    check_declarable(spec, inventory, kind=kind, area=area, segment=segment)
-    scoped = area_inventory(inventory, area, segment)
+    check_declarable(
+        spec, inventory, kind=kind, area=area, segment=segment, drill_devices=drill_devices
+    )
+    scoped = area_inventory(inventory, area, segment, drill_devices)
     try:
         check_timings({d.platform for d in scoped.devices}, timings)
     except ValidationFailed as e:
@@ -92,6 +112,8 @@ def prepare_incident(
         declared_by=declared_by,
         declared_at=datetime.now(UTC),
         segment=segment,
+        drill=drill_devices is not None,
+        drill_devices=sorted(drill_devices or []),
     )
     return IncidentInput(
         incident=incident,

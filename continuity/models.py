@@ -449,6 +449,9 @@ class Incident(_Model):
     declared_at: datetime
     # The cable segment that was cut (Inventory.cable_routes), when the duty officer names one.
     segment: Identifier | None = None
+    # A drill: marked so in every record, report, SMS and call; it touches only these devices.
+    drill: bool = False
+    drill_devices: list[DeviceName] = []
 
 
 class TimelineEntry(_Model):

@@ -49,6 +49,7 @@ class IncidentFigures:
     ack_s: float | None = None
     key: str = ""  # the fingerprint of the key that signed its bundle
     breaches: list[int] = field(default_factory=list)  # levels whose target time was missed
+    drill: bool = False
 
 
 @dataclass
@@ -154,6 +155,7 @@ def incident_figures(bundle: Path) -> IncidentFigures:
         ack_s=(ack_at - declared).total_seconds() if ack_at else None,
         key=str(manifest.get("key", "")),
         breaches=breaches,
+        drill=inp.incident.drill,
     )
 
 
@@ -191,6 +193,7 @@ _TEXT = {
         "title": "Báo cáo định kỳ sự cố thông tin liên lạc",
         "period": "Kỳ báo cáo",
         "count": "Số sự cố",
+        "drill": "diễn tập",
         "keys": "Khóa ký các hồ sơ (kiểm tra bằng `continuity audit verify`)",
         "head": "| Sự cố | Loại | Địa bàn | Công bố lúc | Kênh theo loại "
         "| Thời gian khôi phục theo mức | Xác nhận / từ chối / hết hạn / giữ | Cuộc gọi "
@@ -204,6 +207,7 @@ _TEXT = {
         "title": "Periodic report of communications incidents",
         "period": "Period",
         "count": "Incidents",
+        "drill": "drill",
         "keys": "Keys that signed the bundles (check with `continuity audit verify`)",
         "head": "| Incident | Kind | Area | Declared | Circuits by class "
         "| Time to restore by level | Confirmed / rejected / unanswered / kept | Calls "
@@ -243,7 +247,7 @@ def render_period(report: PeriodReport, lang: str = "vi") -> str:
         ack = f"{f.ack_s:.0f} s {t['by']} {f.acknowledged_by}" if f.ack_s is not None else t["none"]
         cells = [
             f.incident_id,
-            f.kind,
+            f.kind + (f" ({t['drill']})" if f.drill else ""),
             f.area,
             f.declared_at.astimezone(_VN).isoformat(timespec="seconds"),
             classes or t["none"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -94,9 +95,12 @@ def _walk(
     kind: IncidentKind,
     timings: Timings,
     segment: str | None = None,
+    drill_devices: Collection[str] | None = None,
 ) -> _Walk:
-    check_declarable(spec, inventory, kind=kind, area=area, segment=segment)
-    scoped = area_inventory(inventory, area, segment)
+    check_declarable(
+        spec, inventory, kind=kind, area=area, segment=segment, drill_devices=drill_devices
+    )
+    scoped = area_inventory(inventory, area, segment, drill_devices)
     check_timings({d.platform for d in scoped.devices}, timings)
     step_t = StepTimings.of(timings)
     walk = _Walk(
@@ -124,10 +128,19 @@ def plan_incident(
     kind: IncidentKind,
     timings: Timings,
     segment: str | None = None,
+    drill_devices: Collection[str] | None = None,
 ) -> Plan:
-    """The changes an incident of `kind` in `area` (and on the cut `segment`) would make, for
-    the inventory as it is."""
-    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings, segment=segment)
+    """The changes an incident of `kind` in `area` (and on the cut `segment`; a drill on
+    `drill_devices` only) would make, for the inventory as it is."""
+    walk = _walk(
+        spec,
+        inventory,
+        area=area,
+        kind=kind,
+        timings=timings,
+        segment=segment,
+        drill_devices=drill_devices,
+    )
     changes: list[PlannedChange] = []
     on_device: dict[str, list[RouteChange]] = {}  # what a stand-down restores, per device
     for wave, step, batches in walk.waves:

@@ -316,6 +316,8 @@ _TEXT: dict[str, dict[str, str]] = {
         "format": "Report format {n}, rendered from the incident's recorded history; "
         "times in UTC+7 (Asia/Ho_Chi_Minh) with UTC beside them.",
         "incident": "Incident",
+        "drill": "Đây là diễn tập / This is a drill: no real incident; only the devices {devices} "
+        "were touched.",
         "in": "in",
         "declared": "Declared by {who} at {at}",
         "description": "Description",
@@ -371,6 +373,8 @@ _TEXT: dict[str, dict[str, str]] = {
         "format": "Mẫu báo cáo {n}, lập từ lịch sử đã ghi của sự cố; "
         "giờ theo UTC+7 (Asia/Ho_Chi_Minh), kèm giờ UTC.",
         "incident": "Sự cố",
+        "drill": "Đây là diễn tập / This is a drill: không phải sự cố thật; chỉ tác động các thiết "
+        "bị {devices}.",
         "in": "tại",
         "declared": "Công bố bởi {who} lúc {at}",
         "description": "Mô tả",
@@ -473,6 +477,11 @@ def render_markdown(
         "",
         f"_{t['format'].format(n=REPORT_FORMAT)}_",
         "",
+    ]
+    if inc.drill:
+        devices = ", ".join(inc.drill_devices)
+        md += [f"**{t['drill'].format(devices=devices)}**", ""]
+    md += [
         f"- {t['incident']}: **{inc.id}** ({KIND_NAMES[lang][inc.kind.value]}) "
         f"{t['in']} **{_cell(inc.area)}**",
         f"- {t['declared'].format(who=_cell(inc.declared_by), at=_vn(inc.declared_at))}",

@@ -172,6 +172,9 @@ class _Calls:
     signalled: bool = False
 
 
+# Every call and SMS of a drill starts so (directive drills are announced as such).
+_DRILL_VI = "Đây là diễn tập. "
+_DRILL_EN = "This is a drill. "
 _NO_TELEPHONY = "no calls: telephony disabled (settings.telephony is none)"
 
 
@@ -242,6 +245,11 @@ class IncidentWorkflow:
         self._note("playbook", f"{self._status.playbook} sha256 {inp.playbook_sha256[:16]}")
         if not inp.attestation_keys:
             self._note("unattested", "no signing key in this deployment: actions are unsigned")
+        if incident.drill:
+            self._note(
+                "drill",
+                f"{_DRILL_VI}/ {_DRILL_EN}devices {', '.join(incident.drill_devices)} only",
+            )
         wave = 0
         for step in inp.playbook.steps:
             if self._ending is not None:
@@ -1075,6 +1083,7 @@ class IncidentWorkflow:
     ) -> None:
         inp = self._inp
         calls = _Calls(alert=alert)
+        message_vi, message_en = self._marked(message_vi, message_en)
 
         async def run() -> None:
             handle = await workflow.start_child_workflow(
@@ -1175,7 +1184,14 @@ class IncidentWorkflow:
                 first_attempt=n * _ALERT_ATTEMPTS + 1,
             )
 
+    def _marked(self, message_vi: str, message_en: str) -> tuple[str, str]:
+        """What officers hear and read: a drill says so first, in both languages."""
+        if not self._inp.incident.drill:
+            return message_vi, message_en
+        return _DRILL_VI + message_vi, _DRILL_EN + message_en
+
     async def _notify_officers(self, message_vi: str, message_en: str, *, key: str) -> None:
+        message_vi, message_en = self._marked(message_vi, message_en)
         if not self._inp.telephony:
             self._note("notified", f"no SMS ({key}): telephony disabled")
             return

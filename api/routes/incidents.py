@@ -104,6 +104,7 @@ async def declare_incident(
         timings=settings.timings,
         telephony=settings.telephony != "none",
         segment=body.segment,
+        drill_devices=body.drill_devices if body.drill else None,
     )
     if attester is not None:
         inp.attestation_keys = attester.public_keys

@@ -17,6 +17,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from activities.network import NetworkActivities
 from activities.store import StoreActivities
 from activities.telephony import TelephonyActivities
+from activities.webhook import WebhookActivities
 from continuity.errors import ContinuityError
 from continuity.logs import configure_logging
 from continuity.settings import Settings, check_startup
@@ -81,6 +82,7 @@ def build_worker(
     network = NetworkActivities(store, settings) if sites else None
     if central:
         telephony = TelephonyActivities(store, settings)
+        webhooks = WebhookActivities(settings)
         # The deployment's own key decides which declarations may hold circuits.
         attester = load_attester(settings)
         records = StoreActivities(store, client, trusted=attester.public_keys if attester else None)
@@ -97,6 +99,7 @@ def build_worker(
                     records.write_off_device,
                     telephony.place_call,
                     telephony.send_sms,
+                    webhooks.post_webhook,
                 ],
                 # Blocking telephony runs in threads: one per activity slot.
                 activity_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="phone"),

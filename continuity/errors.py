@@ -66,6 +66,12 @@ class TelephonyError(ContinuityError):
     retryable = True
 
 
+class WebhookFailed(ContinuityError):
+    """A webhook receiver refused the notice (4xx: not retried) or did not answer (retried)."""
+
+    retryable = True
+
+
 class DecisionRefused(ContinuityError):
     """Refused with its context, so the API and the history can both say why."""
 

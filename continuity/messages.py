@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -228,6 +228,19 @@ class WriteOffRecordInput(_Msg):
     incident_id: Identifier
     device: DeviceName
     detail: str
+
+
+class WebhookInput(_Msg):
+    incident_id: Identifier
+    target: Identifier
+    key: str  # the notice's idempotency key: a retry is the same notice, never a second
+    payload: dict[str, Any]
+
+
+class WebhookResult(_Msg):
+    status: int
+    body_sha256: str
+    body_excerpt: str = ""  # the start of the receiver's answer, for the record
 
 
 class DecisionSignal(_Msg):

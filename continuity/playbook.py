@@ -89,6 +89,26 @@ class Notify(_Step):
     message_en: str
 
 
+class NotifyWebhook(_Step):
+    """Post the incident's notice to an HTTP webhook (e.g. the DIC's system), beside the run:
+    retried with back-off while the receiver does not answer; its answer (status, a digest and
+    the start of the body) is recorded. `target` names one of the worker's configured
+    webhooks (CONTINUITY_WEBHOOKS): the address and its token never travel in a history."""
+
+    type: Literal["notify_webhook"] = "notify_webhook"
+    target: Identifier
+    message_vi: str
+    message_en: str
+    attempts: int = Field(default=5, ge=1, le=20)
+
+
+class Wait(_Step):
+    """Wait this long before the next step (a stand-down or an abort ends the wait)."""
+
+    type: Literal["wait"] = "wait"
+    seconds: float = Field(gt=0, le=86400)
+
+
 class Report(_Step):
     """Have this report written when its facts are final: at close, after the calls settled
     (the timeline is always written; this adds e.g. the 2c dossier for police and the DIC)."""
@@ -98,7 +118,8 @@ class Report(_Step):
 
 
 Step = Annotated[
-    SelectCircuits | RerouteWave | CallDutyOfficers | Notify | Report, Field(discriminator="type")
+    SelectCircuits | RerouteWave | CallDutyOfficers | Notify | NotifyWebhook | Wait | Report,
+    Field(discriminator="type"),
 ]
 
 
@@ -205,11 +226,13 @@ def _problems(path: Path, e: ValidationError, data: object) -> str:
 __all__ = [
     "CallDutyOfficers",
     "Notify",
+    "NotifyWebhook",
     "PlaybookSpec",
     "Report",
     "RerouteWave",
     "SelectCircuits",
     "Step",
+    "Wait",
     "load_spec_file",
     "parse_spec",
     "spec_sha256",

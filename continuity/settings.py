@@ -31,6 +31,15 @@ class DeviceCredential(BaseModel):
     private_key_path: Path | None = None
 
 
+class WebhookTarget(BaseModel):
+    """Where a playbook's `notify_webhook` step posts (e.g. the DIC's incident system). The
+    playbook names the target only: its address and token stay in the worker's settings,
+    never in a history."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    token: SecretStr | None = None  # sent as "Authorization: Bearer …"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CONTINUITY_", env_nested_delimiter="__", extra="ignore"
@@ -79,6 +88,8 @@ class Settings(BaseSettings):
 
     # Devices: credentials by reference name; the pinned host keys live in known_hosts.
     device_credentials: dict[str, DeviceCredential] = Field(default_factory=dict)
+    # Name -> webhook target, for playbooks' notify_webhook steps (JSON in the environment).
+    webhooks: dict[str, WebhookTarget] = Field(default_factory=dict, repr=False)
     known_hosts: Path | None = None  # None: data_dir/known_hosts
     ssh_connect_timeout_s: float = 10.0
     ssh_command_timeout_s: float = 30.0
@@ -187,4 +198,11 @@ def check_production(settings: Settings) -> None:
         raise ConfigurationError("; ".join(problems))
 
 
-__all__ = ["ApiToken", "DeviceCredential", "Settings", "check_production", "check_startup"]
+__all__ = [
+    "ApiToken",
+    "DeviceCredential",
+    "Settings",
+    "WebhookTarget",
+    "check_production",
+    "check_startup",
+]

@@ -323,10 +323,25 @@ def _as_written(value: Any) -> Any:
         return value.get_secret_value()
     if isinstance(value, dict):
         return {
-            k: v.model_dump(mode="json", exclude_defaults=True) if isinstance(v, BaseModel) else v
+            k: _revealed(v.model_dump(mode="python", exclude_defaults=True))
+            if isinstance(v, BaseModel)
+            else v
             for k, v in value.items()
         }
     return str(value)
+
+
+def _revealed(dumped: dict[str, Any]) -> dict[str, Any]:
+    """A dumped model as JSON would write it, its secrets as written (not masked)."""
+    out: dict[str, Any] = {}
+    for k, v in dumped.items():
+        if isinstance(v, SecretStr):
+            out[k] = v.get_secret_value()
+        elif isinstance(v, Path):
+            out[k] = str(v)
+        else:
+            out[k] = v
+    return out
 
 
 def test_env_template_lists_every_setting():

@@ -18,6 +18,7 @@ PLACE_CALL = "place_call"
 SEND_SMS = "send_sms"
 WRITE_REPORTS = "write_reports"
 WRITE_OFF_DEVICE = "write_off_device"
+POST_WEBHOOK = "post_webhook"
 
 # Registered signal names.
 STOP_SIGNAL = "stop"
@@ -49,3 +50,13 @@ TELEPHONY_RETRY = RetryPolicy(
 )
 STORE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=20)
 STORE_TIMEOUT = timedelta(seconds=30)
+
+
+def webhook_retry(attempts: int) -> RetryPolicy:
+    """A webhook receiver that does not answer is asked again, backing off to 30 s."""
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=attempts,
+    )

@@ -52,6 +52,8 @@ with workflow.unsafe.imports_passed_through():
         StandDownInput,
         StepClaim,
         StepTimings,
+        WebhookInput,
+        WebhookResult,
         WriteOffInput,
         WriteOffRecordInput,
     )
@@ -80,9 +82,11 @@ with workflow.unsafe.imports_passed_through():
     from continuity.playbook import (
         CallDutyOfficers,
         Notify,
+        NotifyWebhook,
         Report,
         RerouteWave,
         SelectCircuits,
+        Wait,
         spec_sha256,
     )
 
@@ -91,6 +95,7 @@ from workflows._common import (
     AWAIT_DEVICE_LOCK,
     CONFIRM_DEVICE_CHANGE,
     HOLD_CIRCUITS,
+    POST_WEBHOOK,
     READ_BACK_DEVICE,
     RELEASE_CIRCUITS,
     SEND_SMS,
@@ -103,6 +108,7 @@ from workflows._common import (
     WRITE_REPORTS,
     site_task_queue,
     ssh_retry,
+    webhook_retry,
 )
 from workflows.duty_call import DutyCallWorkflow
 
@@ -202,6 +208,7 @@ class IncidentWorkflow:
         self._ssh = asyncio.Semaphore(inp.timings.max_parallel_devices)
         self._tasks: list[asyncio.Task[None]] = []
         self._watching = False  # the restoration targets' watch has started
+        self._webhooks = 0  # notify_webhook steps run so far (each notice's own key)
         self._calls: list[_Calls] = []
         self._pull_back: set[str] = set()
         self._alerted: set[str] = set()
@@ -268,6 +275,17 @@ class IncidentWorkflow:
                     self._start_calls(step)
                 case Notify():
                     await self._notify_officers(step.message_vi, step.message_en, key="notify")
+                case NotifyWebhook():
+                    self._webhooks += 1
+                    self._spawn(self._post_webhook(step, self._webhooks))
+                case Wait():
+                    self._note("waiting", f"{step.seconds:g} s")
+                    try:
+                        await workflow.wait_condition(
+                            lambda: self._ending is not None, timeout=step.seconds
+                        )
+                    except TimeoutError:
+                        pass
                 case Report():
                     pass  # registered at start (above), written at close
                 case _:
@@ -1183,6 +1201,44 @@ class IncidentWorkflow:
                 alert=True,
                 first_attempt=n * _ALERT_ATTEMPTS + 1,
             )
+
+    async def _post_webhook(self, step: NotifyWebhook, n: int) -> None:
+        """The incident's notice to a webhook receiver, its answer recorded; a receiver that
+        never answers or refuses is noted and the run goes on."""
+        inc = self._inp.incident
+        message_vi, message_en = self._marked(step.message_vi, step.message_en)
+        payload = {
+            "incident": inc.id,
+            "kind": inc.kind.value,
+            "area": inc.area,
+            "segment": inc.segment,
+            "drill": inc.drill,
+            "declared_at": inc.declared_at.isoformat(),
+            "declared_by": inc.declared_by,
+            "circuits": list(self._selected),
+            "phase": self._status.phase.value,
+            "message_vi": message_vi,
+            "message_en": message_en,
+        }
+        try:
+            res: WebhookResult = await workflow.execute_activity(
+                POST_WEBHOOK,
+                WebhookInput(
+                    incident_id=inc.id, target=step.target, key=f"webhook-{n}", payload=payload
+                ),
+                result_type=WebhookResult,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=webhook_retry(step.attempts),
+            )
+        except ActivityError as e:
+            self._note("webhook", f"{step.target} failed: {e.cause or e}")
+            self._review("webhook_failed", step.target, str(e.cause or e))
+            return
+        self._note(
+            "webhook",
+            f"{step.target} answered {res.status} (sha256 {res.body_sha256[:16]}): "
+            f"{res.body_excerpt}",
+        )
 
     def _marked(self, message_vi: str, message_en: str) -> tuple[str, str]:
         """What officers hear and read: a drill says so first, in both languages."""

@@ -429,21 +429,32 @@ def _version() -> str:
 
 
 def _playbook_list(_args: argparse.Namespace) -> int:
-    from playbooks import CATALOGUE, DEFAULT_PLAYBOOK
+    from playbooks import CATALOGUE, DEFAULT_PLAYBOOK, get_playbook, versions
 
     for name in sorted(CATALOGUE):
         spec = CATALOGUE[name]()
         default = "  (default)" if name == DEFAULT_PLAYBOOK else ""
         print(f"{spec.name}  v{spec.version}  sha256 {spec.sha256()[:16]}…  {spec.title}{default}")
+        for v in versions(name):
+            if v != spec.version:
+                old = get_playbook(name, v)
+                print(f"  kept: v{v}  sha256 {old.sha256()[:16]}…  {old.title}")
     return 0
 
 
 def _playbook_show(args: argparse.Namespace) -> int:
     from playbooks import get_playbook
 
-    spec = get_playbook(args.name)
+    spec = get_playbook(args.name, args.version)
     print(json.dumps({"sha256": spec.sha256(), **spec.model_dump(mode="json")}, indent=2,
                      ensure_ascii=False))  # fmt: skip
+    return 0
+
+
+def _playbook_freeze(args: argparse.Namespace) -> int:
+    from playbooks import freeze
+
+    print(f"kept as {freeze(args.name)}")
     return 0
 
 
@@ -536,7 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show = pb.add_parser("show", help="a playbook's steps as JSON, with its hash")
     show.add_argument("name", help="a playbook name, as `playbook list` shows it")
+    show.add_argument("--version", type=int, help="a kept older version (default: the current one)")
     show.set_defaults(fn=_playbook_show)
+    fz = pb.add_parser(
+        "freeze", help="keep a playbook's current version as JSON (after bumping its version)"
+    )
+    fz.add_argument("name", help="a playbook name, as `playbook list` shows it")
+    fz.set_defaults(fn=_playbook_freeze)
     pp = pb.add_parser(
         "plan", help="the exact lines a playbook would send, per wave and device; touches nothing"
     )

@@ -5,11 +5,15 @@ the district's circuits serving the armed forces, the Party and the State, moves
 backup paths in two waves (restoration levels 1–2, then 3–5) with every device change confirmed
 by an operator, phones the duty officers until one acknowledges, and writes the 2c dossier for
 police and the provincial Department of Information and Communications.
+
+v2 (2026-12-02): for sabotage, an SMS reminding the officers of item 2c (preserve the scene,
+inform the police and the DIC) once the reroute is sent. v1 is kept in playbooks/versions/.
 """
 
 from continuity.models import IncidentKind, PriorityClass
 from continuity.playbook import (
     CallDutyOfficers,
+    Notify,
     PlaybookSpec,
     Report,
     RerouteWave,
@@ -22,7 +26,7 @@ NAME = "kon-tum-2a"
 def build() -> PlaybookSpec:
     return PlaybookSpec(
         name=NAME,
-        version=1,
+        version=2,
         title="Keep command communications up (06/2009/CT-UBND item 2a)",
         directive_item="06/2009/CT-UBND 2a",
         incident_kinds=[IncidentKind.UNREST, IncidentKind.RIOT, IncidentKind.SABOTAGE],
@@ -50,6 +54,18 @@ def build() -> PlaybookSpec:
             RerouteWave(name="command circuits (levels 1-2)", restoration_levels=[1, 2]),
             RerouteWave(
                 name="remaining priority circuits (levels 3-5)", restoration_levels=[3, 4, 5]
+            ),
+            # v2: on sabotage, the officers are reminded of item 2c once the reroute is sent.
+            Notify(
+                when_kinds=[IncidentKind.SABOTAGE],
+                message_vi=(
+                    "Nghi phá hoại: giữ nguyên hiện trường, báo Công an tỉnh và Sở TT&TT; hồ sơ "
+                    "2c được lập khi kết thúc sự cố (Chỉ thị 06/2009/CT-UBND, mục 2c)."
+                ),
+                message_en=(
+                    "Suspected sabotage: preserve the scene, inform the provincial police and "
+                    "the DIC; the 2c dossier is written at close (directive 06/2009 item 2c)."
+                ),
             ),
             Report(form="dossier_2c"),
         ],

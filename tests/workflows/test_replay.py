@@ -79,3 +79,11 @@ async def test_recorded_bundle_verifies_offline(bundle: Path):
     report = await verify_bundle(bundle, [load_public_key(bundle.with_suffix(".pub"))])
     assert report.ok, report.problems
     assert report.attestations >= 5 and report.reports == 4 and report.rendered > 0
+    # Recorded with a playbook version the catalogue has since moved past, and kept.
+    from app.history_report import history_facts
+    from playbooks import get_playbook
+
+    history = load_history(bundle / "histories" / f"{bundle.name}.json")
+    ran = (await history_facts(history)).input.playbook
+    assert ran.version < get_playbook(ran.name).version
+    assert get_playbook(ran.name, ran.version).sha256() == ran.sha256()

@@ -31,6 +31,7 @@ MATRIX: Mapping[str, frozenset[Role]] = {
     "incident_report": _READERS,
     "export_history": frozenset({Role.AUDITOR}),  # the whole record, inputs included
     "list_areas": _READERS,
+    "list_segments": _READERS,
     "list_circuits": _READERS,
     "read_circuit": _READERS,
     # A dry run: what a declaration would send (engineers review it, duty officers see it

@@ -147,6 +147,17 @@ class AreaPublic(_Body):
     name: str
 
 
+class SegmentPublic(_Body):
+    """A cable segment a duty officer can declare cut, with its route and what crosses it."""
+
+    id: str
+    name: str
+    route_id: str
+    route_name: str
+    works: int  # manholes, poles, cabinets… along it
+    circuits: list[str]  # the circuits whose paths run over it
+
+
 class Health(_Body):
     status: str
     temporal: bool

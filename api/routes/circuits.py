@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from api.deps import AUTHORIZED, Principal, StoreDep
 from api.errors import NotFound, documented
-from api.schemas import AreaPublic, CircuitPartPublic, CircuitPublic
+from api.schemas import AreaPublic, CircuitPartPublic, CircuitPublic, SegmentPublic
 from continuity.models import CircuitStatus
 from continuity.store import Store
 
@@ -62,6 +62,26 @@ async def list_areas(_: Principal, store: StoreDep) -> list[AreaPublic]:
     """The areas a duty officer can declare an incident for."""
     inv = await asyncio.to_thread(store.inventory)
     return [AreaPublic(id=a.id, name=a.name) for a in inv.areas]
+
+
+@router.get(
+    "/cable-segments", response_model=list[SegmentPublic], responses=documented(401, 403, 503)
+)
+async def list_segments(_: Principal, store: StoreDep) -> list[SegmentPublic]:
+    """The cable segments of the inventory's routes: what a cut can be declared on."""
+    inv = await asyncio.to_thread(store.inventory)
+    return [
+        SegmentPublic(
+            id=seg.id,
+            name=seg.name,
+            route_id=route.id,
+            route_name=route.name,
+            works=len(seg.works),
+            circuits=[c.id for c in inv.circuits if c.crosses(seg.id)],
+        )
+        for route in inv.cable_routes
+        for seg in route.segments
+    ]
 
 
 @router.get(

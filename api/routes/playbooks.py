@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from api.deps import AUTHORIZED, Principal, SettingsDep, StoreDep
 from api.errors import NotFound, documented
@@ -25,16 +26,24 @@ async def plan_playbook(
     store: StoreDep,
     kind: IncidentKind = IncidentKind.SABOTAGE,
     segment: str | None = None,
+    drill_devices: Annotated[list[str] | None, Query()] = None,
 ) -> Plan:
     """The exact lines, per wave and device, that declaring `kind` in `area` (and, for a
     playbook that follows a cut, the cut cable `segment`) would send with this playbook and
-    the inventory as it is now, and their hashes. Touches no device. `default` names the
-    playbook a declaration without one runs."""
+    the inventory as it is now, and their hashes; a drill's (`drill_devices`, repeated) only
+    on those devices. Touches no device. `default` names the playbook a declaration without
+    one runs."""
     try:
         spec = get_playbook(DEFAULT_PLAYBOOK if name == "default" else name)
     except PlaybookError as e:
         raise NotFound(str(e)) from None
     inventory = await asyncio.to_thread(store.inventory)
     return plan_incident(
-        spec, inventory, area=area, kind=kind, timings=settings.timings, segment=segment
+        spec,
+        inventory,
+        area=area,
+        kind=kind,
+        timings=settings.timings,
+        segment=segment,
+        drill_devices=drill_devices,
     )

@@ -468,6 +468,38 @@
     $("areas-note").hidden = !note;
   }
 
+  async function loadSegments() {
+    if (!state.token) {
+      fill($("segments"), []);
+      return;
+    }
+    try {
+      const segments = await (await api("GET", "cable-segments")).json();
+      fill($("segments"), (Array.isArray(segments) ? segments : []).map((g) => el("option", {
+        value: String(g.id), label: `${g.id} — ${g.name} (${g.route_name}; ${g.circuits.length} circuits)`,
+      })));
+    } catch (e) {
+      fill($("segments"), []); // a convenience: the id can still be typed, the server checks it
+    }
+  }
+
+  // What the form declares: a cut segment runs the cable-cut playbook; a drill names devices.
+  function declaration() {
+    const segment = $("declare-segment").value.trim();
+    const drill = $("declare-drill").checked;
+    const devices = $("declare-drill-devices").value.split(",").map((d) => d.trim()).filter(Boolean);
+    return {
+      playbook: segment ? "sabotage-cable-cut" : "default",
+      body: {
+        kind: segment ? "sabotage" : $("declare-kind").value,
+        area: $("declare-area").value.trim(),
+        description: $("declare-description").value.trim(),
+        ...(segment ? { segment, playbook: "sabotage-cable-cut" } : {}),
+        ...(drill ? { drill: true, drill_devices: devices } : {}),
+      },
+    };
+  }
+
   let areasSeq = 0;
   async function loadAreas() {
     const seq = ++areasSeq;
@@ -1039,6 +1071,7 @@
       input.value = "";
       await identify();
       loadAreas();
+      loadSegments();
       await loadList();
       loadCircuitNames();
       if (state.incidentId) startPolling();
@@ -1052,6 +1085,7 @@
       stopCircuits();
       identify();
       loadAreas();
+      loadSegments();
     });
     $("alert-close").addEventListener("click", clearError);
     $("list-refresh").addEventListener("click", () => { clearError(); loadList(); });
@@ -1071,9 +1105,12 @@
         $("declare-area").focus();
         return;
       }
-      const query = `area=${encodeURIComponent(area)}&kind=${encodeURIComponent($("declare-kind").value)}`;
+      const { playbook, body } = declaration();
+      const params = new URLSearchParams({ area: body.area, kind: body.kind });
+      if (body.segment) params.set("segment", body.segment);
+      for (const d of body.drill_devices || []) params.append("drill_devices", d);
       const plan = await act("planning the declaration", [$("declare-plan")], async () => {
-        const res = await api("GET", `playbooks/default/plan?${query}`);
+        const res = await api("GET", `playbooks/${encodeURIComponent(playbook)}/plan?${params}`);
         return res.json();
       });
       if (!plan) return;
@@ -1083,14 +1120,16 @@
     });
     $("declare-area").addEventListener("input", () => { $("declare-plan-out").hidden = true; });
     $("declare-kind").addEventListener("change", () => { $("declare-plan-out").hidden = true; });
+    $("declare-segment").addEventListener("input", () => { $("declare-plan-out").hidden = true; });
+    $("declare-drill").addEventListener("change", () => {
+      $("declare-drill-devices-label").hidden = !$("declare-drill").checked;
+      $("declare-plan-out").hidden = true;
+    });
+    $("declare-drill-devices").addEventListener("input", () => { $("declare-plan-out").hidden = true; });
 
     $("declare-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const body = {
-        kind: $("declare-kind").value,
-        area: $("declare-area").value.trim(),
-        description: $("declare-description").value.trim(),
-      };
+      const { body } = declaration();
       const created = await act("declaring an incident", [$("declare-submit")], async () => {
         const res = await api("POST", "incidents", { body });
         return res.json();
@@ -1143,6 +1182,7 @@
     setInterval(() => { if (!document.hidden) loadList({ quiet: true }); }, LIST_MS);
     await identify();
     loadAreas();
+    loadSegments();
     await loadList();
     loadCircuitNames();
   }

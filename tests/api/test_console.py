@@ -782,3 +782,35 @@ async def test_me_reports_subject_and_role(stack, api, auth):
         "role": "operator",
     }
     assert (await api.get("/me")).status_code == 401
+
+
+async def test_console_declares_a_cable_cut_drill_on_named_devices(stack, api, auth, console):
+    page = console.page
+    await console.use_token(Role.DUTY_OFFICER)
+    await expect(page.locator("#identity")).to_have_attribute("data-state", "ok")
+    # The inventory's segments are offered, with what crosses them.
+    await expect(page.locator("#segments option[value='ql14-dt-nh']")).to_have_count(1)
+    sent = {n: len(d.received) for n, d in stack.network.devices.items()}
+    await page.fill("#declare-area", "ngoc-hoi")
+    await page.fill("#declare-segment", "ql14-dt-nh")
+    await page.check("#declare-drill")
+    await page.fill("#declare-drill-devices", "nh-agg-01")
+    await page.click("#declare-plan")
+    out = page.locator("#declare-plan-out")
+    await expect(out).to_contain_text("nh-agg-01")
+    text = await out.text_content()
+    assert text is not None and "sabotage-cable-cut" in text and "dt-agg-01" not in text
+    assert {n: len(d.received) for n, d in stack.network.devices.items()} == sent
+
+    await page.click("#declare-submit")
+    await expect(page.locator("#notice")).to_contain_text("playbook sabotage-cable-cut")
+    incidents = (await api.get("/incidents", headers=auth(Role.AUDITOR))).json()
+    incident_id = max((i for i in incidents), key=lambda i: i["start_time"] or "")["id"]
+    try:
+        r = await api.get(f"/incidents/{incident_id}", headers=auth(Role.AUDITOR))
+        inc = r.json()["status"]["incident"]
+        assert inc["segment"] == "ql14-dt-nh" and inc["drill"] is True
+        assert inc["drill_devices"] == ["nh-agg-01"]
+    finally:
+        await _close_if_running(stack, api, auth, incident_id)
+    assert console.script_errors == []

@@ -145,6 +145,9 @@ class CircuitPublic(_Body):
 class AreaPublic(_Body):
     id: str
     name: str
+    kind: str = "area"  # province, ward, commune, … or a former unit (former_district, …)
+    parent: str | None = None
+    former: list[str] = []  # the former units it was part of
 
 
 class SegmentPublic(_Body):

@@ -4,7 +4,7 @@ use them, so a plan lists exactly the changes an incident makes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from continuity.errors import ValidationFailed
 from continuity.models import (
@@ -24,13 +24,13 @@ CLASS_ORDER = [PriorityClass.ARMED_FORCES, PriorityClass.PARTY, PriorityClass.ST
 
 def select_circuits(
     circuits: Iterable[Circuit],
-    area: str,
+    areas: Collection[str],
     step: SelectCircuits,
     *,
     segment: str | None = None,
 ) -> list[Circuit]:
-    """What `step` selects for an incident in `area` (or, for a step that follows the cut, on
-    the cable `segment`), in restoration order."""
+    """What `step` selects for an incident covering `areas` (or, for a step that follows the
+    cut, on the cable `segment`), in restoration order."""
     wanted = set(step.priority_classes)
     owners, tags = set(step.owners), set(step.tags)
     if step.crossing_cut_segment:
@@ -38,7 +38,7 @@ def select_circuits(
             raise ValidationFailed("this playbook selects by the cut cable segment: name one")
         chosen = [c for c in circuits if c.crosses(segment)]
     else:
-        chosen = [c for c in circuits if c.area == area]
+        chosen = [c for c in circuits if c.area in areas]
     chosen = [
         c
         for c in chosen

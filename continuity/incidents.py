@@ -26,12 +26,23 @@ def area_inventory(
     every circuit whose paths run over it) and their devices, the cable routes they cross
     (and the cut's), and the people. A drill's keeps only the circuits lying wholly on its
     devices: the snapshot is all its device steps can reach."""
-    circuits = [c for c in inventory.circuits if c.area == area or (segment and c.crosses(segment))]
+    covered = set(inventory.expand_area(area))
+    circuits = [
+        c for c in inventory.circuits if c.area in covered or (segment and c.crosses(segment))
+    ]
     if drill_devices is not None:
         allowed = set(drill_devices)
         circuits = [c for c in circuits if all(p.device in allowed for p in c.paths)]
     names = {p.device for c in circuits for p in c.paths}
-    areas = {area} | {c.area for c in circuits}
+    # The units covered and served, and every unit they lie or lay in (reports name both).
+    areas = covered | {c.area for c in circuits}
+    todo = list(areas)
+    while todo:
+        unit = inventory.area(todo.pop())
+        for ref in [unit.parent, *unit.former] if unit else []:
+            if ref and ref not in areas:
+                areas.add(ref)
+                todo.append(ref)
     crossed = {s for c in circuits for p in c.paths for s in p.crosses} | {segment}
     return inventory.model_copy(
         update={
@@ -111,6 +122,7 @@ def prepare_incident(
         description=description,
         declared_by=declared_by,
         declared_at=datetime.now(UTC),
+        areas=inventory.expand_area(area),
         segment=segment,
         drill=drill_devices is not None,
         drill_devices=sorted(drill_devices or []),

@@ -370,9 +370,30 @@ class Operator(_Model):
     name: Name
 
 
+class AreaKind(StrEnum):
+    AREA = "area"  # an area with no place in a hierarchy (inventories before areas had one)
+    PROVINCE = "province"
+    WARD = "ward"  # phường
+    COMMUNE = "commune"  # xã
+    SPECIAL_ZONE = "special_zone"  # đặc khu
+    # Units abolished on 1 July 2025 (two-tier local government): kept so that an incident can
+    # still be declared by the names people use, and reports can name them.
+    FORMER_PROVINCE = "former_province"
+    FORMER_DISTRICT = "former_district"
+    FORMER_CITY = "former_city"
+
+
 class Area(_Model):
+    """An administrative unit incidents are declared for. Circuits serve communes and wards;
+    a province, or a former unit (the old province, districts and city), stands for every
+    unit under it: naming it selects the circuits of all of them."""
+
     id: Identifier
     name: Name
+    kind: Annotated[AreaKind, ADDED_LATER] = AreaKind.AREA
+    parent: Annotated[Identifier | None, ADDED_LATER] = None  # the unit it lies in now
+    # The former units it was part of (its old district or city, its old province).
+    former: Annotated[list[Identifier], ADDED_LATER] = []
 
 
 class Inventory(_Model):
@@ -385,6 +406,21 @@ class Inventory(_Model):
     duty_officers: list[DutyOfficer] = []
     operators: list[Operator] = []
     cable_routes: Annotated[list[CableRoute], ADDED_LATER] = []
+
+    def expand_area(self, area_id: str) -> list[str]:
+        """`area_id` and every unit under it, now or formerly (a former district: its
+        communes; a province: all of its units), sorted."""
+        out, todo = {area_id}, [area_id]
+        while todo:
+            current = todo.pop()
+            for a in self.areas:
+                if a.id not in out and (a.parent == current or current in a.former):
+                    out.add(a.id)
+                    todo.append(a.id)
+        return sorted(out)
+
+    def area(self, area_id: str) -> Area | None:
+        return next((a for a in self.areas if a.id == area_id), None)
 
     def segment(self, segment_id: str) -> tuple[CableRoute, CableSegment] | None:
         """The route and the segment of that id, or None."""
@@ -411,6 +447,10 @@ class Inventory(_Model):
             dupes = {i for i in ids if ids.count(i) > 1}
             if dupes:
                 raise ValueError(f"duplicate {kind} ids: {sorted(dupes)}")
+        for a in self.areas:
+            for ref in [a.parent, *a.former]:
+                if ref is not None and ref not in areas:
+                    raise ValueError(f"area {a.id}: names unknown area {ref!r}")
         for c in self.circuits:
             if areas and c.area not in areas:
                 raise ValueError(f"circuit {c.id}: unknown area {c.area!r}")
@@ -449,6 +489,9 @@ class Incident(_Model):
     declared_at: datetime
     # The cable segment that was cut (Inventory.cable_routes), when the duty officer names one.
     segment: Identifier | None = None
+    # The areas it covers: `area` and the units under it (a former district: its communes),
+    # resolved from the inventory at declaration. Empty in incidents recorded before: [area].
+    areas: list[Identifier] = []
     # A drill: marked so in every record, report, SMS and call; it touches only these devices.
     drill: bool = False
     drill_devices: list[DeviceName] = []
@@ -612,6 +655,7 @@ __all__ = [
     "ENDED_UNANSWERED",
     "TERMINAL_CALL_STATUSES",
     "Area",
+    "AreaKind",
     "Breach",
     "CableRoute",
     "CableSegment",

@@ -113,7 +113,9 @@ def _walk(
         if not step.applies_to(kind):
             continue
         if isinstance(step, SelectCircuits):
-            walk.selected = select_circuits(scoped.circuits, area, step, segment=segment)
+            walk.selected = select_circuits(
+                scoped.circuits, inventory.expand_area(area), step, segment=segment
+            )
         elif isinstance(step, RerouteWave):
             wave += 1
             walk.waves.append((wave, step, wave_batches(walk.selected, step.restoration_levels)))

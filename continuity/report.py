@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from continuity.attestation import key_fingerprint
 from continuity.messages import IncidentInput
 from continuity.models import (
+    Area,
+    AreaKind,
     CableRoute,
     CableSegment,
     CallAttempt,
@@ -274,6 +276,7 @@ class ReportContext:
     keys: tuple[str, ...] = ()  # fingerprints of the public keys the incident trusts
     cut: tuple[CableRoute, CableSegment] | None = None  # the cable segment declared cut
     targets: Mapping[int, float] = field(default_factory=dict)  # level -> seconds to restore
+    areas: Mapping[str, Area] = field(default_factory=dict)  # the snapshot's units, by id
 
     @classmethod
     def of(cls, inp: IncidentInput) -> ReportContext:
@@ -284,6 +287,7 @@ class ReportContext:
             keys=tuple(key_fingerprint(k) for k in inp.attestation_keys),
             cut=inp.inventory.segment(segment) if segment else None,
             targets=restore_targets(inp),
+            areas={a.id: a for a in inp.inventory.areas},
         )
 
 
@@ -321,6 +325,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "in": "in",
         "declared": "Declared by {who} at {at}",
         "description": "Description",
+        "units": "Units now: {now}; formerly: {former}",
         "cut": "Cable cut: segment **{segment}** ({segment_id}) of route **{route}** ({route_id})",
         "works": "Works along the cut segment",
         "works_head": "| works | kind | name | location | coordinates |",
@@ -378,6 +383,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "in": "tại",
         "declared": "Công bố bởi {who} lúc {at}",
         "description": "Mô tả",
+        "units": "Đơn vị hành chính hiện nay: {now}; trước đây: {former}",
         "cut": "Cáp bị cắt: đoạn **{segment}** ({segment_id}) thuộc tuyến **{route}** ({route_id})",
         "works": "Công trình trên đoạn cáp bị cắt",
         "works_head": "| công trình | loại | tên | vị trí | tọa độ |",
@@ -487,6 +493,9 @@ def render_markdown(
         f"- {t['declared'].format(who=_cell(inc.declared_by), at=_vn(inc.declared_at))}",
         f"- {t['description']}: {_cell(inc.description) or '-'}",
     ]
+    units = _units_line(inc.area, inc.areas or [inc.area], ctx.areas, t)
+    if units:
+        md.append(f"- {units}")
     if ctx.cut is not None:
         route, seg = ctx.cut
         md.append(
@@ -643,6 +652,32 @@ def render_markdown(
         md += [f"- `{e.id}` sha256 `{e.sha256}`" for e in status.closing_evidence]
     md += ["", f"**{t['outcome']}:** {_cell(status.outcome or status.phase.value)}", ""]
     return "\n".join(md)
+
+
+_CURRENT_UNITS = {AreaKind.WARD, AreaKind.COMMUNE, AreaKind.SPECIAL_ZONE}
+
+
+def _units_line(
+    named: str, covered: list[str], areas: Mapping[str, Area], t: dict[str, str]
+) -> str:
+    """The units an incident covers as they are now, and the former ones they were part of;
+    empty for an inventory without a hierarchy (its reports read as they always did)."""
+    units = [areas[a] for a in covered if a in areas]
+    if all(u.kind is AreaKind.AREA for u in units):
+        return ""
+    current = [u for u in units if u.kind in _CURRENT_UNITS]
+    parents = sorted({u.parent for u in current if u.parent})
+    former = sorted({f for u in current for f in u.former} | ({named} - {u.id for u in current}))
+
+    def name(a: str) -> str:
+        return _cell(areas[a].name) if a in areas else a
+
+    now = ", ".join(_cell(u.name) for u in current) or "-"
+    if parents:
+        now += f" ({', '.join(name(a) for a in parents)})"
+    return t["units"].format(
+        now=now, former=", ".join(name(a) for a in former if a in areas) or "-"
+    )
 
 
 def _fence_safe(line: str) -> str:

@@ -114,6 +114,10 @@ class AreaRow(Base):
     __tablename__ = "areas"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    # Added later (the area hierarchy): nullable, so older databases upgrade in place.
+    kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    parent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    former: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class DeviceRow(Base):
@@ -491,7 +495,7 @@ class Store:
                 )
             )
             s.merge(MetaRow(key="inventory_version", value=uuid.uuid4().hex))
-            s.add_all(AreaRow(**a.model_dump()) for a in inv.areas)
+            s.add_all(AreaRow(**a.model_dump(mode="json")) for a in inv.areas)
             s.flush()
             s.add_all(DeviceRow(**d.model_dump(mode="json")) for d in inv.devices)
             s.add_all(
@@ -547,7 +551,18 @@ class Store:
             return Inventory(
                 province=meta.value if meta else "",
                 cable_routes=json.loads(routes.value) if routes else [],
-                areas=[Area(id=r.id, name=r.name) for r in s.scalars(select(AreaRow))],
+                areas=[
+                    Area.model_validate(
+                        {
+                            "id": r.id,
+                            "name": r.name,
+                            "kind": r.kind or "area",
+                            "parent": r.parent,
+                            "former": r.former or [],
+                        }
+                    )
+                    for r in s.scalars(select(AreaRow))
+                ],
                 devices=[
                     Device(
                         name=r.name,

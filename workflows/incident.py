@@ -435,7 +435,8 @@ class IncidentWorkflow:
     async def _select(self, step: SelectCircuits) -> None:
         area = self._inp.incident.area
         segment = self._inp.incident.segment
-        chosen = select_circuits(self._inp.inventory.circuits, area, step, segment=segment)
+        covered = self._inp.incident.areas or [area]  # recorded before areas had units: [area]
+        chosen = select_circuits(self._inp.inventory.circuits, covered, step, segment=segment)
         self._selected = [c.id for c in chosen]
         for c in chosen:
             self._status_of[c.id] = CircuitStatus(

@@ -61,7 +61,10 @@ def circuit_statuses(store: Store, seen: list[CircuitStatus]) -> list[CircuitSta
 async def list_areas(_: Principal, store: StoreDep) -> list[AreaPublic]:
     """The areas a duty officer can declare an incident for."""
     inv = await asyncio.to_thread(store.inventory)
-    return [AreaPublic(id=a.id, name=a.name) for a in inv.areas]
+    return [
+        AreaPublic(id=a.id, name=a.name, kind=a.kind.value, parent=a.parent, former=a.former)
+        for a in inv.areas
+    ]
 
 
 @router.get(
@@ -90,8 +93,12 @@ async def list_segments(_: Principal, store: StoreDep) -> list[SegmentPublic]:
 async def list_circuits(
     _: Principal, store: StoreDep, area: str | None = None
 ) -> list[CircuitPublic]:
+    """Every circuit (of `area` and the units under it: a former district, its communes)."""
     views = await asyncio.to_thread(store.circuit_views)
-    return [_public(v) for v in views if area is None or v["circuit"].area == area]
+    if area is None:
+        return [_public(v) for v in views]
+    covered = set((await asyncio.to_thread(store.inventory)).expand_area(area))
+    return [_public(v) for v in views if v["circuit"].area in covered]
 
 
 @router.get(

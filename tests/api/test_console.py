@@ -158,8 +158,9 @@ def one_person_two_roles(stack: Stack) -> Iterator[dict[Role, str]]:
 
 def _routes_on(stack: Stack, area: str, hop: str) -> bool:
     """Every path of the area's circuits points at its primary (hop="primary") or backup."""
-    for circuit in stack.store.inventory().circuits:
-        if circuit.area == area:
+    inv = stack.store.inventory()
+    for circuit in inv.circuits:
+        if circuit.area in inv.expand_area(area):
             for p in circuit.paths:
                 hops = stack.network.devices[p.device].static_routes().get(p.prefix)
                 if hops != [getattr(p, hop).address]:

@@ -29,7 +29,7 @@ def _routes_point_to(stack: Stack, area: str, which: str) -> bool:
     """Static-route circuits forward via `which`; policy-routed ones carry the policy or not."""
     inv = stack.store.inventory()
     for c in inv.circuits:
-        if c.area != area:
+        if c.area not in inv.expand_area(area):
             continue
         for p in c.paths:
             device = stack.network.devices[p.device]
@@ -97,7 +97,7 @@ async def test_incident_declared_confirmed_acknowledged_stood_down_completes(sta
     active = await _confirm_all_until_active(api, auth, incident_id)
 
     inv = stack.store.inventory()
-    selected = [c.id for c in inv.circuits if c.area == area]
+    selected = [c.id for c in inv.circuits if c.area in inv.expand_area(area)]
     ids = [c.circuit_id for c in active.circuits]
     assert sorted(ids) == sorted(selected)
     assert all(rec.state is ChangeState.CONFIRMED and rec.verified for rec in active.changes)

@@ -272,7 +272,9 @@ def part_on(stack: Stack, circuit_id: str, device: str) -> str:
 
 
 def _paths(stack: Stack, area: str) -> list[tuple[str, Any]]:
-    return [(c.id, p) for c in stack.store.inventory().circuits if c.area == area for p in c.paths]
+    inv = stack.store.inventory()
+    covered = set(inv.expand_area(area))
+    return [(c.id, p) for c in inv.circuits if c.area in covered for p in c.paths]
 
 
 def ledger_state(stack: Stack, circuit_id: str) -> CircuitState | None:

@@ -60,7 +60,8 @@ KON_TUM = "thanh-pho-kon-tum"
 
 
 def _area_circuits(stack: Stack, area: str) -> list[str]:
-    return [c.id for c in stack.store.inventory().circuits if c.area == area]
+    inv = stack.store.inventory()
+    return [c.id for c in inv.circuits if c.area in inv.expand_area(area)]
 
 
 async def test_stand_down_in_wave_1_no_device_changed_after_closes_on_primary_calls_ringing(

@@ -511,6 +511,10 @@ def _doctor(_args: argparse.Namespace) -> int:
 
 
 def _config_show(_args: argparse.Namespace) -> int:
+    from continuity.settings import config_file
+
+    path = config_file()
+    print(f"# config file: {path.resolve() if path else 'none'}", file=sys.stderr)
     print(json.dumps(effective_settings(Settings()), indent=2, ensure_ascii=False))
     return 0
 
@@ -532,6 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="continuity", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a TOML settings file (default: $CONTINUITY_CONFIG, ./continuity.toml, "
+        "/etc/continuity/continuity.toml); CONTINUITY_* variables override it",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     cfg = sub.add_parser("config", help="the effective settings").add_subparsers(
         dest="sub", required=True
@@ -771,6 +782,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     configure_logging("WARNING")
     args = build_parser().parse_args(argv)
+    if args.config is not None:  # every Settings() this command makes reads it
+        os.environ["CONTINUITY_CONFIG"] = str(args.config)
     try:
         code = args.fn(args)
     except ContinuityError as e:

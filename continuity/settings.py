@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from continuity.errors import ConfigurationError
 from continuity.messages import Timings
@@ -40,10 +46,49 @@ class WebhookTarget(BaseModel):
     token: SecretStr | None = None  # sent as "Authorization: Bearer …"
 
 
+# Where the configuration file is looked for when CONTINUITY_CONFIG does not name one: the
+# working directory's, then the host's. Environment variables override what it says.
+CONFIG_PATHS = (Path("continuity.toml"), Path("/etc/continuity/continuity.toml"))
+
+
+def config_file() -> Path | None:
+    """The TOML file the settings read: CONTINUITY_CONFIG (which must exist), else the first
+    of CONFIG_PATHS that does, else None."""
+    named = os.environ.get("CONTINUITY_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigurationError(f"CONTINUITY_CONFIG names {path}, which is not a file")
+        return path
+    return next((p for p in CONFIG_PATHS if p.is_file()), None)
+
+
 class Settings(BaseSettings):
+    """Every setting, from (highest first) the constructor, CONTINUITY_* environment variables,
+    the TOML config file (same names, lower case, without the prefix; nested tables for
+    nested settings), then the defaults."""
+
     model_config = SettingsConfigDict(
         env_prefix="CONTINUITY_", env_nested_delimiter="__", extra="ignore"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_file()
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if path is not None:
+            try:
+                sources += (TomlConfigSettingsSource(settings_cls, toml_file=path),)
+            except (OSError, ValueError) as e:  # tomllib.TOMLDecodeError is a ValueError
+                raise ConfigurationError(f"config file {path}: {e}") from None
+        return sources
 
     data_dir: Path = Path("continuity-data")
     # Empty: a SQLite file under data_dir. Kept out of repr: the URL may carry a password.
@@ -199,10 +244,12 @@ def check_production(settings: Settings) -> None:
 
 
 __all__ = [
+    "CONFIG_PATHS",
     "ApiToken",
     "DeviceCredential",
     "Settings",
     "WebhookTarget",
     "check_production",
     "check_startup",
+    "config_file",
 ]

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -537,6 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="continuity", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an unexpected failure, print its traceback (otherwise: one line, exit 1)",
+    )
+    p.add_argument(
         "--config",
         type=Path,
         metavar="FILE",
@@ -789,6 +795,17 @@ def main(argv: list[str] | None = None) -> None:
     except ContinuityError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:  # noqa: BLE001 - the one place a command's surprise becomes a line
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(
+                f"error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+                file=sys.stderr,
+            )
+        code = 1
     sys.stdout.flush()
     # The Temporal core runtime can crash at interpreter exit; nothing is left to flush here.
     os._exit(code)

@@ -356,3 +356,20 @@ def test_up_on_a_busy_port_one_line_nothing_left_running(tmp_path: Path, busy_fl
         if flag != busy_flag:
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_failure_is_one_line_unless_debug(debug: bool):
+    argv = ["--debug", "playbook", "list"] if debug else ["playbook", "list"]
+    code = f"import app.cli as cli; cli._playbook_list = lambda a: 1 / 0; cli.main({argv!r})"
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 1
+    if debug:
+        assert "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr
+    else:
+        assert r.stderr.strip() == (
+            "error: ZeroDivisionError: division by zero (run with --debug for the traceback)"
+        )

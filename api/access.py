@@ -45,6 +45,7 @@ MATRIX: Mapping[str, frozenset[Role]] = {
 # that needs one.
 PUBLIC: Mapping[str, str] = {
     "health": "no token: says only whether Temporal and the database answer",
+    "display": "no token: only the time zone the console shows times in",
     "voice_status": "Twilio's signature (RequestValidator) and the attempt's nonce",
     "voice_gather": "Twilio's signature (RequestValidator) and the attempt's nonce",
     "sms_status": "Twilio's signature (RequestValidator) and the message's nonce",

@@ -19,7 +19,7 @@ from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import install_handlers
 from api.metrics import install_metrics
 from api.routes import circuits, incidents, me, playbooks, reports, twilio
-from api.schemas import Health
+from api.schemas import Display, Health
 from api.security import SecurityHeaders, page_policy
 from continuity.oidc import OidcVerifier, oidc_config
 from continuity.settings import Settings
@@ -132,6 +132,11 @@ def create_app(
             temporal=temporal_ok,
             database=db_ok,
         )
+
+    @app.get("/display", response_model=Display, tags=["health"])
+    async def display(settings: SettingsDep) -> Display:
+        """How the console shows times: the NOC's zone (CONTINUITY_DISPLAY_ZONE)."""
+        return Display(zone=settings.display_zone)
 
     # Mapped errors (401/404/422, domain errors) are answered inside it and carry the headers;
     # only an unhandled exception's bare 500, from Starlette's outermost layer, goes without.

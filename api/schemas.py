@@ -161,6 +161,10 @@ class SegmentPublic(_Body):
     circuits: list[str]  # the circuits whose paths run over it
 
 
+class Display(_Body):
+    zone: str  # an IANA time zone, e.g. Asia/Ho_Chi_Minh
+
+
 class Health(_Body):
     status: str
     temporal: bool

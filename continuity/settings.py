@@ -115,6 +115,22 @@ class Settings(BaseSettings):
     # target time to restore per restoration level, ...).
     timings: Timings = Field(default_factory=Timings)
 
+    # The time zone the console shows times in (UTC beside them); reports for the authorities
+    # stay in UTC+7, the zone they are read in.
+    display_zone: str = "Asia/Ho_Chi_Minh"
+
+    @field_validator("display_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            why = f"unknown time zone {v!r} (an IANA name, e.g. Asia/Ho_Chi_Minh)"
+            raise ValueError(why) from None
+        return v
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     # Token -> who and what role, for the embedded demo only: a deployment keeps its principals

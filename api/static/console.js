@@ -9,7 +9,8 @@
   const CIRCUITS_MS = 3000;
   const HEALTH_MS = 10000;
   // The NOC reads local time; the browser running the console may be set to any zone.
-  const NOC_TZ = "Asia/Ho_Chi_Minh";
+  // The deployment may name another zone (GET /display, CONTINUITY_DISPLAY_ZONE).
+  let NOC_TZ = "Asia/Ho_Chi_Minh";
   const ROLE_LABEL = { duty_officer: "duty officer", operator: "operator", auditor: "auditor" };
   const STATUS_TEXT = {
     0: "API unreachable", 400: "Bad request", 401: "Unauthorized", 403: "Forbidden",
@@ -193,13 +194,34 @@
   }
 
   let nocFormat = null;
-  try {
-    nocFormat = new Intl.DateTimeFormat("en-GB", {
-      timeZone: NOC_TZ, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
-      hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "longOffset",
-    });
-  } catch (_) {
-    nocFormat = null; // no time zone data: fall back to the browser's zone, offset still shown
+  function useZone(zone) {
+    try {
+      nocFormat = new Intl.DateTimeFormat("en-GB", {
+        timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "longOffset",
+      });
+      NOC_TZ = zone;
+    } catch (_) {
+      nocFormat = null; // no time zone data: fall back to the browser's zone, offset still shown
+    }
+  }
+  useZone(NOC_TZ);
+
+  async function loadZone() {
+    try {
+      const zone = (await (await api("GET", "display")).json()).zone;
+      if (zone && zone !== NOC_TZ) {
+        useZone(zone);
+        for (const node of document.querySelectorAll("time.ts[datetime]")) {
+          const iso = node.getAttribute("datetime");
+          node.title = fullTime(iso);
+          const local = node.querySelector(".ts-local");
+          if (local) local.textContent = fmtTime(iso, { date: local.textContent.includes("-") });
+        }
+      }
+    } catch (_) {
+      // The default zone stays: every time still carries its offset and UTC.
+    }
   }
 
   // {date, time, offset} in NOC time ("+07:00"), or in the browser's zone without tz data.
@@ -840,24 +862,30 @@
     const decidedBy = c.decided_by || (claim && claim.decided_by);
     const where = c.direction === "restore" ? "restore" : `wave ${c.wave} · ${c.direction}`;
     return el("tr", { "data-change": c.change_id, "data-state": c.state, "data-direction": c.direction },
-      el("td", {},
+      el("td", { "data-label": "Device · Thiết bị" },
         el("div", { class: "mono nowrap strong", text: c.device }),
         el("div", { class: "small" }, el("span", { class: `direction ${c.direction}`, text: where })),
         el("div", { class: "mono small muted wrap", title: c.change_id, text: shortChange(c.change_id) })),
-      el("td", { class: "mono circuits", "data-cell": "circuits" }, c.circuits.map((id) => el("div", { text: id }))),
-      el("td", { "data-cell": "state" },
+      // Each circuit with its owner, when the circuits list has said whose it is.
+      el("td", { class: "mono circuits", "data-cell": "circuits", "data-label": "Circuits · Kênh" },
+        c.circuits.map((id) => {
+          const info = state.circuitInfo.get(id);
+          return el("div", { title: info ? info.name : id }, id,
+            info ? el("span", { class: "owner small muted", text: ` ${info.owner}` }) : null);
+        })),
+      el("td", { "data-cell": "state", "data-label": "State · Trạng thái" },
         el("span", { class: "badge state", "data-state": c.state, text: c.state }),
         // The countdown matters only while nobody has decided.
         awaiting && deadline && !decision && !state.decided.has(c.change_id) ? el("div", { class: "deadline small" },
           el("span", { class: "countdown", "data-deadline": deadline }),
           el("div", { class: "muted" }, "until ", timeEl(deadline, { both: false }))) : null,
         when),
-      el("td", { class: "detail wrap", "data-cell": "detail" },
+      el("td", { class: "detail wrap", "data-cell": "detail", "data-label": "Detail · Chi tiết" },
         // A change on several circuits reports each one after "; ": one line each reads better.
         c.detail ? c.detail.split("; ").map((line) => el("div", { class: "detail-line", text: line })) : null,
         extra),
       // One cell: the decision once there is one, the controls while the change asks for it.
-      el("td", { class: "actions", "data-cell": "decision" }, decision
+      el("td", { class: "actions", "data-cell": "decision", "data-label": "Decision · Quyết định" }, decision
         ? [el("span", { class: `decision ${decision}`, text: decision }),
            el("div", { class: "small", text: `by ${decidedBy || "?"}` }),
            c.decision_reason ? el("div", { class: "small wrap", text: c.decision_reason }) : null,
@@ -1174,6 +1202,7 @@
   }
 
   async function start() {
+    await loadZone();
     wire();
     tick();
     setInterval(tick, 1000);

@@ -815,3 +815,73 @@ async def test_console_declares_a_cable_cut_drill_on_named_devices(stack, api, a
     finally:
         await _close_if_running(stack, api, auth, incident_id)
     assert console.script_errors == []
+
+
+async def test_console_awaiting_changes_are_cards_on_a_390px_phone(
+    stack, api, auth, make_console, tmp_path
+):
+    console = await make_console(width=390, height=844)
+    page = console.page
+    await console.use_token(Role.OPERATOR)
+    r = await api.post(
+        "/incidents",
+        headers=auth(Role.DUTY_OFFICER),
+        json={"kind": "riot", "area": CITY, "description": "trên điện thoại 390 px"},
+    )
+    assert r.status_code == 201, r.text
+    incident_id = r.json()["id"]
+    try:
+        await _awaiting_change(api, auth, incident_id)
+        await page.click("#list-refresh")
+        await page.locator(f'#incident-list button:text-is("{incident_id}")').click()
+        await expect(page.locator(AWAITING)).to_have_count(3, timeout=30_000)
+        card = page.locator(AWAITING).first
+        await expect(card.locator(".countdown")).to_have_text(re.compile(r"^\d+:\d\d left"))
+        # Whose circuits they are, on the card itself.
+        await expect(card.locator(".owner").first).to_contain_text(re.compile(r"\w"))
+        await page.screenshot(path=tmp_path / "console-390.png", full_page=True)
+        layout = await page.evaluate(
+            """() => {
+              const cards = [...document.querySelectorAll(
+                '#changes tr[data-state="awaiting_confirmation"]')];
+              const confirm = cards[0].querySelector('button[data-action="confirm"]');
+              const box = confirm.getBoundingClientRect();
+              return {
+                page: [document.documentElement.scrollWidth, document.documentElement.clientWidth],
+                cards: cards.map((c) => c.getBoundingClientRect().right),
+                display: getComputedStyle(cards[0]).display,
+                label: getComputedStyle(cards[0].cells[0], '::before').content,
+                button: [box.width, box.height],
+              };
+            }"""
+        )
+        scroll_width, client_width = layout["page"]
+        assert scroll_width <= client_width, layout  # nothing wider than the phone
+        assert layout["display"] == "block" and all(r <= client_width for r in layout["cards"])
+        assert "Device" in layout["label"], layout  # each field says what it is
+        assert layout["button"][0] >= 44 and layout["button"][1] >= 44, layout  # a thumb's size
+        await card.locator('button[data-action="confirm"]').click()
+        await expect(card.locator(".decision.confirm")).to_be_visible(timeout=30_000)
+    finally:
+        await _close_if_running(stack, api, auth, incident_id)
+    assert console.script_errors == []
+
+
+async def test_console_shows_times_in_the_configured_zone(stack, api, auth, make_console):
+    stack.settings.display_zone = "Asia/Tokyo"  # UTC+9: not the browser's, not the default
+    try:
+        r = await api.get("/display")
+        assert r.status_code == 200 and r.json() == {"zone": "Asia/Tokyo"}
+        console = await make_console(width=1280, height=900)
+        page = console.page
+        await console.use_token(Role.AUDITOR)
+        await page.click("#list-refresh")
+        first = page.locator("#incident-list button").first
+        await first.click()
+        stamp = page.locator("#incident-view time.ts .ts-local").first
+        await expect(stamp).to_have_text(re.compile(r"\d\d:\d\d:\d\d \+09$"))
+        title = await page.locator("#incident-view time.ts").first.get_attribute("title")
+        assert "(Asia/Tokyo)" in (title or "")
+        assert console.script_errors == []
+    finally:
+        stack.settings.display_zone = "Asia/Ho_Chi_Minh"

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -27,6 +27,7 @@ from continuity.models import IncidentStatus
 from continuity.report import LANGUAGES, ReportContext, render_markdown, stored_form
 from continuity.store import Store
 from continuity.temporal import incident_input_of
+from workflows.history_facts import history_facts
 
 # How often a change waiting for another incident's device lock asks again.
 _LOCK_POLL_S = 0.5
@@ -109,9 +110,16 @@ class StoreActivities:
             raise application_error(StorageError("write_reports needs a Temporal client"))
         handle = self._client.get_workflow_handle(inp.incident_id)
         try:
-            status: IncidentStatus = await handle.query("status", result_type=IncidentStatus)
             context = ReportContext.of(await incident_input_of(handle))
-        except RPCError as e:
+            try:
+                status: IncidentStatus = await handle.query("status", result_type=IncidentStatus)
+            except WorkflowQueryFailedError as e:
+                if "size exceeds" not in str(e):
+                    raise
+                # Past Temporal's payload limit (about a thousand devices): the same status,
+                # read from the history by replaying it up to this very activity.
+                status = (await history_facts(await handle.fetch_history())).status
+        except (RPCError, WorkflowQueryFailedError) as e:
             raise application_error(StorageError(f"status of {inp.incident_id}: {e}")) from e
         out: list[ReportResult] = []
         with as_application_error():

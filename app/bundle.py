@@ -29,7 +29,6 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from app.audit import replay
-from app.history_report import HistoryFacts, history_facts
 from continuity.attestation import (
     Action,
     Attestation,
@@ -53,6 +52,7 @@ from continuity.report import LANGUAGES, REPORT_FORMAT, form_and_language, repor
 from continuity.signing import fingerprint, public_pem, sign, verify
 from continuity.store import Store
 from continuity.temporal import incident_input
+from workflows.history_facts import HistoryFacts, history_facts
 
 _UNLISTED = {MANIFEST, SIGNATURE}
 

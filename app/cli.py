@@ -317,8 +317,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _audit_report(args: argparse.Namespace) -> int:
     from app.audit import load_history
-    from app.history_report import history_facts
     from continuity.report import render_html
+    from workflows.history_facts import history_facts
 
     path: Path = args.path
     if path.is_dir():  # a bundle: its incident's own history

@@ -424,6 +424,12 @@ class IncidentWorkflow:
             return
         self._refused(r)
 
+    @workflow.query(name="phase")
+    def phase(self) -> IncidentPhase:
+        """The phase alone: what an ending order checks, at any size of incident (the whole
+        status of a thousand-device incident is past Temporal's payload limit)."""
+        return self._status.phase
+
     @workflow.query(name="status")
     def status(self) -> IncidentStatus:
         self._status.circuits = self._circuit_list()

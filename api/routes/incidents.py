@@ -15,7 +15,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic_core import to_json
 from temporalio.client import WorkflowExecutionStatus as ExecStatus
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -196,6 +196,15 @@ async def _status(handle: WorkflowHandle) -> IncidentStatus:
         return await handle.query(IncidentWorkflow.status)
     except RPCError as e:
         raise Unavailable(f"workflow service: {e.message}") from None
+    except WorkflowQueryFailedError as e:
+        if "size exceeds" not in str(e):
+            raise
+        # Past Temporal's payload limit (about a thousand devices): the pieces still answer.
+        raise Unavailable(
+            f"the status of {handle.id} is larger than Temporal's payload limit; read its "
+            "changes (GET /incidents/{id}/changes), its circuits (GET /circuits) or its "
+            "history (GET /incidents/{id}/history); the reports are written at close"
+        ) from None
 
 
 @router.get(
@@ -397,7 +406,10 @@ async def _running(temporal: TemporalDep, incident_id: str) -> WorkflowHandle:
 async def _ending_allowed(temporal: TemporalDep, incident_id: str) -> WorkflowHandle:
     """Only one ending order per incident: the first one is carried out, a second is 409."""
     handle = await _running(temporal, incident_id)
-    phase = (await _status(handle)).phase
+    try:
+        phase = await handle.query(IncidentWorkflow.phase)
+    except RPCError as e:
+        raise Unavailable(f"workflow service: {e.message}") from None
     if phase in (IncidentPhase.STANDING_DOWN, IncidentPhase.ABORTING):
         raise Conflict(
             f"incident {incident_id} is already {phase.value.replace('_', ' ')}",

@@ -485,6 +485,14 @@
     fill($("areas"), areas.map((a) => el("option", {
       value: String(a.id), label: a.name ? `${a.id} — ${a.name}` : String(a.id),
     })));
+    // The circuits panel filters by the same units (a former district: its communes' circuits).
+    const select = $("circuits-area");
+    const listed = new Set([...select.options].map((o) => o.value));
+    for (const a of areas) {
+      if (!listed.has(String(a.id))) {
+        select.append(el("option", { value: String(a.id), text: a.name ? `${a.id} — ${a.name}` : String(a.id) }));
+      }
+    }
     $("declare-area").placeholder = areas.length ? String(areas[0].id) : AREA_HINT;
     $("areas-note").textContent = note;
     $("areas-note").hidden = !note;

@@ -860,8 +860,10 @@ async def test_console_awaiting_changes_are_cards_on_a_390px_phone(
         assert layout["display"] == "block" and all(r <= client_width for r in layout["cards"])
         assert "Device" in layout["label"], layout  # each field says what it is
         assert layout["button"][0] >= 44 and layout["button"][1] >= 44, layout  # a thumb's size
+        change = await card.get_attribute("data-change")
         await card.locator('button[data-action="confirm"]').click()
-        await expect(card.locator(".decision.confirm")).to_be_visible(timeout=30_000)
+        decided = page.locator(f'#changes tr[data-change="{change}"] .decision.confirm')
+        await expect(decided).to_be_visible(timeout=30_000)
     finally:
         await _close_if_running(stack, api, auth, incident_id)
     assert console.script_errors == []

@@ -151,7 +151,7 @@ def test_inventory_validate_diff_load_export_history(tmp_path: Path):
     changed.write_text(json.dumps(data), encoding="utf-8")
 
     r = _run("inventory", "validate", str(changed), data_dir=tmp_path)
-    assert r.returncode == 0 and "valid inventory: 4 areas, 6 devices, 15 circuits" in r.stdout
+    assert r.returncode == 0 and "valid inventory: 21 areas, 6 devices, 15 circuits" in r.stdout
     diff = _run("inventory", "diff", str(changed), data_dir=tmp_path).stdout.splitlines()
     assert sorted(diff) == ["+ operator op-new", "- circuit ppc-office", "~ device kt-core-01"]
     store = Store(f"sqlite:///{tmp_path / 'continuity.db'}")
@@ -293,7 +293,8 @@ def test_playbook_list_show_validate(tmp_path: Path):
     spec = get_playbook("kon-tum-2a")
     listed = _run("playbook", "list", data_dir=tmp_path)
     assert (
-        listed.returncode == 0 and f"kon-tum-2a  v1  sha256 {spec.sha256()[:16]}" in listed.stdout
+        listed.returncode == 0
+        and f"kon-tum-2a  v{spec.version}  sha256 {spec.sha256()[:16]}" in listed.stdout
     )
     shown = json.loads(_run("playbook", "show", "kon-tum-2a", data_dir=tmp_path).stdout)
     assert shown.pop("sha256") == spec.sha256() and shown == spec.model_dump(mode="json")
@@ -308,7 +309,8 @@ def test_playbook_list_show_validate(tmp_path: Path):
     bad.write_text(json.dumps(shown), encoding="utf-8")
     r = _run("playbook", "validate", str(bad), data_dir=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "step 3 (reroute_wave)" in r.stderr and "step 6 (teleport)" in r.stderr, r.stderr
+    teleport = len(shown["steps"])  # the step appended last, numbered from 1
+    assert "step 3 (reroute_wave)" in r.stderr and f"step {teleport} (teleport)" in r.stderr
     broken = tmp_path / "broken.py"
     broken.write_text("def build():\n    return 42\n", encoding="utf-8")
     r = _run("playbook", "validate", str(broken), data_dir=tmp_path)

@@ -36,13 +36,14 @@ def test_every_kept_version_loads_and_recorded_ones_hash_as_recorded() -> None:
 
 
 def test_an_unknown_version_is_a_clear_error_and_freeze_never_overwrites(tmp_path, monkeypatch):
-    with pytest.raises(PlaybookError, match="has no version 99; kept: v1"):
+    with pytest.raises(PlaybookError, match="has no version 99; kept: v1, v2"):
         get_playbook("kon-tum-2a", 99)
     import playbooks
 
     monkeypatch.setattr(playbooks, "VERSIONS_DIR", tmp_path)
     path = freeze("kon-tum-2a")
-    assert path == tmp_path / "kon-tum-2a" / "v1.json" and freeze("kon-tum-2a") == path
+    current = get_playbook("kon-tum-2a").version
+    assert path == tmp_path / "kon-tum-2a" / f"v{current}.json" and freeze("kon-tum-2a") == path
     doc = json.loads(path.read_text())
     doc["title"] = "edited by hand"
     path.write_text(json.dumps(doc))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import httpx
 
-from app.history_report import history_facts
 from app.stack import Stack
 from continuity.models import AreaKind, CircuitState, IncidentPhase, Role
 from tests.workflows.helpers import (
@@ -16,6 +15,7 @@ from tests.workflows.helpers import (
     start_incident,
     two_waves,
 )
+from workflows.history_facts import history_facts
 
 SPEC = two_waves(first=[1, 2, 3, 4, 5])
 

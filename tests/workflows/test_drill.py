@@ -9,7 +9,6 @@ import json
 import httpx
 import pytest
 
-from app.history_report import history_facts
 from app.stack import Stack
 from continuity.errors import ValidationFailed
 from continuity.incidents import prepare_incident
@@ -20,6 +19,7 @@ from playbooks import get_playbook
 from tests.conftest import TEST_TIMINGS, wait_until
 from tests.workflows.helpers import auth, decide_until_active, part_on, stand_down, two_waves
 from workflows import IncidentWorkflow, calls_workflow_id
+from workflows.history_facts import history_facts
 
 AREA = "thanh-pho-kon-tum"
 DRILL_SET = ["kt-core-01"]  # its circuits wholly on it: police-hq-command, ppc-office, ...

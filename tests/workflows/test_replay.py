@@ -46,8 +46,8 @@ async def test_recorded_history_renders_its_reports_offline(path: Path):
     """An auditor renders the dossier of any recorded incident from its history alone; a
     history of the workflows before the incident core gets a clear refusal, not a crash."""
     from app.bundle import lines_not_rendered
-    from app.history_report import history_facts
     from continuity.errors import ValidationFailed
+    from workflows.history_facts import history_facts
 
     history = load_history(path)
     workflow_type = history.events[0].workflow_execution_started_event_attributes.workflow_type
@@ -80,8 +80,8 @@ async def test_recorded_bundle_verifies_offline(bundle: Path):
     assert report.ok, report.problems
     assert report.attestations >= 5 and report.reports == 4 and report.rendered > 0
     # Recorded with a playbook version the catalogue has since moved past, and kept.
-    from app.history_report import history_facts
     from playbooks import get_playbook
+    from workflows.history_facts import history_facts
 
     history = load_history(bundle / "histories" / f"{bundle.name}.json")
     ran = (await history_facts(history)).input.playbook

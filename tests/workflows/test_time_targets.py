@@ -3,7 +3,6 @@ call to the duty officer; a level on time is not; a stand-down ends the watch.""
 
 from __future__ import annotations
 
-from app.history_report import history_facts
 from app.stack import Stack
 from continuity.models import IncidentPhase
 from continuity.report import restore_targets
@@ -18,6 +17,7 @@ from tests.workflows.helpers import (
     two_waves,
 )
 from workflows import calls_workflow_id
+from workflows.history_facts import history_facts
 
 AREA = "ngoc-hoi"  # levels 1, 2 and 3: bgc-ngoc-hoi-post, police-ngoc-hoi, party-ngoc-hoi
 

@@ -435,3 +435,37 @@ async def test_changes_of_unknown_incident_not_found_unknown_state_unprocessable
 async def test_areas_listed_for_declaration(api, auth, stack):
     r = await api.get("/areas", headers=auth(Role.DUTY_OFFICER))
     assert {a["id"] for a in r.json()} == {a.id for a in stack.store.inventory().areas}
+
+
+async def test_changes_polled_by_etag_unchanged_not_modified_changed_new_etag(stack, api, auth):
+    incident_id = f"INC-etag-{uuid.uuid4().hex[:8]}"
+    stack.store.open_change(
+        change_id=f"change-{incident_id}-kt-agg-01-w1",
+        incident_id=incident_id,
+        device="kt-agg-01",
+        wave=1,
+        direction="reroute",
+        circuits=[],
+        step={},
+        declared_by="duty-1",
+        confirmers=[],
+        state=ChangeState.APPLYING.value,
+    )
+    url = f"/incidents/{incident_id}/changes"
+    first = await api.get(url, headers=auth(Role.OPERATOR))
+    assert first.status_code == 200, first.text
+    etag = first.headers["ETag"]
+
+    again = await api.get(url, headers={**auth(Role.OPERATOR), "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["ETag"] == etag
+    listed = await api.get(url, headers={**auth(Role.OPERATOR), "If-None-Match": f'"x", W/{etag}'})
+    assert listed.status_code == 304
+
+    stack.store.set_change_state(
+        f"change-{incident_id}-kt-agg-01-w1", ChangeState.AWAITING_CONFIRMATION.value
+    )
+    moved = await api.get(url, headers={**auth(Role.OPERATOR), "If-None-Match": etag})
+    assert moved.status_code == 200
+    assert moved.json()[0]["state"] == "awaiting_confirmation"
+    assert moved.headers["ETag"] != etag

@@ -2,8 +2,9 @@
 
 One incident per round, through the real HTTP API: the duty officer's POST /incidents names the
 bench playbook (bench/continuity_api.py: every circuit of area "lab" in one wave, no calls); an
-operator tool polls GET /incidents/{id}/changes (the store, no workflow involved) and POSTs a
-confirmation for each change the moment it awaits one, all concurrently. Timed from the
+operator tool polls GET /incidents/{id}/changes (the store, no workflow involved; sending back
+the list's ETag, so an unchanged list is a 304, as the console does) and POSTs a confirmation
+for each change the moment it awaits one, all concurrently. Timed from the
 declaration's 201:
 
 - restore_s (= seconds): every reroute change verified on backup (awaiting_confirmation, or
@@ -559,14 +560,23 @@ class _Continuity:
         deadline = rnd.started + timeout_s
         path = f"/incidents/{rnd.incident_id}/changes"
         polls: list[float] = []
+        unchanged = 0
+        etag: str | None = None
+        changes: list[dict[str, Any]] = []
         while True:
             t0 = time.perf_counter()
-            r = await http.get(path, headers=self._auth("operator"))
+            # As a console does: the list it holds is sent back by its ETag, 304 while unchanged.
+            headers = self._auth("operator") | ({"If-None-Match": etag} if etag else {})
+            r = await http.get(path, headers=headers)
             seen = time.perf_counter()
             polls.append(seen - t0)
-            if r.status_code != 200:
+            if r.status_code == 304:
+                unchanged += 1
+            elif r.status_code == 200:
+                etag = r.headers.get("ETag")
+                changes = [c for c in r.json() if c["direction"] == "reroute"]
+            else:
                 raise ContinuityBenchError(f"GET {path} answered {r.status_code}: {r.text}")
-            changes = [c for c in r.json() if c["direction"] == "reroute"]
             for c in changes:
                 if (
                     c["state"] == "awaiting_confirmation"
@@ -621,7 +631,8 @@ class _Continuity:
         print(
             f"continuity {rnd.incident_id}: decisions {sum(op.statuses.values())} "
             f"{dict(op.statuses)}, max {lat[-1]:.0f} ms, undelivered {op.undelivered}; "
-            f"{len(polls)} polls of the changes, p50 {statistics.median(polls) * 1000:.0f} ms",
+            f"{len(polls)} polls of the changes ({unchanged} answered 304), p50 "
+            f"{statistics.median(polls) * 1000:.0f} ms",
             file=sys.stderr,
             flush=True,
         )

@@ -7,12 +7,13 @@ signalled to the incident; see docs/incident-core.md §5.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from pydantic_core import to_json
 from temporalio.client import WorkflowExecutionStatus as ExecStatus
 from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
@@ -239,7 +240,10 @@ async def read_incident(
 @router.get(
     "/{incident_id}/changes",
     response_model=list[ChangePublic],
-    responses=documented(401, 403, 404, 422, 503),
+    responses={
+        304: {"description": "Not Modified: the list is the one whose ETag If-None-Match names"},
+        **documented(401, 403, 404, 422, 503),
+    },
 )
 async def list_changes(
     incident_id: str,
@@ -247,8 +251,12 @@ async def list_changes(
     store: StoreDep,
     temporal: TemporalDep,
     state: ChangeState | None = None,
+    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The incident's device changes as the store has them (what an operator's screen polls)."""
+    """The incident's device changes as the store has them (what an operator's screen polls).
+
+    The answer carries an ETag; a poll that sends it back in If-None-Match gets 304 and no
+    body while the list is unchanged."""
     rows = await asyncio.to_thread(
         store.change_list, incident_id, state=state.value if state else None
     )
@@ -258,13 +266,22 @@ async def list_changes(
     # Serialised straight from the rows (the fields of ChangePublic, which documents them):
     # screens poll this several times a second and 200 models a poll cost the API more CPU
     # than the decisions it was waiting for.
-    return Response(
-        to_json([{name: getattr(r, name) for name in _CHANGE_FIELDS} for r in rows]),
-        media_type="application/json",
-    )
+    body = to_json([{name: getattr(r, name) for name in _CHANGE_FIELDS} for r in rows])
+    # Of the body itself: it changes exactly when the list does, whoever wrote the store.
+    etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and _etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 _CHANGE_FIELDS = tuple(ChangePublic.model_fields)
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match's weak comparison (RFC 9110 §13.1.2): any listed tag, W/ or not, or *."""
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
 
 
 @router.post(

@@ -47,6 +47,7 @@
     // change id -> {decision, decided_by, deadline} from the store, which arbitrates decisions
     // and can be ahead of the incident's own status
     claims: new Map(),
+    claimsEtag: null, // {id, etag, claims}: the claims list as last read, by its ETag
     rejectDrafts: new Map(), // change id -> reason being typed, survives re-renders
     report: null, // {form, text, incidentId}
     last: null, // the incident as last read, to re-render at once after a local change
@@ -95,10 +96,12 @@
     state.skewMs = Math.abs(skew) > 2000 ? skew : 0;
   }
 
-  async function api(method, path, { body } = {}) {
+  // With ifNoneMatch (an ETag this console holds), a 304 is an answer: "what you hold is current".
+  async function api(method, path, { body, ifNoneMatch } = {}) {
     const headers = { Accept: "application/json, text/markdown;q=0.9, */*;q=0.5" };
     if (state.token) headers.Authorization = `Bearer ${state.token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (ifNoneMatch) headers["If-None-Match"] = ifNoneMatch;
     let res;
     try {
       res = await fetch(apiUrl(path), {
@@ -109,7 +112,7 @@
       throw new ApiError(0, "Unreachable", `cannot reach the API (${e.message})`);
     }
     noteServerClock(res);
-    if (res.ok) return res;
+    if (res.ok || (ifNoneMatch && res.status === 304)) return res;
     const text = await res.text();
     let type = STATUS_TEXT[res.status] || res.statusText || "Error";
     let detail = text.slice(0, 500);
@@ -647,6 +650,7 @@
       state.decided.clear();
       state.refusals.clear();
       state.claims.clear();
+      state.claimsEtag = null;
       state.last = null;
       for (const t of ["changes", "calls", "timeline", "inc-circuits", "review"]) $(t).tBodies[0].replaceChildren();
       closeReport();
@@ -669,14 +673,21 @@
     poll(state.pollSeq);
   }
 
-  // The store's view of the changes awaiting confirmation: who already decided which.
+  // The store's view of the changes awaiting confirmation: who already decided which. Sent
+  // back by its ETag, an unchanged list is a 304 without a body, and the last one read stands.
   async function loadClaims(id) {
     try {
-      const res = await api("GET", `incidents/${encodeURIComponent(id)}/changes?state=awaiting_confirmation`);
+      const held = state.claimsEtag && state.claimsEtag.id === id ? state.claimsEtag : null;
+      const res = await api("GET", `incidents/${encodeURIComponent(id)}/changes?state=awaiting_confirmation`,
+        { ifNoneMatch: held ? held.etag : undefined });
+      if (res.status === 304) return held.claims;
       const rows = await res.json();
-      return new Map(rows.map((r) => [r.change_id, {
+      const claims = new Map(rows.map((r) => [r.change_id, {
         decision: r.decision, decided_by: r.decided_by, deadline: r.deadline, lines_sha256: r.lines_sha256,
       }]));
+      const etag = res.headers.get("ETag");
+      state.claimsEtag = etag ? { id, etag, claims } : null;
+      return claims;
     } catch (_) {
       return null; // the incident's own status still says what to show
     }

@@ -477,3 +477,37 @@ async def test_a_cable_cut_declaration_names_a_known_segment(stack, api, auth):
     assert r.status_code == 200, r.text
     assert set(r.json()["circuits"]) == {"bgc-ngoc-hoi-post", "police-ngoc-hoi", "party-ngoc-hoi"}
     assert r.json()["segment"] == "ql14-dt-nh"
+
+
+async def test_changes_polled_by_etag_unchanged_not_modified_changed_new_etag(stack, api, auth):
+    incident_id = f"INC-etag-{uuid.uuid4().hex[:8]}"
+    stack.store.open_change(
+        change_id=f"change-{incident_id}-kt-agg-01-w1",
+        incident_id=incident_id,
+        device="kt-agg-01",
+        wave=1,
+        direction="reroute",
+        circuits=[],
+        step={},
+        declared_by="duty-1",
+        confirmers=[],
+        state=ChangeState.APPLYING.value,
+    )
+    url = f"/incidents/{incident_id}/changes"
+    first = await api.get(url, headers=auth(Role.OPERATOR))
+    assert first.status_code == 200, first.text
+    etag = first.headers["ETag"]
+
+    again = await api.get(url, headers={**auth(Role.OPERATOR), "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["ETag"] == etag
+    listed = await api.get(url, headers={**auth(Role.OPERATOR), "If-None-Match": f'"x", W/{etag}'})
+    assert listed.status_code == 304
+
+    stack.store.set_change_state(
+        f"change-{incident_id}-kt-agg-01-w1", ChangeState.AWAITING_CONFIRMATION.value
+    )
+    moved = await api.get(url, headers={**auth(Role.OPERATOR), "If-None-Match": etag})
+    assert moved.status_code == 200
+    assert moved.json()[0]["state"] == "awaiting_confirmation"
+    assert moved.headers["ETag"] != etag

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.errors import NotFound
 from api.signals import DecisionCourier
-from continuity.messages import DecisionRefusedSignal, DecisionSignal
+from continuity.messages import DecisionBatch, DecisionRefusedSignal, DecisionSignal
 from continuity.models import Decision
 
 BURST = 60
@@ -122,3 +123,49 @@ async def test_a_bounded_wait_answers_early_and_the_signal_still_goes(
         await asyncio.sleep(0.05)
     assert await sent()
     assert await courier.send(wid, _decision(1), wait_s=30) is True
+
+
+class _SlowIncident:
+    """A workflow handle whose signals take `took_s` to be accepted; records what it got."""
+
+    def __init__(self, took_s: float) -> None:
+        self.id = "INC-slow"
+        self.took_s = took_s
+        self.carried: list[str] = []
+
+    async def signal(self, _signal: object, batch: DecisionBatch) -> None:
+        await asyncio.sleep(self.took_s)
+        self.carried += [d.change_id for d in batch.decisions]
+
+
+class _OneIncidentClient:
+    def __init__(self, handle: _SlowIncident) -> None:
+        self._handle = handle
+
+    def get_workflow_handle(self, _workflow_id: str) -> _SlowIncident:
+        return self._handle
+
+
+async def _timed_send(courier: DecisionCourier, i: int, wait_s: float) -> tuple[bool, float]:
+    t0 = time.monotonic()
+    delivered = await courier.send("INC-slow", _decision(i), wait_s=wait_s)
+    return delivered, time.monotonic() - t0
+
+
+async def test_while_signals_are_slower_than_the_wait_a_decision_is_answered_at_once():
+    incident = _SlowIncident(took_s=0.3)
+    courier = DecisionCourier(_OneIncidentClient(incident))  # type: ignore[arg-type]
+    assert (await _timed_send(courier, 0, wait_s=0.1))[0] is False  # waited, not accepted yet
+    # The signal on its way has taken longer than the wait already: no waiting.
+    delivered, took = await _timed_send(courier, 1, wait_s=0.1)
+    assert delivered is False and took < 0.05
+    await asyncio.gather(*courier._senders.values())  # both accepted, each slower than the wait
+    delivered, took = await _timed_send(courier, 2, wait_s=0.1)
+    assert delivered is False and took < 0.05
+    await asyncio.gather(*courier._senders.values())
+    assert incident.carried == ["chg-0", "chg-1", "chg-2"]  # every one still signalled
+
+    incident.took_s = 0.0  # Temporal is quick again: after one quick signal, callers wait
+    await _timed_send(courier, 3, wait_s=0.1)
+    await asyncio.gather(*courier._senders.values())
+    assert (await _timed_send(courier, 4, wait_s=0.1))[0] is True

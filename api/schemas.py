@@ -34,6 +34,8 @@ class IncidentCreate(_Body):
     # The cable segment that was cut (the inventory's cable routes): what a playbook that
     # follows the cut (sabotage-cable-cut) reroutes by, and what the 2c dossier names.
     segment: Identifier | None = None
+    # Further units covered by the same incident (a set of communes; former units too).
+    also: list[Identifier] = Field(default=[], max_length=200)
     # A drill: marked so in every record, report, SMS and call ("Đây là diễn tập / This is a
     # drill"), and it may touch only these devices (only circuits lying wholly on them move).
     drill: bool = False

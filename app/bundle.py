@@ -353,6 +353,7 @@ def lines_not_rendered(history: WorkflowHistory) -> tuple[int, list[str]]:
             kind=inp.incident.kind,
             timings=inp.timings,
             segment=inp.incident.segment,
+            also=inp.incident.also,
         )
     except ContinuityError as e:
         return 0, [f"history {history.workflow_id}: its changes cannot be re-rendered ({e})"]

@@ -483,6 +483,7 @@ def _playbook_plan(args: argparse.Namespace) -> int:
         kind=kind,
         timings=Settings().timings,
         segment=args.route,
+        also=args.also,
     )
     print(plan.model_dump_json(indent=2) if args.json else render_plan(plan))
     return 0
@@ -577,6 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("name", help="a playbook name, or a JSON spec / Python module file")
     pp.add_argument("--area", required=True, help="the area an incident would be declared for")
     pp.add_argument("--kind", default="sabotage", help="the incident kind (default: sabotage)")
+    pp.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="AREA",
+        help="a further commune or former unit covered by the same incident (repeat)",
+    )
     pp.add_argument(
         "--route",
         metavar="SEGMENT",

@@ -21,12 +21,13 @@ def area_inventory(
     area: str,
     segment: str | None = None,
     drill_devices: Collection[str] | None = None,
+    also: Collection[str] = (),
 ) -> Inventory:
     """What an incident in `area` may touch: its circuits (and, with a cut cable `segment`,
     every circuit whose paths run over it) and their devices, the cable routes they cross
     (and the cut's), and the people. A drill's keeps only the circuits lying wholly on its
     devices: the snapshot is all its device steps can reach."""
-    covered = set(inventory.expand_area(area))
+    covered = set(inventory.expand_areas([area, *also]))
     circuits = [
         c for c in inventory.circuits if c.area in covered or (segment and c.crosses(segment))
     ]
@@ -64,6 +65,7 @@ def check_declarable(
     area: str,
     segment: str | None = None,
     drill_devices: Collection[str] | None = None,
+    also: Collection[str] = (),
 ) -> None:
     """The playbook handles `kind`, the inventory knows `area` (and the cut `segment`, and a
     drill's devices), and a playbook that follows the cut is given one; or a clear error."""
@@ -75,9 +77,10 @@ def check_declarable(
             raise ValidationFailed(f"drill devices not in the inventory: {', '.join(unknown)}")
     if kind not in spec.incident_kinds:
         raise PlaybookError(f"playbook {spec.name} does not handle {kind.value} incidents")
-    if area not in {a.id for a in inventory.areas}:
-        known = ", ".join(sorted(a.id for a in inventory.areas))
-        raise ValidationFailed(f"unknown area {area!r}; known: {known}")
+    for named in [area, *also]:
+        if named not in {a.id for a in inventory.areas}:
+            known = ", ".join(sorted(a.id for a in inventory.areas))
+            raise ValidationFailed(f"unknown area {named!r}; known: {known}")
     if segment is not None and inventory.segment(segment) is None:
         known = ", ".join(sorted(s.id for r in inventory.cable_routes for s in r.segments))
         raise ValidationFailed(f"unknown cable segment {segment!r}; known: {known or 'none'}")
@@ -101,6 +104,7 @@ def prepare_incident(
     telephony: bool = True,
     segment: str | None = None,
     drill_devices: Collection[str] | None = None,
+    also: Collection[str] = (),
 ) -> IncidentInput:
     """The workflow input for a declaration, or a clear error; nothing has started yet.
 
@@ -108,9 +112,15 @@ def prepare_incident(
     starts the workflow: device steps read it there by its SHA-256.
     """
     check_declarable(
-        spec, inventory, kind=kind, area=area, segment=segment, drill_devices=drill_devices
+        spec,
+        inventory,
+        kind=kind,
+        area=area,
+        segment=segment,
+        drill_devices=drill_devices,
+        also=also,
     )
-    scoped = area_inventory(inventory, area, segment, drill_devices)
+    scoped = area_inventory(inventory, area, segment, drill_devices, also)
     try:
         check_timings({d.platform for d in scoped.devices}, timings)
     except ValidationFailed as e:
@@ -122,7 +132,8 @@ def prepare_incident(
         description=description,
         declared_by=declared_by,
         declared_at=datetime.now(UTC),
-        areas=inventory.expand_area(area),
+        also=sorted(set(also) - {area}),
+        areas=inventory.expand_areas([area, *also]),
         segment=segment,
         drill=drill_devices is not None,
         drill_devices=sorted(drill_devices or []),

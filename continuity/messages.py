@@ -185,6 +185,8 @@ class IncidentInput(_Msg):
         }
         if i.segment is not None:  # only when named: earlier declarations verify unchanged
             out["segment"] = i.segment
+        if i.also:  # likewise: the further units named with the area
+            out["also"] = ",".join(i.also)
         if i.drill:  # likewise: a drill, and the only devices it may touch
             out["drill_devices"] = ",".join(sorted(i.drill_devices))
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from enum import Enum, StrEnum
 from functools import cache
@@ -419,6 +420,10 @@ class Inventory(_Model):
                     todo.append(a.id)
         return sorted(out)
 
+    def expand_areas(self, area_ids: Iterable[str]) -> list[str]:
+        """Every unit named and every unit under them, sorted."""
+        return sorted({a for i in area_ids for a in self.expand_area(i)})
+
     def area(self, area_id: str) -> Area | None:
         return next((a for a in self.areas if a.id == area_id), None)
 
@@ -489,8 +494,10 @@ class Incident(_Model):
     declared_at: datetime
     # The cable segment that was cut (Inventory.cable_routes), when the duty officer names one.
     segment: Identifier | None = None
-    # The areas it covers: `area` and the units under it (a former district: its communes),
-    # resolved from the inventory at declaration. Empty in incidents recorded before: [area].
+    # Further units named with `area` (a set of communes), and every unit it covers: those
+    # named and the units under them (a former district: its communes), resolved from the
+    # inventory at declaration. `areas` empty in incidents recorded before: [area].
+    also: list[Identifier] = []
     areas: list[Identifier] = []
     # A drill: marked so in every record, report, SMS and call; it touches only these devices.
     drill: bool = False

@@ -68,6 +68,7 @@ class Plan(BaseModel):
     area: str
     kind: IncidentKind
     segment: str | None = None  # the cut cable segment, for a playbook that follows it
+    also: list[str] = []  # further units covered with `area`
     inventory_sha256: str
     circuits: list[str]  # selected, in restoration order
     changes: list[PlannedChange]
@@ -96,11 +97,18 @@ def _walk(
     timings: Timings,
     segment: str | None = None,
     drill_devices: Collection[str] | None = None,
+    also: Collection[str] = (),
 ) -> _Walk:
     check_declarable(
-        spec, inventory, kind=kind, area=area, segment=segment, drill_devices=drill_devices
+        spec,
+        inventory,
+        kind=kind,
+        area=area,
+        segment=segment,
+        drill_devices=drill_devices,
+        also=also,
     )
-    scoped = area_inventory(inventory, area, segment, drill_devices)
+    scoped = area_inventory(inventory, area, segment, drill_devices, also)
     check_timings({d.platform for d in scoped.devices}, timings)
     step_t = StepTimings.of(timings)
     walk = _Walk(
@@ -114,7 +122,7 @@ def _walk(
             continue
         if isinstance(step, SelectCircuits):
             walk.selected = select_circuits(
-                scoped.circuits, inventory.expand_area(area), step, segment=segment
+                scoped.circuits, inventory.expand_areas([area, *also]), step, segment=segment
             )
         elif isinstance(step, RerouteWave):
             wave += 1
@@ -131,6 +139,7 @@ def plan_incident(
     timings: Timings,
     segment: str | None = None,
     drill_devices: Collection[str] | None = None,
+    also: Collection[str] = (),
 ) -> Plan:
     """The changes an incident of `kind` in `area` (and on the cut `segment`; a drill on
     `drill_devices` only) would make, for the inventory as it is."""
@@ -142,6 +151,7 @@ def plan_incident(
         timings=timings,
         segment=segment,
         drill_devices=drill_devices,
+        also=also,
     )
     changes: list[PlannedChange] = []
     on_device: dict[str, list[RouteChange]] = {}  # what a stand-down restores, per device
@@ -190,6 +200,7 @@ def plan_incident(
         area=area,
         kind=kind,
         segment=segment,
+        also=sorted(set(also) - {area}),
         inventory_sha256=inventory_sha256(walk.scoped),
         circuits=[c.id for c in walk.selected],
         changes=changes,
@@ -206,13 +217,14 @@ def device_lines(
     kind: IncidentKind,
     timings: Timings,
     segment: str | None = None,
+    also: Collection[str] = (),
 ) -> dict[str, set[str]]:
     """Every line the playbook may send each device of an incident, whatever happens: the
     reroute and the restore (with and without the device's timer, armed or not, any part of
     them a retry sends), the confirmation, the abort of a pending change and the inverse lines
     of an undo. The auditor's check that each line a history says was sent is one the playbook
     and the inventory recorded in that history render (`audit verify`)."""
-    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings, segment=segment)
+    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings, segment=segment, also=also)
     groups: dict[str, list[list[RouteChange]]] = {}  # device -> each wave's routes on it
     for _wave, _step, batches in walk.waves:
         for device, routes in batches.items():
@@ -248,7 +260,8 @@ def _finish(dialect: Dialect) -> list[str]:
 def render_plan(plan: Plan) -> str:
     """The plan as an engineer reads it in a terminal or a review."""
     lines = [
-        f"plan of {plan.playbook} v{plan.version} for a {plan.kind.value} incident in {plan.area}"
+        f"plan of {plan.playbook} v{plan.version} for a {plan.kind.value} incident in "
+        + " + ".join([plan.area, *plan.also])
         + (f", cable segment {plan.segment} cut" if plan.segment else ""),
         f"  playbook sha256 {plan.playbook_sha256[:16]}, inventory sha256 "
         f"{plan.inventory_sha256[:16]}, plan sha256 {plan.sha256}",

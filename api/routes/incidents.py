@@ -106,6 +106,7 @@ async def declare_incident(
         telephony=settings.telephony != "none",
         segment=body.segment,
         drill_devices=body.drill_devices if body.drill else None,
+        also=body.also,
     )
     if attester is not None:
         inp.attestation_keys = attester.public_keys

@@ -27,6 +27,7 @@ async def plan_playbook(
     kind: IncidentKind = IncidentKind.SABOTAGE,
     segment: str | None = None,
     drill_devices: Annotated[list[str] | None, Query()] = None,
+    also: Annotated[list[str] | None, Query()] = None,
 ) -> Plan:
     """The exact lines, per wave and device, that declaring `kind` in `area` (and, for a
     playbook that follows a cut, the cut cable `segment`) would send with this playbook and
@@ -46,4 +47,5 @@ async def plan_playbook(
         timings=settings.timings,
         segment=segment,
         drill_devices=drill_devices,
+        also=also or (),
     )

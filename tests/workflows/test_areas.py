@@ -71,3 +71,36 @@ async def test_the_former_province_stands_for_all_of_it(stack: Stack) -> None:
     inv = stack.store.inventory()
     assert {c.area for c in inv.circuits} <= set(inv.expand_area("kon-tum"))
     assert {c.area for c in inv.circuits} <= set(inv.expand_area("quang-ngai"))  # and today's
+
+
+async def test_a_set_of_communes_is_one_incident_signed_as_named(stack: Stack) -> None:
+    from workflows.history_facts import history_facts as facts_of
+
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+        body = {"kind": "riot", "area": "xa-bo-y", "also": ["xa-dak-ha", "xa-bo-y"]}
+        r = await api.post("/incidents", headers=auth(stack, Role.DUTY_OFFICER), json=body)
+        assert r.status_code == 201, r.text
+        incident_id = r.json()["id"]
+        bad = {"kind": "riot", "area": "xa-bo-y", "also": ["atlantis"]}
+        r = await api.post("/incidents", headers=auth(stack, Role.DUTY_OFFICER), json=bad)
+        assert r.status_code == 422 and "unknown area 'atlantis'" in r.text
+    from workflows import IncidentWorkflow
+
+    handle = stack.client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
+    active = await decide_until_active(stack, handle)
+    assert {c.circuit_id for c in active.circuits} == {
+        "bgc-ngoc-hoi-post",
+        "pmc-dak-ha",
+        "ppc-dak-ha",
+    }
+    assert active.incident.also == ["xa-dak-ha"]
+    await stand_down(handle)
+    history = await handle.fetch_history()
+    from app.bundle import lines_not_rendered, verify_history
+    from continuity.signing import load_public_key
+
+    key = stack.settings.signing_key_path
+    checked = await verify_history(history, [load_public_key(key.with_name(key.name + ".pub"))])
+    assert checked.ok, checked.problems  # "also" is under the declaration's signature
+    assert not lines_not_rendered(history)[1]
+    assert "Xã Bờ Y, Xã Đăk Hà" in (await facts_of(history)).render("dossier_2c", "en")

@@ -22,8 +22,7 @@ from typing import Any
 from continuity.bundles import MANIFEST
 from continuity.errors import ValidationFailed
 from continuity.messages import IncidentInput
-from continuity.models import PriorityClass
-from continuity.report import restore_targets
+from continuity.report import CLASS_NAMES, restore_targets
 
 _VERIFIED = {"awaiting_confirmation", "confirmed", "kept_on_timeout"}
 _VN = timezone(timedelta(hours=7))  # the report is read in Vietnam: times in UTC+7
@@ -176,18 +175,6 @@ def period_report(archive: Path, start: datetime, end: datetime) -> PeriodReport
     return report
 
 
-_CLASS_NAMES = {
-    "vi": {
-        PriorityClass.ARMED_FORCES.value: "lực lượng vũ trang",
-        PriorityClass.PARTY.value: "Đảng",
-        PriorityClass.STATE.value: "Nhà nước",
-    },
-    "en": {
-        PriorityClass.ARMED_FORCES.value: "armed forces",
-        PriorityClass.PARTY.value: "Party",
-        PriorityClass.STATE.value: "State",
-    },
-}
 _TEXT = {
     "vi": {
         "title": "Báo cáo định kỳ sự cố thông tin liên lạc",
@@ -225,7 +212,7 @@ def _cell(text: str) -> str:
 
 
 def render_period(report: PeriodReport, lang: str = "vi") -> str:
-    t, names = _TEXT[lang], _CLASS_NAMES[lang]
+    t, names = _TEXT[lang], CLASS_NAMES[lang]
     lines = [
         f"# {t['title']}",
         "",

@@ -41,7 +41,9 @@ def load_history(path: Path) -> WorkflowHistory:
 async def replay(history: WorkflowHistory) -> ReplayOutcome:
     from workflows import REPLAY_WORKFLOWS
 
-    replayer = Replayer(workflows=REPLAY_WORKFLOWS, data_converter=data_converter)
+    # debug_mode: no deadlock timer. A thousand-device history's activations replay for
+    # seconds each; that is work, not a deadlock, and its verdict must not depend on the CPU.
+    replayer = Replayer(workflows=REPLAY_WORKFLOWS, data_converter=data_converter, debug_mode=True)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     failure = result.replay_failure
     return ReplayOutcome(

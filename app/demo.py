@@ -58,7 +58,8 @@ async def run_demo(  # type: ignore[no-untyped-def]
 ) -> int:
     inventory = read_inventory(inventory_file).inventory
     area = area or _busiest_area(inventory)
-    if area not in {c.area for c in inventory.circuits}:
+    covered = set(inventory.expand_area(area))  # a former district: its communes
+    if not any(c.area in covered for c in inventory.circuits):
         raise ValidationFailed(f"area {area!r} has no circuits in {inventory_file}")
     stack = Stack(
         data_dir=data_dir,
@@ -86,7 +87,9 @@ def _busiest_area(inventory: Inventory) -> str:
     counts = Counter(c.area for c in inventory.circuits)
     if not counts:
         raise ValidationFailed("the inventory has no circuits to reroute")
-    return DEMO_AREA if DEMO_AREA in counts else counts.most_common(1)[0][0]
+    if any(c.area in set(inventory.expand_area(DEMO_AREA)) for c in inventory.circuits):
+        return DEMO_AREA  # the former city: the circuits of its wards and communes
+    return counts.most_common(1)[0][0]
 
 
 async def _drive(stack: Stack, data_dir: Path, area: str, echo) -> int:  # type: ignore[no-untyped-def]

@@ -508,25 +508,32 @@ async def test_console_decision_busy_shows_try_again_not_decided(stack, api, aut
     assert console.script_errors == []
 
 
-async def test_console_awaiting_changes_readable_at_1280px(
-    stack, api, auth, make_console, tmp_path
-):
-    console = await make_console(width=1280, height=900)
+async def _city_awaiting(console: Console, api: httpx.AsyncClient, auth: Auth, note: str) -> str:
+    """A riot declared in the city (several devices ask at once, their details name many
+    circuits), opened in the operator's console once its three changes await a decision."""
     page = console.page
     await console.use_token(Role.OPERATOR)
     r = await api.post(
         "/incidents",
         headers=auth(Role.DUTY_OFFICER),
-        # The city: several devices ask at once and their details name many circuits.
-        json={"kind": "riot", "area": CITY, "description": "đọc được ở 1280 px"},
+        json={"kind": "riot", "area": CITY, "description": note},
     )
     assert r.status_code == 201, r.text
-    incident_id = r.json()["id"]
+    incident_id: str = r.json()["id"]
+    await _awaiting_change(api, auth, incident_id)
+    await page.click("#list-refresh")
+    await page.locator(f'#incident-list button:text-is("{incident_id}")').click()
+    await expect(page.locator(AWAITING)).to_have_count(3, timeout=30_000)
+    return incident_id
+
+
+async def test_console_awaiting_changes_readable_at_1280px(
+    stack, api, auth, make_console, tmp_path
+):
+    console = await make_console(width=1280, height=900)
+    page = console.page
+    incident_id = await _city_awaiting(console, api, auth, "đọc được ở 1280 px")
     try:
-        await _awaiting_change(api, auth, incident_id)
-        await page.click("#list-refresh")
-        await page.locator(f'#incident-list button:text-is("{incident_id}")').click()
-        await expect(page.locator(AWAITING)).to_have_count(3, timeout=30_000)
         countdown = page.locator(f"{AWAITING} .countdown").first
         await expect(countdown).to_have_text(re.compile(r"^\d+:\d\d left"))
         await page.locator(f"{AWAITING} button[data-action=reject]").first.click()
@@ -822,19 +829,8 @@ async def test_console_awaiting_changes_are_cards_on_a_390px_phone(
 ):
     console = await make_console(width=390, height=844)
     page = console.page
-    await console.use_token(Role.OPERATOR)
-    r = await api.post(
-        "/incidents",
-        headers=auth(Role.DUTY_OFFICER),
-        json={"kind": "riot", "area": CITY, "description": "trên điện thoại 390 px"},
-    )
-    assert r.status_code == 201, r.text
-    incident_id = r.json()["id"]
+    incident_id = await _city_awaiting(console, api, auth, "trên điện thoại 390 px")
     try:
-        await _awaiting_change(api, auth, incident_id)
-        await page.click("#list-refresh")
-        await page.locator(f'#incident-list button:text-is("{incident_id}")').click()
-        await expect(page.locator(AWAITING)).to_have_count(3, timeout=30_000)
         card = page.locator(AWAITING).first
         await expect(card.locator(".countdown")).to_have_text(re.compile(r"^\d+:\d\d left"))
         # Whose circuits they are, on the card itself.

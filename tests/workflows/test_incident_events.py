@@ -317,6 +317,53 @@ async def test_device_written_off_by_duty_officer_incident_closes_circuit_record
     assert view["state"] is CircuitState.NEEDS_ATTENTION
 
 
+async def test_a_write_off_while_another_incident_holds_the_device_leaves_it_to_that_one(
+    stack: Stack,
+):
+    """A and B hold the same circuits; the router under one of them dies while A closes. A's
+    duty officer writes it off so A can close; B still holds the circuit, which the ledger
+    shows as unknown (needs attention), never as back on primary. When the router answers
+    again, B's stand-down drives it back and B closes with everything on primary."""
+    a = await start_incident(stack, KON_TUM, spec=STATE_LEVEL_2)
+    await decide_until_active(stack, a)
+    b = await start_incident(stack, KON_TUM, spec=STATE_LEVEL_2)
+    joined = await decide_until_active(stack, b)
+    dic = next(c for c in joined.circuits if c.circuit_id == "dic-noc")
+    assert a.id in dic.held_with  # B joined A's hold
+    stack.network.set_fault("kt-edge-01", Fault.UNREACHABLE)
+    try:
+        await a.signal(
+            IncidentWorkflow.stand_down,
+            signed(StandDownInput(by="do-nguyen-van-an", reason="A over"), a.id, "stand_down"),
+        )
+
+        async def a_stuck() -> bool:  # its closing read-back of the dead router cannot finish
+            st = await status(a)
+            return st.phase is IncidentPhase.STANDING_DOWN and any(
+                e.event == "read back" or "kt-edge-01" in e.detail for e in st.timeline
+            )
+
+        await wait_until(a_stuck, timeout_s=60, what="A waiting on the dead router")
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+            r = await api.post(
+                f"/incidents/{a.id}/devices/kt-edge-01/write-off",
+                headers=auth(stack, Role.DUTY_OFFICER),
+                json={"reason": "no answer; B still holds its circuit"},
+            )
+            assert r.status_code == 202, r.text
+        result_a = await asyncio.wait_for(a.result(), 60)
+        assert result_a.phase is IncidentPhase.CLOSED
+        # B holds dic-noc still; nobody knows the router's state: needs attention.
+        assert ledger_state(stack, "dic-noc") is CircuitState.NEEDS_ATTENTION
+        assert (await status(b)).phase is IncidentPhase.ACTIVE
+    finally:
+        stack.network.set_fault("kt-edge-01", None)
+    result_b = await stand_down(b)
+    assert result_b.phase is IncidentPhase.CLOSED
+    assert part_on(stack, "dic-noc", "kt-edge-01") == "primary"
+    assert ledger_state(stack, "dic-noc") is CircuitState.ON_PRIMARY
+
+
 async def test_two_device_circuit_one_part_rejected_other_part_rolled_back(stack: Stack):
     # pmc-hq-command crosses kt-core-01 and kt-agg-01; police-hq-command is on kt-core-01 only.
     handle = await start_incident(stack, KON_TUM, spec=two_waves(first=[1]))

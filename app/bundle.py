@@ -38,6 +38,7 @@ from continuity.attestation import (
 )
 from continuity.bundles import FORMAT, MANIFEST, SIGNATURE
 from continuity.errors import ContinuityError, ValidationFailed
+from continuity.incidents import Scope
 from continuity.messages import (
     AbortInput,
     DecisionBatch,
@@ -349,11 +350,9 @@ def lines_not_rendered(history: WorkflowHistory) -> tuple[int, list[str]]:
         allowed = device_lines(
             inp.playbook,
             inp.inventory,
-            area=inp.incident.area,
             kind=inp.incident.kind,
             timings=inp.timings,
-            segment=inp.incident.segment,
-            also=inp.incident.also,
+            scope=Scope.of(inp.incident),
         )
     except ContinuityError as e:
         return 0, [f"history {history.workflow_id}: its changes cannot be re-rendered ({e})"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from continuity.dialects import check_timings
@@ -12,27 +13,64 @@ from continuity.models import Incident, IncidentKind, Inventory, inventory_sha25
 from continuity.playbook import PlaybookSpec
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Where an incident acts: the area named and further units named with it, the cable
+    segment declared cut, and a drill's devices (None: not a drill)."""
+
+    area: str
+    also: tuple[str, ...] = ()
+    segment: str | None = None
+    drill_devices: tuple[str, ...] | None = None
+
+    @classmethod
+    def declared(
+        cls,
+        area: str,
+        *,
+        also: Collection[str] = (),
+        segment: str | None = None,
+        drill_devices: Collection[str] | None = None,
+    ) -> Scope:
+        """As a declaration names it: further units once each, the area itself not again."""
+        return cls(
+            area=area,
+            also=tuple(sorted(set(also) - {area})),
+            segment=segment,
+            drill_devices=None if drill_devices is None else tuple(sorted(drill_devices)),
+        )
+
+    @classmethod
+    def of(cls, incident: Incident) -> Scope:
+        """An incident's scope, as its declaration recorded it."""
+        return cls(
+            area=incident.area,
+            also=tuple(incident.also),
+            segment=incident.segment,
+            drill_devices=tuple(incident.drill_devices) if incident.drill else None,
+        )
+
+    @property
+    def named(self) -> list[str]:
+        return [self.area, *self.also]
+
+
 class TimingsUnfit(ValidationFailed):
     """The deployment's confirmation window cannot be held by some device's timer."""
 
 
-def area_inventory(
-    inventory: Inventory,
-    area: str,
-    segment: str | None = None,
-    drill_devices: Collection[str] | None = None,
-    also: Collection[str] = (),
-) -> Inventory:
-    """What an incident in `area` may touch: its circuits (and, with a cut cable `segment`,
+def area_inventory(inventory: Inventory, scope: Scope) -> Inventory:
+    """What an incident in its area may touch: its circuits (and, with a cut cable segment,
     every circuit whose paths run over it) and their devices, the cable routes they cross
     (and the cut's), and the people. A drill's keeps only the circuits lying wholly on its
     devices: the snapshot is all its device steps can reach."""
-    covered = set(inventory.expand_areas([area, *also]))
+    covered = set(inventory.expand_areas(scope.named))
+    segment = scope.segment
     circuits = [
         c for c in inventory.circuits if c.area in covered or (segment and c.crosses(segment))
     ]
-    if drill_devices is not None:
-        allowed = set(drill_devices)
+    if scope.drill_devices is not None:
+        allowed = set(scope.drill_devices)
         circuits = [c for c in circuits if all(p.device in allowed for p in c.paths)]
     names = {p.device for c in circuits for p in c.paths}
     # The units covered and served, and every unit they lie or lay in (reports name both).
@@ -58,17 +96,12 @@ def area_inventory(
 
 
 def check_declarable(
-    spec: PlaybookSpec,
-    inventory: Inventory,
-    *,
-    kind: IncidentKind,
-    area: str,
-    segment: str | None = None,
-    drill_devices: Collection[str] | None = None,
-    also: Collection[str] = (),
+    spec: PlaybookSpec, inventory: Inventory, *, kind: IncidentKind, scope: Scope
 ) -> None:
-    """The playbook handles `kind`, the inventory knows `area` (and the cut `segment`, and a
-    drill's devices), and a playbook that follows the cut is given one; or a clear error."""
+    """The playbook handles `kind`, the inventory knows the scope's areas (and its cut
+    segment, and a drill's devices), and a playbook that follows the cut is given one; or a
+    clear error."""
+    segment, drill_devices = scope.segment, scope.drill_devices
     if drill_devices is not None:
         if not drill_devices:
             raise ValidationFailed("a drill names the devices it may touch (drill_devices)")
@@ -77,7 +110,7 @@ def check_declarable(
             raise ValidationFailed(f"drill devices not in the inventory: {', '.join(unknown)}")
     if kind not in spec.incident_kinds:
         raise PlaybookError(f"playbook {spec.name} does not handle {kind.value} incidents")
-    for named in [area, *also]:
+    for named in scope.named:
         if named not in {a.id for a in inventory.areas}:
             known = ", ".join(sorted(a.id for a in inventory.areas))
             raise ValidationFailed(f"unknown area {named!r}; known: {known}")
@@ -111,16 +144,9 @@ def prepare_incident(
     The caller keeps the input's inventory in the store (`Store.save_snapshot`) before it
     starts the workflow: device steps read it there by its SHA-256.
     """
-    check_declarable(
-        spec,
-        inventory,
-        kind=kind,
-        area=area,
-        segment=segment,
-        drill_devices=drill_devices,
-        also=also,
-    )
-    scoped = area_inventory(inventory, area, segment, drill_devices, also)
+    scope = Scope.declared(area, also=also, segment=segment, drill_devices=drill_devices)
+    check_declarable(spec, inventory, kind=kind, scope=scope)
+    scoped = area_inventory(inventory, scope)
     try:
         check_timings({d.platform for d in scoped.devices}, timings)
     except ValidationFailed as e:
@@ -132,11 +158,11 @@ def prepare_incident(
         description=description,
         declared_by=declared_by,
         declared_at=datetime.now(UTC),
-        also=sorted(set(also) - {area}),
-        areas=inventory.expand_areas([area, *also]),
+        also=list(scope.also),
+        areas=inventory.expand_areas(scope.named),
         segment=segment,
         drill=drill_devices is not None,
-        drill_devices=sorted(drill_devices or []),
+        drill_devices=list(scope.drill_devices or ()),
     )
     return IncidentInput(
         incident=incident,
@@ -149,4 +175,4 @@ def prepare_incident(
     )
 
 
-__all__ = ["TimingsUnfit", "area_inventory", "check_declarable", "prepare_incident"]
+__all__ = ["Scope", "TimingsUnfit", "area_inventory", "check_declarable", "prepare_incident"]

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from continuity.circuits import dedupe, select_circuits, wave_batches
 from continuity.dialects import check_timings, dialect_for
 from continuity.dialects.base import Dialect
-from continuity.incidents import area_inventory, check_declarable
+from continuity.incidents import Scope, area_inventory, check_declarable
 from continuity.messages import StepTimings, Timings
 from continuity.models import (
     Circuit,
@@ -89,26 +89,10 @@ class _Walk:
 
 
 def _walk(
-    spec: PlaybookSpec,
-    inventory: Inventory,
-    *,
-    area: str,
-    kind: IncidentKind,
-    timings: Timings,
-    segment: str | None = None,
-    drill_devices: Collection[str] | None = None,
-    also: Collection[str] = (),
+    spec: PlaybookSpec, inventory: Inventory, *, kind: IncidentKind, timings: Timings, scope: Scope
 ) -> _Walk:
-    check_declarable(
-        spec,
-        inventory,
-        kind=kind,
-        area=area,
-        segment=segment,
-        drill_devices=drill_devices,
-        also=also,
-    )
-    scoped = area_inventory(inventory, area, segment, drill_devices, also)
+    check_declarable(spec, inventory, kind=kind, scope=scope)
+    scoped = area_inventory(inventory, scope)
     check_timings({d.platform for d in scoped.devices}, timings)
     step_t = StepTimings.of(timings)
     walk = _Walk(
@@ -122,7 +106,7 @@ def _walk(
             continue
         if isinstance(step, SelectCircuits):
             walk.selected = select_circuits(
-                scoped.circuits, inventory.expand_areas([area, *also]), step, segment=segment
+                scoped.circuits, inventory.expand_areas(scope.named), step, segment=scope.segment
             )
         elif isinstance(step, RerouteWave):
             wave += 1
@@ -143,16 +127,8 @@ def plan_incident(
 ) -> Plan:
     """The changes an incident of `kind` in `area` (and on the cut `segment`; a drill on
     `drill_devices` only) would make, for the inventory as it is."""
-    walk = _walk(
-        spec,
-        inventory,
-        area=area,
-        kind=kind,
-        timings=timings,
-        segment=segment,
-        drill_devices=drill_devices,
-        also=also,
-    )
+    scope = Scope.declared(area, also=also, segment=segment, drill_devices=drill_devices)
+    walk = _walk(spec, inventory, kind=kind, timings=timings, scope=scope)
     changes: list[PlannedChange] = []
     on_device: dict[str, list[RouteChange]] = {}  # what a stand-down restores, per device
     for wave, step, batches in walk.waves:
@@ -200,7 +176,7 @@ def plan_incident(
         area=area,
         kind=kind,
         segment=segment,
-        also=sorted(set(also) - {area}),
+        also=list(scope.also),
         inventory_sha256=inventory_sha256(walk.scoped),
         circuits=[c.id for c in walk.selected],
         changes=changes,
@@ -210,21 +186,14 @@ def plan_incident(
 
 
 def device_lines(
-    spec: PlaybookSpec,
-    inventory: Inventory,
-    *,
-    area: str,
-    kind: IncidentKind,
-    timings: Timings,
-    segment: str | None = None,
-    also: Collection[str] = (),
+    spec: PlaybookSpec, inventory: Inventory, *, kind: IncidentKind, timings: Timings, scope: Scope
 ) -> dict[str, set[str]]:
     """Every line the playbook may send each device of an incident, whatever happens: the
     reroute and the restore (with and without the device's timer, armed or not, any part of
     them a retry sends), the confirmation, the abort of a pending change and the inverse lines
     of an undo. The auditor's check that each line a history says was sent is one the playbook
     and the inventory recorded in that history render (`audit verify`)."""
-    walk = _walk(spec, inventory, area=area, kind=kind, timings=timings, segment=segment, also=also)
+    walk = _walk(spec, inventory, kind=kind, timings=timings, scope=scope)
     groups: dict[str, list[list[RouteChange]]] = {}  # device -> each wave's routes on it
     for _wave, _step, batches in walk.waves:
         for device, routes in batches.items():

@@ -245,6 +245,8 @@ class _Operator:
     """The fast operator tool: every decision's latency and every answer that was not a 200."""
 
     latencies_ms: list[float] = field(default_factory=list)
+    # Per answered decision, the API's Server-Timing parts (claim, signal) in ms.
+    server_ms: dict[str, list[float]] = field(default_factory=dict)
     statuses: Counter[int] = field(default_factory=Counter)
     retried_503: int = 0
     transport_errors: int = 0
@@ -628,6 +630,10 @@ class _Continuity:
         }
         for who, used in cpu1.items():
             out[f"{who}_cpu_s"] = used - rnd.cpu0.get(who, 0.0)
+        for name, ms in sorted(op.server_ms.items()):
+            ms.sort()
+            out[f"decision_{name}_p50_ms"] = statistics.median(ms)
+            out[f"decision_{name}_p99_ms"] = _percentile(ms, 0.99)
         print(
             f"continuity {rnd.incident_id}: decisions {sum(op.statuses.values())} "
             f"{dict(op.statuses)}, max {lat[-1]:.0f} ms, undelivered {op.undelivered}; "
@@ -659,7 +665,17 @@ class _Continuity:
                     print(f"continuity: {change_id}: {e!r}; sending again", file=sys.stderr)
                     resent = True
                     continue
-                op.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                took_ms = (time.perf_counter() - t0) * 1000
+                op.latencies_ms.append(took_ms)
+                parts = _server_timing(r.headers.get("Server-Timing", ""))
+                if "app" in parts:
+                    # Outside the app: the client's own loop, the connection, uvicorn's parsing;
+                    # inside it but outside the route's parts: its dependencies (the token
+                    # check), waits for the API's event loop.
+                    parts["client"] = took_ms - parts["app"]
+                    parts["app"] -= parts.get("claim", 0.0) + parts.get("signal", 0.0)
+                    for name, ms in parts.items():
+                        op.server_ms.setdefault(name, []).append(ms)
                 if resent and r.status_code == 409 and OPERATOR in r.text:
                     # Ours, decided by the attempt whose answer was lost.
                     op.statuses[200] += 1
@@ -791,6 +807,18 @@ class _Continuity:
         for phase, lines in activity_latencies(histories[0]).items():
             for line in lines:
                 print(f"{rnd.incident_id} {phase}: {line}", file=sys.stderr, flush=True)
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    """`claim;dur=1.2, signal;dur=3.4` → {"claim": 1.2, "signal": 3.4} (RFC-less, as sent)."""
+    parts: dict[str, float] = {}
+    for metric in filter(None, (m.strip() for m in header.split(","))):
+        name, _, params = metric.partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur":
+                parts[name.strip()] = float(value)
+    return parts
 
 
 def _percentile(ordered: list[float], q: float) -> float:

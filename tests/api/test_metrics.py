@@ -93,6 +93,13 @@ async def _confirm_until_active(api, auth, incident_id: str) -> Counter[int]:  #
                 json={"decision": "confirm", "reason": "seen on the NOC wall"},
             )
             sent[r.status_code] += 1
+            if r.status_code == 200:  # where its time went: the route's parts and the app's
+                timing = dict(
+                    m.strip().split(";dur=") for m in r.headers["Server-Timing"].split(",")
+                )
+                assert set(timing) == {"claim", "signal", "app"}, timing
+                assert all(float(ms) >= 0 for ms in timing.values())
+                assert float(timing["app"]) >= float(timing["claim"]) + float(timing["signal"])
             decided.add(change["change_id"])
         r = await api.get(f"/incidents/{incident_id}", headers=auth(Role.AUDITOR))
         st = IncidentStatus.model_validate(r.json()["status"])

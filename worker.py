@@ -141,7 +141,13 @@ async def run(
 
         archive = await start_archive(client, store, settings)
     workers = build_worker(client, settings, store, sites=sites, central=central)
-    log.info("worker polling %s on %s", ", ".join(workers.task_queues), settings.temporal_address)
+    log.info(
+        "worker polling %s on %s; data directory %s (store %s)",
+        ", ".join(workers.task_queues),
+        settings.temporal_address,
+        settings.data_dir.resolve(),
+        settings.masked_database_url,
+    )
     if archive is None:
         await workers.run()
         return

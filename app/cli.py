@@ -27,10 +27,26 @@ if TYPE_CHECKING:
 
 DEFAULT_DATA_DIR = Path("continuity-data")
 
+# The settings of this command, made once (env, then the config file); a command that used
+# them names the data directory they resolve to when it ends well (stderr: stdout stays the
+# command's output, and a failure stays one line).
+_SETTINGS: list[Settings] = []
+
+
+def _settings() -> Settings:
+    if not _SETTINGS:
+        _SETTINGS.append(Settings())
+    return _SETTINGS[0]
+
+
+def _data_dir_line(settings: Settings) -> str:
+    return f"data directory: {settings.data_dir.resolve()} (store {settings.masked_database_url})"
+
 
 def _demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
+    print(f"data directory: {args.data_dir.resolve()} (the demo's own)", flush=True)
     return asyncio.run(
         run_demo(args.data_dir.resolve(), inventory_file=args.inventory, area=args.area)
     )
@@ -56,6 +72,7 @@ def _up(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             settings = await stack.start()
+            print(f"Data directory:    {args.data_dir.resolve()}", flush=True)
             print(f"API docs:          {stack.api_url}/docs", flush=True)
             print(f"Console:           {stack.api_url}/console/", flush=True)
             print(f"Temporal Web UI:   http://127.0.0.1:{args.ui_port}", flush=True)
@@ -154,7 +171,7 @@ def _counts(inv: Inventory) -> str:
 def _app_store() -> Store:
     from continuity.store import Store
 
-    store = Store.for_settings(Settings())
+    store = Store.for_settings(_settings())
     store.create_schema()
     return store
 
@@ -241,7 +258,7 @@ def _audit_export(args: argparse.Namespace) -> int:
 def _keys_generate(args: argparse.Namespace) -> int:
     from continuity.signing import generate_key_pair
 
-    settings = Settings()
+    settings = _settings()
     pair = generate_key_pair(args.out or settings.signing_key_path, overwrite=args.force)
     print(f"private key {pair.private_path} (keep it on the worker and API hosts only)")
     print(f"public key  {pair.public_path} (give it to auditors; keep old ones after rotation)")
@@ -255,7 +272,7 @@ def _audit_bundle(args: argparse.Namespace) -> int:
     from continuity.store import Store
     from continuity.temporal import connect_temporal
 
-    settings = Settings()
+    settings = _settings()
     key = load_private_key(settings.signing_key_path)
 
     async def run() -> Path:
@@ -281,7 +298,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
             raise ValidationFailed(f"{path}: no such file or directory")
     keys = list(args.key)
     if not keys:
-        own = Settings().signing_key_path.with_name(Settings().signing_key_path.name + ".pub")
+        own = _settings().signing_key_path.with_name(_settings().signing_key_path.name + ".pub")
         if not own.exists():
             raise ValidationFailed(
                 "no trusted public key: pass --key FILE (the deployment's signing-key .pub)"
@@ -346,7 +363,7 @@ def _audit_report(args: argparse.Namespace) -> int:
 def _report_period(args: argparse.Namespace) -> int:
     from continuity.period import period_report, render_period
 
-    archive = args.archive or Settings().archive_dir
+    archive = args.archive or _settings().archive_dir
     if archive is None:
         raise ValidationFailed(
             "no archive: pass --archive DIR or set CONTINUITY_ARCHIVE_DIR (the report is read "
@@ -405,10 +422,11 @@ def _api(_: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    settings = Settings()
+    settings = _settings()
     # Refuse here (TLS settings, Temporal down): inside uvicorn's lifespan the same error
     # would come out as a traceback.
     asyncio.run(_reachable(settings))
+    print(_data_dir_line(settings), file=sys.stderr, flush=True)
     # JSON logs: uvicorn's loggers go through ours instead of its own text handlers.
     log_config = None if log_format() == "json" else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(
@@ -506,7 +524,7 @@ def _playbook_validate(args: argparse.Namespace) -> int:
 def _doctor(_args: argparse.Namespace) -> int:
     from app.doctor import run_doctor
 
-    checks = asyncio.run(run_doctor(Settings()))
+    checks = asyncio.run(run_doctor(_settings()))
     for check in checks:
         print(check.line())
     return 1 if any(c.verdict == "FAIL" for c in checks) else 0
@@ -517,7 +535,7 @@ def _config_show(_args: argparse.Namespace) -> int:
 
     path = config_file()
     print(f"# config file: {path.resolve() if path else 'none'}", file=sys.stderr)
-    print(json.dumps(effective_settings(Settings()), indent=2, ensure_ascii=False))
+    print(json.dumps(effective_settings(_settings()), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -796,7 +814,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     configure_logging("WARNING")
     args = build_parser().parse_args(argv)
-    if args.config is not None:  # every Settings() this command makes reads it
+    _SETTINGS.clear()
+    if args.config is not None:  # the settings this command makes read it
         os.environ["CONTINUITY_CONFIG"] = str(args.config)
     try:
         code = args.fn(args)
@@ -814,6 +833,8 @@ def main(argv: list[str] | None = None) -> None:
                 file=sys.stderr,
             )
         code = 1
+    if code == 0 and _SETTINGS and args.fn is not _api:
+        print(_data_dir_line(_SETTINGS[0]), file=sys.stderr)
     sys.stdout.flush()
     # The Temporal core runtime can crash at interpreter exit; nothing is left to flush here.
     os._exit(code)

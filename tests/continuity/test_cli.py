@@ -375,3 +375,34 @@ def test_an_unexpected_failure_is_one_line_unless_debug(debug: bool):
         assert r.stderr.strip() == (
             "error: ZeroDivisionError: division by zero (run with --debug for the traceback)"
         )
+
+
+def test_every_store_command_names_the_data_directory_it_resolved(tmp_path: Path):
+    """A relative data directory is resolved once, against where the command runs, and named on
+    stderr (stdout stays the command's output; a failure stays one line)."""
+    env = {**os.environ, "CONTINUITY_DATA_DIR": "site-data"}
+    env.pop("CONTINUITY_DATABASE_URL", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+
+    where = tmp_path / "site-data"
+    line = f"data directory: {where} (store sqlite:///{where / 'continuity.db'})"
+    loaded = run("inventory", "load", str(SAMPLE_INVENTORY))
+    assert loaded.returncode == 0 and loaded.stderr.strip() == line, loaded.stderr
+    exported = run("inventory", "export")
+    assert exported.returncode == 0 and exported.stderr.strip() == line
+    assert json.loads(exported.stdout)["province"]  # stdout is the inventory alone
+    history = run("inventory", "history")
+    assert history.returncode == 0 and history.stderr.strip() == line
+    missing = run("inventory", "load", str(tmp_path / "nope.json"))
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
+    assert "data directory" not in missing.stderr

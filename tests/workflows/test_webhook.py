@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from app.stack import Stack
-from continuity.models import IncidentPhase, IncidentStatus
+from continuity.models import Direction, IncidentPhase, IncidentStatus
 from continuity.playbook import NotifyWebhook, Wait
 from continuity.settings import WebhookTarget
 from tests.conftest import wait_until
@@ -129,5 +129,58 @@ async def test_a_refusal_is_not_retried(stack: Stack) -> None:
             assert len(r.requests) == 1 and "Authorization" not in r.requests[0][0]
             assert any(n.startswith("dic failed") and "answered 400" in n for n in notes), notes
             await stand_down(handle)
+        finally:
+            stack.settings.webhooks.pop("dic", None)
+
+
+async def test_a_stand_down_during_a_long_wait_ends_it_and_no_device_is_touched(
+    stack: Stack,
+) -> None:
+    """A wait before the first wave is cut short by the order: no change starts after it."""
+    spec = two_waves(first=[1, 2, 3])
+    spec.steps[1:1] = [Wait(seconds=600)]
+    handle = await start_incident(stack, "ngoc-hoi", spec=spec)
+
+    async def waiting() -> bool | None:
+        st = await status(handle)
+        return any(e.event == "waiting" for e in st.timeline) or None
+
+    await wait_until(waiting, timeout_s=30, what="the wait")
+    result = await stand_down(handle)  # returns once closed, well inside the test's timeout
+    assert result.phase is IncidentPhase.CLOSED
+    assert set(result.circuits.values()) == {"on_primary"}
+    st = await status(handle)
+    assert st.changes == []  # the wave never started
+    assert stack.store.change_list(handle.id) == []
+
+
+async def test_a_stand_down_while_a_notice_is_retried_restores_first_and_records_the_notice(
+    stack: Stack,
+) -> None:
+    """The receiver down through the stand-down: the devices go back to primary without waiting
+    for it; the incident closes once the notice's tries end, its outcome in the record."""
+    with Receiver([503, 503]) as r:
+        stack.settings.webhooks["dic"] = WebhookTarget(url=r.url)
+        try:
+            spec = two_waves(first=[1, 2, 3])
+            spec.steps.append(_notice("dic"))
+            handle = await start_incident(stack, "ngoc-hoi", spec=spec)
+            await decide_until_active(stack, handle)
+            await wait_until(lambda: len(r.requests) >= 1 or None, timeout_s=30, what="a try")
+            result = await stand_down(handle)
+            assert result.phase is IncidentPhase.CLOSED
+            assert set(result.circuits.values()) == {"on_primary"}
+            st = await status(handle)
+            events = [e.event for e in st.timeline]
+            notes = [e.detail for e in st.timeline if e.event == "webhook"]
+            assert notes and notes[-1].startswith("dic answered 200"), notes
+            assert len(r.requests) == 3  # 503, 503, then 200: the same notice each time
+            assert len({h["Idempotency-Key"] for h, _ in r.requests}) == 1
+            # Nothing waited for the receiver: the order came, and every device was back on
+            # primary, before the notice settled.
+            settled = next(e.at for e in st.timeline if e.event == "webhook")
+            assert events.index("stand-down") < events.index("webhook"), events
+            restores = [c for c in st.changes if c.direction is Direction.RESTORE]
+            assert restores and all(c.settled_at and c.settled_at < settled for c in restores)
         finally:
             stack.settings.webhooks.pop("dic", None)

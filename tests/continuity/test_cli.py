@@ -19,14 +19,15 @@ ROOT = Path(__file__).parent.parent.parent
 HISTORY = sorted((ROOT / "tests" / "histories").glob("*.json"))[0]
 
 
-def _run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, data_dir: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CONTINUITY_DATA_DIR": str(data_dir)}
+    env.pop("CONTINUITY_DATABASE_URL", None)  # the data directory's SQLite file, always
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         capture_output=True,
         text=True,
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
         timeout=120,
         check=False,
     )
@@ -380,19 +381,9 @@ def test_an_unexpected_failure_is_one_line_unless_debug(debug: bool):
 def test_every_store_command_names_the_data_directory_it_resolved(tmp_path: Path):
     """A relative data directory is resolved once, against where the command runs, and named on
     stderr (stdout stays the command's output; a failure stays one line)."""
-    env = {**os.environ, "CONTINUITY_DATA_DIR": "site-data"}
-    env.pop("CONTINUITY_DATABASE_URL", None)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=120,
-            check=False,
-        )
+        return _run(*args, data_dir=Path("site-data"), cwd=tmp_path)
 
     where = tmp_path / "site-data"
     line = f"data directory: {where} (store sqlite:///{where / 'continuity.db'})"

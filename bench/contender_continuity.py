@@ -247,6 +247,9 @@ class _Operator:
     latencies_ms: list[float] = field(default_factory=list)
     # Per answered decision, the API's Server-Timing parts (claim, signal) in ms.
     server_ms: dict[str, list[float]] = field(default_factory=dict)
+    # How late this process's own event loop woke from a 10 ms sleep (ms): how much of the
+    # decisions' `client` part is the bench's client rather than the API.
+    loop_lag_ms: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     retried_503: int = 0
     transport_errors: int = 0
@@ -558,6 +561,7 @@ class _Continuity:
         http = self.http
         op = _Operator()
         fired: dict[str, asyncio.Task[None]] = {}
+        ticker = asyncio.create_task(_watch_loop_lag(op.loop_lag_ms))
         restore_s: float | None = None
         deadline = rnd.started + timeout_s
         path = f"/incidents/{rnd.incident_id}/changes"
@@ -612,6 +616,7 @@ class _Continuity:
                 )
             await asyncio.sleep(POLL_INTERVAL_S)
         await asyncio.gather(*fired.values())
+        ticker.cancel()
         assert restore_s is not None
         cpu1 = self.cpu()
         lat = sorted(op.latencies_ms)
@@ -630,6 +635,10 @@ class _Continuity:
         }
         for who, used in cpu1.items():
             out[f"{who}_cpu_s"] = used - rnd.cpu0.get(who, 0.0)
+        if op.loop_lag_ms:
+            lag = sorted(op.loop_lag_ms)
+            out["client_loop_lag_p50_ms"] = statistics.median(lag)
+            out["client_loop_lag_p99_ms"] = _percentile(lag, 0.99)
         for name, ms in sorted(op.server_ms.items()):
             ms.sort()
             out[f"decision_{name}_p50_ms"] = statistics.median(ms)
@@ -807,6 +816,13 @@ class _Continuity:
         for phase, lines in activity_latencies(histories[0]).items():
             for line in lines:
                 print(f"{rnd.incident_id} {phase}: {line}", file=sys.stderr, flush=True)
+
+
+async def _watch_loop_lag(lags: list[float], tick_s: float = 0.01) -> None:
+    while True:
+        t0 = time.perf_counter()
+        await asyncio.sleep(tick_s)
+        lags.append((time.perf_counter() - t0 - tick_s) * 1000)
 
 
 def _server_timing(header: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ from temporalio.client import Client
 
 from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import install_handlers
-from api.metrics import install_metrics
+from api.metrics import install_metrics, watch_loop_lag
 from api.routes import circuits, incidents, me, playbooks, reports, twilio
 from api.schemas import Display, Health
 from api.security import SecurityHeaders, page_policy
@@ -85,7 +85,11 @@ def create_app(
             app.state.store.create_schema()
         if temporal is None:
             app.state.temporal = await connect_temporal(settings)
-        yield
+        lag = asyncio.create_task(watch_loop_lag(app.state.loop_lag))
+        try:
+            yield
+        finally:
+            lag.cancel()
         if own_store:
             app.state.store.close()
 
@@ -114,7 +118,7 @@ def create_app(
     app.include_router(playbooks.router)
     app.include_router(reports.router)
     app.include_router(twilio.router)
-    install_metrics(app)  # GET /metrics, and the decision latency it reports
+    install_metrics(app)  # GET /metrics: the store's counts, decision latency, loop lag
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def health(_settings: SettingsDep, st: StoreDep, client: TemporalDep) -> Health:

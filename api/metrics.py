@@ -195,6 +195,15 @@ class DecisionLatency:
                 self._histogram.labels(code=str(code)).observe(time.perf_counter() - start)
 
 
+async def watch_loop_lag(histogram: Histogram, *, tick_s: float = 0.1) -> None:
+    """Until cancelled: observe how late each tick comes (a blocked loop delays every request)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(tick_s)
+        histogram.observe(max(0.0, loop.time() - start - tick_s))
+
+
 def install_metrics(app: FastAPI) -> None:
     """Serve GET /metrics from a registry of this app's own, and time its decisions.
 
@@ -211,6 +220,13 @@ def install_metrics(app: FastAPI) -> None:
         registry=registry,
     )
     app.add_middleware(DecisionLatency, histogram=latency)
+    app.state.loop_lag = Histogram(
+        "continuity_api_event_loop_lag_seconds",
+        "How late the API's event loop woke from a 100 ms sleep: how long any request that"
+        " arrived meanwhile waited before it was read.",
+        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        registry=registry,
+    )
 
     # Out of the schema: it is for Prometheus, not for the API's clients.
     @app.get("/metrics", include_in_schema=False)
@@ -221,4 +237,4 @@ def install_metrics(app: FastAPI) -> None:
         return Response(body, headers={"Content-Type": content_type})
 
 
-__all__ = ["DecisionLatency", "StoreCollector", "install_metrics"]
+__all__ = ["DecisionLatency", "StoreCollector", "install_metrics", "watch_loop_lag"]

@@ -86,6 +86,12 @@ class TemporalDevServer:
             "default",
             "--log-level",
             "error",
+            # WAL: the server's readers stop blocking its writer (200 applies waited 1.9 s p50
+            # to start in rollback-journal mode, 0.5 s in WAL); still fsynced at every commit.
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=full",
         ]
         args += (
             ["--ui-ip", "127.0.0.1", "--ui-port", str(self.ui_port)]

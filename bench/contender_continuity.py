@@ -55,6 +55,7 @@ from typing import Any
 
 import httpx
 from continuity_api import PLAYBOOK
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.api.enums.v1 import EventType
@@ -360,6 +361,7 @@ class _Continuity:
         if self.temporal is not None:
             await self.temporal.stop()
         if self._pg_db is not None:
+            self._print_store_load()
             admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
             try:
                 with admin.connect() as c:
@@ -367,6 +369,28 @@ class _Continuity:
             finally:
                 admin.dispose()
         self._tmp.cleanup()
+
+    def _print_store_load(self) -> None:
+        """What the run asked of PostgreSQL: commits, and rows written per table."""
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as c:
+                commits = c.execute(
+                    text("SELECT xact_commit FROM pg_stat_database WHERE datname = :d"),
+                    {"d": self._pg_db},
+                ).scalar()
+                rows = c.execute(
+                    text(
+                        "SELECT relname, n_tup_ins, n_tup_upd FROM pg_stat_user_tables"
+                        " WHERE n_tup_ins + n_tup_upd > 0 ORDER BY n_tup_ins + n_tup_upd DESC"
+                    )
+                ).all()
+        finally:
+            engine.dispose()
+        tables = ", ".join(f"{r[0]} +{r[1]}/~{r[2]}" for r in rows)
+        print(
+            f"continuity: store load: {commits} commits; rows +ins/~upd: {tables}", file=sys.stderr
+        )
 
     def _env(self, timings: Timings) -> dict[str, str]:
         assert self.temporal is not None and self.sandbox is not None
@@ -562,6 +586,7 @@ class _Continuity:
         op = _Operator()
         fired: dict[str, asyncio.Task[None]] = {}
         ticker = asyncio.create_task(_watch_loop_lag(op.loop_lag_ms))
+        api_lag0 = await self._api_loop_lag()
         restore_s: float | None = None
         deadline = rnd.started + timeout_s
         path = f"/incidents/{rnd.incident_id}/changes"
@@ -635,6 +660,12 @@ class _Continuity:
         }
         for who, used in cpu1.items():
             out[f"{who}_cpu_s"] = used - rnd.cpu0.get(who, 0.0)
+        # The API's own loop, by its histogram's buckets over the round (a bucket's bound).
+        api_lag = {le: n - api_lag0.get(le, 0.0) for le, n in (await self._api_loop_lag()).items()}
+        for q in (0.5, 0.99):
+            bound = _bucket_quantile(api_lag, q)
+            if bound is not None:
+                out[f"api_loop_lag_p{round(q * 100)}_ms"] = bound * 1000
         if op.loop_lag_ms:
             lag = sorted(op.loop_lag_ms)
             out["client_loop_lag_p50_ms"] = statistics.median(lag)
@@ -652,6 +683,17 @@ class _Continuity:
             flush=True,
         )
         return out
+
+    async def _api_loop_lag(self) -> dict[float, float]:
+        """The API's event-loop lag histogram: upper bound (s) -> ticks at most that late."""
+        assert self.http is not None
+        r = await self.http.get("/metrics")
+        buckets: dict[float, float] = {}
+        for family in text_string_to_metric_families(r.text):
+            for sample in family.samples:
+                if sample.name == "continuity_api_event_loop_lag_seconds_bucket":
+                    buckets[float(sample.labels["le"])] = sample.value
+        return buckets
 
     async def _decide(self, op: _Operator, incident_id: str, change_id: str) -> None:
         assert self.http is not None
@@ -792,6 +834,8 @@ class _Continuity:
                         "--nonblocking",
                         "--rate",
                         "100",
+                        # BENCH_CONTINUITY_PYSPY=--gil: only the thread holding the GIL.
+                        *[a for a in os.environ["BENCH_CONTINUITY_PYSPY"].split() if a != "1"],
                         "-o",
                         str(out),
                     ],
@@ -840,6 +884,15 @@ def _server_timing(header: str) -> dict[str, float]:
 def _percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
+
+
+def _bucket_quantile(cumulative: dict[float, float], q: float) -> float | None:
+    """The upper bound of the histogram bucket holding quantile q (None: no observations)."""
+    total = cumulative.get(float("inf"), 0.0)
+    if total <= 0:
+        return None
+    bound = next(le for le in sorted(cumulative) if cumulative[le] >= q * total)
+    return bound if bound != float("inf") else max(b for b in cumulative if b != float("inf"))
 
 
 def _children(history: WorkflowHistory) -> list[str]:

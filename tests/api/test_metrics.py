@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
 import httpx
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.app import create_app
+from api.metrics import watch_loop_lag
 from app.stack import Stack
 from continuity.models import IncidentPhase, IncidentStatus, Role
 from continuity.settings import Settings
@@ -221,6 +226,10 @@ async def test_metrics_incident_on_lab_series_match_store(stack: Stack, api, aut
     assert _deltas(after, before, f"{latency}_count") == {_labels(code="200"): 2}
     assert 0 < _delta(after, before, f"{latency}_sum", code="200") < 10
 
+    # The API's event loop is watched the whole time it runs: a tick every 100 ms.
+    lag = "continuity_api_event_loop_lag_seconds_count"
+    assert _delta(after, before, lag) >= 5
+
     # No label names an incident, a person, a device or carries free text.
     inv = stack.store.inventory()
     people = {p for o in [*inv.duty_officers, *inv.operators] for p in (o.id, o.name)}
@@ -262,3 +271,22 @@ async def test_metrics_store_unreadable_store_down_latency_still_served(tmp_path
     assert _value(seen, "continuity_store_up") == 0
     assert "continuity_incidents" not in seen
     assert _value(seen, "continuity_decision_latency_seconds_count", code="401") == 1
+
+
+async def test_loop_lag_blocked_loop_is_observed_as_late_ticks():
+    registry = CollectorRegistry()
+    lag = Histogram("lag_seconds", "test", buckets=(0.01, 0.25, 1.0), registry=registry)
+    watch = asyncio.create_task(watch_loop_lag(lag, tick_s=0.01))
+    await asyncio.sleep(0.05)  # ticks on time
+    time.sleep(0.3)  # noqa: ASYNC251 - the point: something blocks the loop
+    await asyncio.sleep(0.05)
+    watch.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watch
+    buckets = {
+        s.labels["le"]: s.value
+        for s in next(iter(registry.collect())).samples
+        if s.name == "lag_seconds_bucket"
+    }
+    assert buckets["0.01"] >= 1  # the ticks before the block came on time
+    assert buckets["+Inf"] - buckets["0.25"] == 1  # the one that waited out the block

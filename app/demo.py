@@ -6,6 +6,7 @@ import asyncio
 import logging
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -55,6 +56,7 @@ async def run_demo(  # type: ignore[no-untyped-def]
     area: str | None = None,
     echo=print,
     timeout_s: float = 240.0,
+    on_stage: Callable[[str], None] | None = None,
 ) -> int:
     inventory = read_inventory(inventory_file).inventory
     area = area or _busiest_area(inventory)
@@ -66,6 +68,7 @@ async def run_demo(  # type: ignore[no-untyped-def]
         timings=DEMO_TIMINGS,
         lab_time_scale=60.0,
         inventory_file=inventory_file,
+        on_stage=on_stage,
     )
     try:
         settings = await stack.start()

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,6 +150,7 @@ class Stack:
     temporal_client: Client | None = None  # tests bring their own dev server
     tokens: dict[Role, str] = field(default_factory=dict)
     attester: Attester | None = None  # the stack's signer of human actions (set by start)
+    on_stage: Callable[[str], None] | None = None  # told each start-up stage (the CLI's progress)
     _stops: list = field(default_factory=list)
 
     async def start(self) -> Settings:
@@ -172,6 +174,7 @@ class Stack:
         api_url = f"http://127.0.0.1:{self.api_port}"
 
         # The lab plays the carrier's routers: each inventory device on its own SSH port.
+        self._stage("starting the lab's simulated devices")
         inventory = Inventory.model_validate_json(self.inventory_file.read_text(encoding="utf-8"))
         lab_password = secrets.token_urlsafe(12)
         network = LabNetwork.from_inventory(inventory, time_scale=self.lab_time_scale)
@@ -180,6 +183,7 @@ class Stack:
         self._stops.append(lab.stop)
         self.network = network
 
+        self._stage("starting the telephony sandbox")
         auth_token = secrets.token_hex(16)
         account_sid = "AC" + secrets.token_hex(16)
         sandbox = TelephonySandbox(account_sid=account_sid, auth_token=auth_token)
@@ -217,6 +221,7 @@ class Stack:
             timings=self.timings,
         )
         self.settings = settings
+        self._stage("loading the inventory into the store")
         # The embedded stack signs human actions as production does, with a key of its own.
         from continuity.signing import generate_key_pair, load_attester
 
@@ -231,6 +236,7 @@ class Stack:
         self.store = store
 
         if self.temporal_client is None:
+            self._stage("starting Temporal's dev server")
             temporal = TemporalDevServer(
                 self.data_dir / "temporal.db",
                 self.temporal_port,
@@ -242,11 +248,13 @@ class Stack:
         client = self.client = self.temporal_client
 
         # Every site of the inventory: the embedded stack is one machine next to all the lab.
+        self._stage("starting the worker")
         workers = build_worker(client, settings, store)
         await workers.__aenter__()
         self._stops.append(workers.shutdown)
         self.workers = workers
 
+        self._stage("starting the API")
         app = create_app(settings, store=store, temporal=client)
         server = _EmbeddedServer(
             uvicorn.Config(
@@ -261,6 +269,10 @@ class Stack:
             await asyncio.sleep(0.05)
         self.api_url = api_url
         return settings
+
+    def _stage(self, what: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(what)
 
     async def stop(self) -> None:
         while self._stops:

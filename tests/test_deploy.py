@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 from pydantic import BaseModel, SecretStr
 from sqlalchemy.engine import make_url
 
-from app.cli import build_parser
+from app import cli
 from continuity.inventory import read_inventory
 from continuity.settings import DeviceCredential, Settings
 from continuity.temporal import temporal_tls_config
@@ -498,8 +499,18 @@ def test_image_runs_as_a_non_root_user():
 def test_compose_app_command_parses_with_the_cli(service: str):
     command = RENDERED["services"][service]["command"]
     assert command[0] == "continuity"
-    args = build_parser().parse_args(command[1:])
-    assert args.fn.__name__ == {"api": "_api", "worker": "_worker"}.get(service, "_inventory_load")
+    assert _parsed(command[1:]) == {"api": ["api"], "worker": ["worker"]}.get(
+        service, ["inventory", "load"]
+    )
+
+
+def _parsed(argv: list[str]) -> list[str]:
+    """The command `continuity ARGV` names, its arguments parsed and checked, nothing run."""
+    command, path = typer.main.get_command(cli.app), []
+    while argv and argv[0] in getattr(command, "commands", {}):
+        command, path, argv = command.commands[argv[0]], [*path, argv[0]], argv[1:]
+    command.make_context(" ".join(["continuity", *path]), argv)  # raises on any mistake
+    return path
 
 
 def test_compose_one_shots_only_on_request():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
+from app.cli import run
 from continuity.errors import ConfigurationError
 from continuity.settings import Settings, config_file
 
@@ -75,10 +75,8 @@ def test_the_cli_takes_the_file_before_any_command(
 ) -> None:
     path = clean_env / "site.toml"
     path.write_text(TOML)
-    args = build_parser().parse_args(["--config", str(path), "config", "show"])
-    assert args.config == path
-    monkeypatch.setenv("CONTINUITY_CONFIG", str(args.config))  # what main() does
-    assert args.fn(args) == 0
+    monkeypatch.setenv("CONTINUITY_CONFIG", "")  # put back after the test: --config sets it
+    assert run(["--config", str(path), "config", "show"]) == 0
     captured = capsys.readouterr()
     assert f"# config file: {path.resolve()}" in captured.err
     assert '"api_port": 8123' in captured.out and "s3cret" not in captured.out

@@ -14,7 +14,7 @@ import pytest
 
 from app.archive import Archive, retention_problem, start_archive
 from app.bundle import MANIFEST, SIGNATURE, make_bundle, verify_bundle
-from app.cli import build_parser
+from app.cli import run
 from app.stack import Stack
 from continuity.errors import ConfigurationError, ValidationFailed
 from continuity.models import Decision, IncidentKind, Role
@@ -58,8 +58,7 @@ async def _closed_bundle(stack: Stack, keys: tuple[Path, Path], out: Path) -> Pa
 
 async def _cli(*argv: str) -> int:
     """A `continuity` command as the CLI runs it (in a thread: it runs its own event loop)."""
-    args = build_parser().parse_args(list(argv))
-    return await asyncio.to_thread(args.fn, args)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(run, list(argv))
 
 
 async def test_a_bundle_verifies_offline_and_any_change_fails_it(
@@ -153,10 +152,11 @@ async def test_an_altered_command_in_the_history_fails_verification(
 
 
 async def test_cli_refuses_a_missing_bundle_and_a_bundle_without_trusted_key(
-    keys: tuple[Path, Path], tmp_path: Path
+    keys: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(ValidationFailed, match="no such file"):
-        await _cli("audit", "verify", str(tmp_path / "nothing"), "--key", str(keys[1]))
+    missing = tmp_path / "nothing"
+    assert await _cli("audit", "verify", str(missing), "--key", str(keys[1])) == 2
+    assert capsys.readouterr().err == f"error: {missing}: no such file or directory\n"
     (tmp_path / "empty").mkdir()
     assert await _cli("audit", "verify", str(tmp_path / "empty"), "--key", str(keys[1])) == 1
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
+from app.cli import run
 from app.stack import Stack
 from app.testing import PlaybookLab
 from continuity.errors import PlaybookError
@@ -35,8 +35,7 @@ def spec_file(tmp_path: Path) -> Path:
 def test_the_example_validates_and_a_broken_one_names_step_and_field(
     spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    args = build_parser().parse_args(["playbook", "validate", str(spec_file)])
-    assert args.fn(args) == 0
+    assert run(["playbook", "validate", str(spec_file)]) == 0
     assert "valid playbook armed-forces-first v1" in capsys.readouterr().out
     broken = json.loads(spec_file.read_text())
     broken["steps"][1]["restoration_levels"] = []

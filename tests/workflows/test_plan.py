@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from app.stack import SAMPLE_INVENTORY, Stack
-from continuity.errors import ValidationFailed
 from continuity.models import Decision, Direction, IncidentKind, Role
 from continuity.plan import plan_incident
 from playbooks import get_playbook
@@ -106,28 +105,15 @@ async def test_plan_route_for_engineers_and_duty_officers(stack: Stack, api, aut
 
 
 def test_cli_plan_prints_every_line(capsys: pytest.CaptureFixture[str], tmp_path):  # type: ignore[no-untyped-def]
-    from app.cli import build_parser
+    from app.cli import run
 
-    args = build_parser().parse_args(
-        [
-            "playbook",
-            "plan",
-            "kon-tum-2a",
-            "--area",
-            "ngoc-hoi",
-            "--inventory",
-            str(SAMPLE_INVENTORY),
-        ]
-    )
-    assert args.fn(args) == 0
+    plan = ["playbook", "plan", "kon-tum-2a", "--area", "ngoc-hoi",
+            "--inventory", str(SAMPLE_INVENTORY)]  # fmt: skip
+    assert run(plan) == 0
     out = capsys.readouterr().out
     assert "wave 1" in out and "commit trial" in out and "stand-down nh-agg-01" in out
-    args = build_parser().parse_args(
-        ["playbook", "plan", "kon-tum-2a", "--area", "ngoc-hoi", "--kind", "flood",
-         "--inventory", str(SAMPLE_INVENTORY)]
-    )  # fmt: skip
-    with pytest.raises(ValidationFailed, match="unknown incident kind"):
-        args.fn(args)
+    assert run([*plan, "--kind", "flood"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown incident kind 'flood'")
 
 
 async def test_a_decision_on_a_stale_screen_is_refused_and_recorded(stack: Stack, api, auth):  # type: ignore[no-untyped-def]

@@ -442,6 +442,8 @@ class _Continuity:
             "TWILIO_API_BASE": self.sandbox.base_url,
             "PUBLIC_BASE_URL": self.api_url,
         }
+        if os.environ.get("BENCH_CONTINUITY_STORE_THREADS"):  # the API's, to try others
+            settings["STORE_THREADS"] = os.environ["BENCH_CONTINUITY_STORE_THREADS"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONTINUITY_")}
         env.update({f"CONTINUITY_{k}": v for k, v in settings.items()})
         return env

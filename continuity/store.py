@@ -1328,8 +1328,18 @@ class Store:
     def hold_circuits(self, incident_id: str, circuits: list[str]) -> dict[str, list[str]]:
         """Hold circuits for an incident; returns, per circuit, the other incidents holding it."""
         with self._session() as s:
-            for cid in circuits:
-                row = s.get(CircuitHoldRow, (cid, incident_id))
+            # One read of this incident's rows, not one per circuit (hundreds at declaration).
+            have = {
+                r.circuit_id: r
+                for r in s.scalars(
+                    select(CircuitHoldRow).where(
+                        CircuitHoldRow.incident_id == incident_id,
+                        CircuitHoldRow.circuit_id.in_(circuits),
+                    )
+                )
+            }
+            for cid in dict.fromkeys(circuits):
+                row = have.get(cid)
                 if row is None:
                     s.add(CircuitHoldRow(circuit_id=cid, incident_id=incident_id))
                 elif row.released_at is not None:

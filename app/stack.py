@@ -34,6 +34,9 @@ LAB_CREDENTIAL = "lab"
 LAB_USER = "netops"
 
 
+_TEMPORAL_PORT_TRIES = 3
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,6 +70,7 @@ class TemporalDevServer:
     ui_port: int | None = None  # None: headless
     fast_timers: bool = False  # 10 ms timer grid for short test/demo durations
     _proc: asyncio.subprocess.Process | None = None
+    _log_start: int = 0  # where this start's lines begin in the log
 
     @property
     def address(self) -> str:
@@ -103,23 +107,48 @@ class TemporalDevServer:
             args += ["--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"']
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(self.db_file.with_suffix(".log"), "ab")  # noqa: ASYNC230 - at start-up only
+        self._log_start = log_file.tell()
         self._proc = await asyncio.create_subprocess_exec(
             *args, stdout=log_file, stderr=log_file, start_new_session=True
         )
         log_file.close()
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            if self._proc.returncode is not None:
-                raise ContinuityError(
-                    f"temporal dev server exited with {self._proc.returncode}; "
-                    f"see {self.db_file.with_suffix('.log')}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        exited = asyncio.ensure_future(self._proc.wait())
+        try:
+            while True:
+                # Raced against the server's exit: when another program holds the port, a
+                # connect there may hang instead of being refused.
+                connect = asyncio.ensure_future(
+                    connect_temporal(address=self.address, namespace="default")
                 )
-            try:
-                return await connect_temporal(address=self.address, namespace="default")
-            except TemporalUnavailable:  # not listening yet
-                if asyncio.get_running_loop().time() > deadline:
-                    raise ContinuityError("temporal dev server did not come up") from None
+                await asyncio.wait(
+                    {connect, exited},
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if exited.done():
+                    connect.cancel()
+                    raise ContinuityError(
+                        f"temporal dev server exited with {self._proc.returncode}; "
+                        f"see {self.db_file.with_suffix('.log')}"
+                    )
+                if not connect.done():
+                    connect.cancel()
+                    raise ContinuityError("temporal dev server did not come up")
+                with contextlib.suppress(TemporalUnavailable):  # not listening yet
+                    return connect.result()
+                if loop.time() > deadline:
+                    raise ContinuityError("temporal dev server did not come up")
                 await asyncio.sleep(0.2)
+        finally:
+            exited.cancel()
+
+    def port_taken(self) -> bool:
+        """Whether the server exited because one of its ports was in use (its log says so)."""
+        with open(self.db_file.with_suffix(".log"), "rb") as log_file:
+            log_file.seek(self._log_start)  # this start's lines only
+            return b"address already in use" in log_file.read()
 
     async def stop(self) -> None:
         if self._proc is None or self._proc.returncode is not None:
@@ -169,9 +198,7 @@ class Stack:
                 raise ContinuityError(
                     f"127.0.0.1:{port} is in use (another `continuity up`?); choose {flag}"
                 )
-        self.api_port = self.api_port or free_port()
-        self.temporal_port = self.temporal_port or free_port()
-        api_url = f"http://127.0.0.1:{self.api_port}"
+        chosen_temporal_port = not self.temporal_port
 
         # The lab plays the carrier's routers: each inventory device on its own SSH port.
         self._stage("starting the lab's simulated devices")
@@ -190,6 +217,12 @@ class Stack:
         await sandbox.start()
         self._stops.append(sandbox.stop)
         self.sandbox = sandbox
+
+        # Free ports are chosen once the lab holds its own (dozens, given by the system): one
+        # chosen before could be handed to a lab device in between, and Temporal fail to bind.
+        self.api_port = self.api_port or free_port()
+        self.temporal_port = self.temporal_port or free_port()
+        api_url = f"http://127.0.0.1:{self.api_port}"
 
         self.tokens = {role: secrets.token_urlsafe(16) for role in Role}
         officer = inventory.duty_officers[0].id if inventory.duty_officers else "duty-officer"
@@ -237,14 +270,9 @@ class Stack:
 
         if self.temporal_client is None:
             self._stage("starting Temporal's dev server")
-            temporal = TemporalDevServer(
-                self.data_dir / "temporal.db",
-                self.temporal_port,
-                ui_port=self.ui_port,
-                fast_timers=True,
-            )
-            self._stops.append(temporal.stop)
-            self.temporal_client = await temporal.start()
+            self.temporal_client = await self._start_temporal(retry_ports=chosen_temporal_port)
+            assert self.settings is not None
+            settings = self.settings  # its Temporal address, if another port was taken
         client = self.client = self.temporal_client
 
         # Every site of the inventory: the embedded stack is one machine next to all the lab.
@@ -269,6 +297,31 @@ class Stack:
             await asyncio.sleep(0.05)
         self.api_url = api_url
         return settings
+
+    async def _start_temporal(self, *, retry_ports: bool) -> Client:
+        """The dev server; on a port we chose that was taken meanwhile, on another one."""
+        for attempt in range(1, _TEMPORAL_PORT_TRIES + 1):
+            temporal = TemporalDevServer(
+                self.data_dir / "temporal.db",
+                self.temporal_port,
+                ui_port=self.ui_port,
+                fast_timers=True,
+            )
+            self._stops.append(temporal.stop)
+            try:
+                return await temporal.start()
+            except ContinuityError:
+                if not (retry_ports and attempt < _TEMPORAL_PORT_TRIES and temporal.port_taken()):
+                    raise
+            log.warning(
+                "127.0.0.1:%d was taken before Temporal bound it; another port", self.temporal_port
+            )
+            self.temporal_port = free_port()
+            assert self.settings is not None
+            self.settings = self.settings.model_copy(
+                update={"temporal_address": f"127.0.0.1:{self.temporal_port}"}
+            )
+        raise AssertionError("unreachable")
 
     def _stage(self, what: str) -> None:
         if self.on_stage is not None:

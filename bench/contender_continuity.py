@@ -208,6 +208,26 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _pids_mentioning(text: str) -> list[int]:
+    """Live processes whose command line (or retitled process name) contains `text`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    return pids
+
+
+def _cpu_total(pids: list[int]) -> float:
+    """CPU seconds of these processes; one that has exited since counts no more."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += _cpu_seconds(pid)
+    return total
+
+
 def _pids_with_argument(arg: str) -> list[int]:
     """Processes whose command line has `arg` (only read, never signalled)."""
     pids = []
@@ -573,6 +593,9 @@ class _Continuity:
             out["central"] = self.central.cpu_seconds()
         with contextlib.suppress(OSError):
             out["temporal"] = sum(_cpu_seconds(p) for p in self._temporal_pids)
+        if self._pg_db is not None:
+            # The backends serving this run's database (a backend's title names it).
+            out["postgres"] = _cpu_total(_pids_mentioning(self._pg_db))
         return out
 
     def _auth(self, who: str) -> dict[str, str]:

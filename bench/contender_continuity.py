@@ -89,6 +89,8 @@ SSH_MAX_HANDSHAKES = 256
 SSH_POOL_SIZE = 1024
 # The site worker's CPU priority below the API's (os.nice): BENCH_CONTINUITY_WORKER_NICE.
 WORKER_NICE = int(os.environ.get("BENCH_CONTINUITY_WORKER_NICE", "0"))
+# The API's (negative: above everything else; needs root): BENCH_CONTINUITY_API_NICE.
+API_NICE = int(os.environ.get("BENCH_CONTINUITY_API_NICE", "0"))
 SSH_IDLE_S = 60.0  # the production default, stated so the cold-pool wait knows it
 
 # The operator tool: how often it re-reads the changes list, and how long it gives a request.
@@ -548,6 +550,7 @@ class _Continuity:
             [sys.executable, str(REPO_ROOT / "bench" / "continuity_api.py")],
             self._env(timings),
             self.root / "api.log",
+            nice=API_NICE,
         )
         await self.api.start()
         assert self.http is not None

@@ -118,19 +118,25 @@ def _print_version(value: bool) -> None:
 
 app = typer.Typer(
     name="continuity",
-    help=__doc__,
+    help=(
+        "Emergency communications continuity: priority circuits moved to backup paths and back, "
+        "durably, every step recorded. New here: `continuity demo`, then "
+        "docs/getting-started.md for your own network."
+    ),
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-_config = typer.Typer(help="the effective settings")
+_config = typer.Typer(help="the effective settings: show them, secrets masked")
 _playbook = typer.Typer(help="the playbooks this deployment runs")
-_inventory = typer.Typer(help="inventory commands")
+_inventory = typer.Typer(
+    help="the devices, circuits, areas and people: validate, diff, load, export, history"
+)
 _token = typer.Typer(help="API principals: bearer tokens kept as hashes")
-_audit = typer.Typer(help="audit commands")
-_report = typer.Typer(help="reports upward")
+_audit = typer.Typer(help="what was done, by whom, offline: replay, export, bundle, verify, report")
+_report = typer.Typer(help="reports upward: the period report of every incident")
 _keys = typer.Typer(help="the deployment's signing key")
-_lab = typer.Typer(help="the simulated lab")
+_lab = typer.Typer(help="the simulated lab: routers over real SSH on 127.0.0.1")
 for _name, _group in (
     ("config", _config),
     ("playbook", _playbook),

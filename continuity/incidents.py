@@ -59,6 +59,10 @@ class TimingsUnfit(ValidationFailed):
     """The deployment's confirmation window cannot be held by some device's timer."""
 
 
+class TooManyDevices(ValidationFailed):
+    """More devices than one incident's history can carry within Temporal's limits."""
+
+
 def area_inventory(inventory: Inventory, scope: Scope) -> Inventory:
     """What an incident in its area may touch: its circuits (and, with a cut cable segment,
     every circuit whose paths run over it) and their devices, the cable routes they cross
@@ -138,6 +142,7 @@ def prepare_incident(
     segment: str | None = None,
     drill_devices: Collection[str] | None = None,
     also: Collection[str] = (),
+    max_devices: int | None = None,
 ) -> IncidentInput:
     """The workflow input for a declaration, or a clear error; nothing has started yet.
 
@@ -147,6 +152,14 @@ def prepare_incident(
     scope = Scope.declared(area, also=also, segment=segment, drill_devices=drill_devices)
     check_declarable(spec, inventory, kind=kind, scope=scope)
     scoped = area_inventory(inventory, scope)
+    if max_devices is not None and len(scoped.devices) > max_devices:
+        # Refused before anything starts: past its history's limits Temporal would end the
+        # incident halfway, its circuits on backup (about 10 events and 5 KB a device).
+        raise TooManyDevices(
+            f"this declaration covers {len(scoped.devices)} devices; one incident takes at "
+            f"most {max_devices} (CONTINUITY_MAX_DEVICES_PER_INCIDENT): declare its communes "
+            "or cable segments as separate incidents"
+        )
     try:
         check_timings({d.platform for d in scoped.devices}, timings)
     except ValidationFailed as e:
@@ -175,4 +188,11 @@ def prepare_incident(
     )
 
 
-__all__ = ["Scope", "TimingsUnfit", "area_inventory", "check_declarable", "prepare_incident"]
+__all__ = [
+    "Scope",
+    "TimingsUnfit",
+    "TooManyDevices",
+    "area_inventory",
+    "check_declarable",
+    "prepare_incident",
+]

@@ -108,6 +108,7 @@ async def declare_incident(
         segment=body.segment,
         drill_devices=body.drill_devices if body.drill else None,
         also=body.also,
+        max_devices=settings.max_devices_per_incident,
     )
     if attester is not None:
         inp.attestation_keys = attester.public_keys

@@ -21,6 +21,7 @@ from continuity.models import (
     RerouteMechanism,
     Role,
 )
+from continuity.settings import Settings
 from tests.conftest import wait_until
 from tests.workflows.helpers import signed
 
@@ -511,3 +512,25 @@ async def test_changes_polled_by_etag_unchanged_not_modified_changed_new_etag(st
     assert moved.status_code == 200
     assert moved.json()[0]["state"] == "awaiting_confirmation"
     assert moved.headers["ETag"] != etag
+
+
+async def test_declare_more_devices_than_one_history_carries_refused_nothing_started(stack, auth):
+    # The deployment's limit set below the area's size: the declaration is refused, clearly.
+    settings = stack.settings.model_copy(update={"max_devices_per_incident": 1})
+    app = create_app(settings, store=stack.store, temporal=stack.client)
+    incident_id = f"INC-big-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+        r = await c.post(
+            "/incidents",
+            headers=auth(Role.DUTY_OFFICER),
+            json={"id": incident_id, "kind": "sabotage", "area": "thanh-pho-kon-tum"},
+        )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "TooManyDevices"
+    assert "one incident takes at most 1" in r.json()["detail"]
+    assert "CONTINUITY_MAX_DEVICES_PER_INCIDENT" in r.json()["detail"]
+    with pytest.raises(RPCError) as e:
+        await stack.client.get_workflow_handle(incident_id).describe()
+    assert e.value.status is RPCStatusCode.NOT_FOUND
+    # The same declaration under the default limit would be taken: the limit is what refused it.
+    assert len(stack.store.inventory().devices) < Settings().max_devices_per_incident

@@ -89,6 +89,8 @@ SSH_MAX_HANDSHAKES = 256
 SSH_POOL_SIZE = 1024
 # The site worker's CPU priority below the API's (os.nice): BENCH_CONTINUITY_WORKER_NICE.
 WORKER_NICE = int(os.environ.get("BENCH_CONTINUITY_WORKER_NICE", "0"))
+# Processes serving the device queues (a site can run several): BENCH_CONTINUITY_SITE_WORKERS.
+SITE_WORKERS = max(1, int(os.environ.get("BENCH_CONTINUITY_SITE_WORKERS", "1")))
 # The API's (negative: above everything else; needs root): BENCH_CONTINUITY_API_NICE.
 API_NICE = int(os.environ.get("BENCH_CONTINUITY_API_NICE", "0"))
 SSH_IDLE_S = 60.0  # the production default, stated so the cold-pool wait knows it
@@ -308,6 +310,8 @@ class _Continuity:
         self._temporal_pids: list[int] = []
         self.sandbox: TelephonySandbox | None = None
         self.worker: _Child | None = None  # device activities (and, unless split, the rest)
+        # More processes serving the same device queues (BENCH_CONTINUITY_SITE_WORKERS=N).
+        self.more_workers: list[_Child] = []
         self.central: _Child | None = None  # BENCH_CONTINUITY_SPLIT_WORKER: workflows apart
         # As deployed: workflows apart from device work (BENCH_CONTINUITY_SPLIT_WORKER=0: one).
         self.split_worker = os.environ.get("BENCH_CONTINUITY_SPLIT_WORKER", "1") != "0"
@@ -391,10 +395,11 @@ class _Continuity:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             for log in self.root.glob("*.log"):
                 (self.profile_dir / log.name).write_bytes(log.read_bytes())
-        for child in (self.api, self.worker, self.central):
+        for child in (self.api, self.worker, self.central, *self.more_workers):
             if child is not None:
                 await child.stop()
         self.api = self.worker = self.central = None
+        self.more_workers = []
         if self.http is not None:
             await self.http.aclose()
         if self.decisions is not None:
@@ -518,7 +523,7 @@ class _Continuity:
             store.close()
 
     async def _restart_worker(self, timings: Timings) -> None:
-        for old in (self.worker, self.central):
+        for old in (self.worker, self.central, *self.more_workers):
             if old is not None:
                 await old.stop()
         self.central = None
@@ -537,7 +542,11 @@ class _Continuity:
         self.worker = _Child(
             "worker", argv, self._env(timings), self.root / "worker.log", nice=WORKER_NICE
         )
-        for child in (self.worker, self.central):
+        self.more_workers = [
+            _Child(f"worker-{n}", argv, self._env(timings), self.root / f"worker-{n}.log")
+            for n in range(2, SITE_WORKERS + 1)
+        ]
+        for child in (self.worker, self.central, *self.more_workers):
             if child is not None:
                 await child.start()
                 await self._until(lambda c=child: "worker polling" in c.tail(), child)
@@ -583,15 +592,20 @@ class _Continuity:
         assert self.worker is not None and self._inventory is not None
         lab_ports = {d.port for d in self._inventory.devices}
         deadline = time.monotonic() + COLD_POOL_TIMEOUT_S
-        while any(p in lab_ports for p in _tcp_peers(self.worker.pid)):
-            self.worker.check()
+        workers = [self.worker, *self.more_workers]
+        while any(p in lab_ports for w in workers for p in _tcp_peers(w.pid)):
+            for w in workers:
+                w.check()
             if time.monotonic() > deadline:
                 raise ContinuityBenchError("the worker's pooled SSH sessions did not expire")
             await asyncio.sleep(0.5)
 
     def cpu(self) -> dict[str, float]:
         assert self.worker is not None and self.api is not None
-        out = {"worker": self.worker.cpu_seconds(), "api": self.api.cpu_seconds()}
+        out = {
+            "worker": sum(w.cpu_seconds() for w in (self.worker, *self.more_workers)),
+            "api": self.api.cpu_seconds(),
+        }
         if self.central is not None:
             out["central"] = self.central.cpu_seconds()
         with contextlib.suppress(OSError):
@@ -847,7 +861,7 @@ class _Continuity:
             "parent_bytes": sizes[0],
             "parent_server_bytes": server_bytes,
             "can_suggested": float(suggested),
-            "worker_rss_mib": self.worker.peak_rss_mib()
+            "worker_rss_mib": sum(w.peak_rss_mib() for w in (self.worker, *self.more_workers))
             + (self.central.peak_rss_mib() if self.central is not None else 0.0),
         }
 

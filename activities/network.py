@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 from temporalio import activity
 
 from activities._errors import application_error
+from activities._heartbeat import heartbeating
 from continuity.attestation import Attestation
 from continuity.circuits import dedupe, path_key
 from continuity.dialects import ApplyPlan, Dialect, dialect_for
@@ -1248,32 +1249,18 @@ class NetworkActivities:
     async def _reporting(self, step: _Step, name: str) -> AsyncIterator[None]:
         """Heartbeat while the step runs; a failure leaves as ApplicationError carrying every
         attempt's transcript and every line sent, so the record references them."""
-        info = activity.info()
-        interval = (
-            max(0.2, info.heartbeat_timeout.total_seconds() / 3) if info.heartbeat_timeout else 5.0
-        )
-
-        async def beat() -> None:
-            while True:
-                activity.heartbeat(name)
-                await asyncio.sleep(interval)
-
-        task = asyncio.create_task(beat())
-        try:
-            yield
-        except ContinuityError as e:
-            with contextlib.suppress(ContinuityError):
-                refs, commands = _evidence(await self._journal(step))
-                raise application_error(
-                    e,
-                    transcripts=[r.model_dump(mode="json") for r in refs],
-                    commands=commands,
-                ) from e
-            raise application_error(e) from e
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with heartbeating(name):
+            try:
+                yield
+            except ContinuityError as e:
+                with contextlib.suppress(ContinuityError):
+                    refs, commands = _evidence(await self._journal(step))
+                    raise application_error(
+                        e,
+                        transcripts=[r.model_dump(mode="json") for r in refs],
+                        commands=commands,
+                    ) from e
+                raise application_error(e) from e
 
 
 __all__ = ["NetworkActivities"]

@@ -11,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities._errors import application_error, as_application_error
+from activities._heartbeat import heartbeating
 from continuity.attestation import attestation_problem
 from continuity.errors import StorageError
 from continuity.messages import (
@@ -106,6 +107,10 @@ class StoreActivities:
         """Render and store each report, in each language, from the incident's final status
         (it waits on this activity, so what the query returns is what it closes with) and its
         history's first event: what `audit report` renders from the history alone."""
+        async with heartbeating("write_reports"):
+            return await self._write_reports(inp)
+
+    async def _write_reports(self, inp: ReportsInput) -> ReportsResult:
         if self._client is None:
             raise application_error(StorageError("write_reports needs a Temporal client"))
         handle = self._client.get_workflow_handle(inp.incident_id)

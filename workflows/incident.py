@@ -1292,6 +1292,13 @@ class IncidentWorkflow:
                 start_to_close_timeout=(
                     REPORTS_TIMEOUT if workflow.patched("reports-timeout") else STORE_TIMEOUT
                 ),
+                # A worker that dies while writing is noticed in a heartbeat timeout, not in
+                # the ten minutes a thousand-device replay may take.
+                heartbeat_timeout=(
+                    timedelta(seconds=self._inp.timings.heartbeat_timeout_s)
+                    if workflow.patched("reports-heartbeat")
+                    else None
+                ),
                 retry_policy=STORE_RETRY,
             )
         except ActivityError as e:

@@ -9,14 +9,24 @@ import os
 import signal
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from app.stack import Stack
-from continuity.models import ChangeState, Direction
+from continuity.messages import StandDownInput
+from continuity.models import ChangeState, Direction, IncidentPhase
 from lab.gear import Fault
 from tests.conftest import wait_until
-from tests.workflows.helpers import decide_until_active, stand_down, start_incident, two_waves
+from tests.workflows.helpers import (
+    DECLARER,
+    decide_until_active,
+    signed,
+    stand_down,
+    start_incident,
+    two_waves,
+)
 from worker import build_worker
+from workflows.incident import IncidentWorkflow
 
 ROOT = Path(__file__).parent.parent.parent
 DEVICE = "dt-agg-01"  # IOS-XE: line by line, make before break
@@ -118,3 +128,68 @@ async def test_worker_killed_mid_apply_every_received_line_in_a_referenced_trans
             ]
             assert len(adds) == 1, adds
         await stand_down(handle)
+
+
+async def test_worker_killed_while_writing_reports_replaced_within_a_heartbeat_timeout(
+    stack: Stack,
+):
+    queue = f"crash-{uuid.uuid4().hex[:6]}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "worker.py"),
+        env=_worker_env(stack, queue),
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        handle = await start_incident(
+            stack, "dak-to", spec=two_waves(first=[1, 2, 3, 4, 5]), task_queue=queue
+        )
+        await decide_until_active(stack, handle)
+        order = signed(StandDownInput(by=DECLARER, reason="test over"), handle.id, "stand_down")
+        await handle.signal(IncidentWorkflow.stand_down, order)
+
+        async def writing_reports() -> bool:
+            desc = await handle.describe()
+            pending = desc.raw_description.pending_activities
+            return any(a.activity_type.name == "write_reports" for a in pending)
+
+        await wait_until(writing_reports, timeout_s=60, interval_s=0.01, what="reports pending")
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-write: the worker answering its query too
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    # A new worker: the reports are written within the heartbeat timeout (5 s here), not after
+    # the activity's ten-minute start-to-close timeout, and each is stored once.
+    async with build_worker(
+        stack.client, stack.settings.model_copy(update={"task_queue": queue}), stack.store
+    ):
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.phase is IncidentPhase.CLOSED
+    forms = sorted(r.form for r in stack.store.reports(handle.id))
+    assert forms == ["timeline", "timeline.vi"], forms  # each once, though written twice
+
+    history = await handle.fetch_history()
+    scheduled = [
+        e
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "write_reports"
+    ]
+    (event,) = scheduled
+    attrs = event.activity_task_scheduled_event_attributes
+    assert attrs.heartbeat_timeout.ToTimedelta() == timedelta(
+        seconds=stack.settings.timings.heartbeat_timeout_s
+    )
+    (started,) = [
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.scheduled_event_id == event.event_id
+    ]
+    # The attempt on the killed worker started, and ended by its missing heartbeat.
+    assert started.attempt == 2, started
+    assert "heartbeat" in started.last_failure.message.lower(), started.last_failure

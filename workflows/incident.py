@@ -1061,6 +1061,12 @@ class IncidentWorkflow:
                             start_to_close_timeout=timedelta(
                                 seconds=self._inp.timings.ssh_step_timeout_s
                             ),
+                            # The step beats: a dead worker is noticed in a heartbeat timeout.
+                            heartbeat_timeout=(
+                                timedelta(seconds=self._inp.timings.heartbeat_timeout_s)
+                                if workflow.patched("read-back-heartbeat")
+                                else None
+                            ),
                             retry_policy=ssh_retry(attempts=0, initial_s=1.0),
                         )
                     )

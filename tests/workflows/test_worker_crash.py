@@ -12,9 +12,11 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+from temporalio.api.enums.v1 import PendingActivityState
+
 from app.stack import Stack
 from continuity.messages import StandDownInput
-from continuity.models import ChangeState, Direction, IncidentPhase
+from continuity.models import ChangeState, Decision, Direction, IncidentPhase
 from lab.gear import Fault
 from tests.conftest import wait_until
 from tests.workflows.helpers import (
@@ -193,3 +195,70 @@ async def test_worker_killed_while_writing_reports_replaced_within_a_heartbeat_t
     # The attempt on the killed worker started, and ended by its missing heartbeat.
     assert started.attempt == 2, started
     assert "heartbeat" in started.last_failure.message.lower(), started.last_failure
+
+
+async def test_worker_killed_during_the_closing_read_back_is_noticed_by_its_heartbeat(
+    stack: Stack,
+):
+    queue = f"crash-{uuid.uuid4().hex[:6]}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "worker.py"),
+        env=_worker_env(stack, queue),
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        handle = await start_incident(
+            stack, "dak-to", spec=two_waves(first=[1, 2, 3, 4, 5]), task_queue=queue
+        )
+        # Rejected, so rolled back: at the stand-down nothing is restored, and the device is
+        # read back on its own to close (a restored device is read by its restore).
+        await decide_until_active(stack, handle, Decision.REJECT)
+        # Slow answers: the read-back is still in its session when the worker dies.
+        stack.network.set_fault(DEVICE, Fault.SLOW, delay_s=0.4)
+        order = signed(StandDownInput(by=DECLARER, reason="test over"), handle.id, "stand_down")
+        await handle.signal(IncidentWorkflow.stand_down, order)
+
+        async def reading_back() -> bool:
+            pending = (await handle.describe()).raw_description.pending_activities
+            return any(
+                a.activity_type.name == "read_back_device"
+                and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                for a in pending
+            )
+
+        await wait_until(reading_back, timeout_s=60, interval_s=0.01, what="a read-back running")
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    finally:
+        stack.network.set_fault(DEVICE, None)
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    async with build_worker(
+        stack.client, stack.settings.model_copy(update={"task_queue": queue}), stack.store
+    ):
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.phase is IncidentPhase.CLOSED
+    assert all(s == "on_primary" for s in result.circuits.values()), result.circuits
+
+    # The killed attempt ended by its missing heartbeat (5 s here), not by the step's
+    # start-to-close timeout (20 s here, 120 s by default); the next attempt read the device.
+    history = await handle.fetch_history()
+    reads = {
+        e.event_id
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "read_back_device"
+    }
+    retried = [
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.scheduled_event_id in reads
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert retried, "no read-back was retried after the kill"
+    assert all("heartbeat" in r.last_failure.message.lower() for r in retried), retried

@@ -39,6 +39,8 @@ MATRIX: Mapping[str, frozenset[Role]] = {
     "plan_playbook": frozenset({Role.ENGINEER, Role.DUTY_OFFICER}),
     "period": frozenset({Role.AUDITOR}),  # the report upward, from the archived bundles
     "read_me": frozenset(Role),  # every principal may ask who it is
+    # The doctor's checks (device and credential names in the details): not for the public.
+    "read_checks": frozenset(Role),
 }
 
 # Routes that take no bearer token: each checks its caller another way, or serves nothing

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from api.deps import SettingsDep, StoreDep, TemporalDep
 from api.errors import install_handlers
 from api.metrics import install_metrics, watch_loop_lag
-from api.routes import circuits, incidents, me, playbooks, reports, twilio
+from api.routes import checks, circuits, incidents, me, playbooks, reports, twilio
 from api.schemas import Display, Health
 from api.security import SecurityHeaders, page_policy
 from continuity.oidc import OidcVerifier, oidc_config
@@ -114,6 +114,7 @@ def create_app(
     install_handlers(app)
     app.include_router(incidents.router)
     app.include_router(me.router)
+    app.include_router(checks.router)
     app.include_router(circuits.router)
     app.include_router(playbooks.router)
     app.include_router(reports.router)

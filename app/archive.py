@@ -15,11 +15,11 @@ import shutil
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
 from app.bundle import make_bundle
 from continuity.bundles import MANIFEST
+from continuity.checks import retention_days, retention_problem
 from continuity.errors import ConfigurationError, ValidationFailed
 from continuity.settings import Settings
 from continuity.store import Store
@@ -65,24 +65,6 @@ class Archive:
             await asyncio.sleep(interval_s)
 
 
-async def retention_days(client: Client, namespace: str) -> float:
-    ns = await client.workflow_service.describe_namespace(
-        DescribeNamespaceRequest(namespace=namespace)
-    )
-    return ns.config.workflow_execution_retention_ttl.ToTimedelta().total_seconds() / 86400
-
-
-def retention_problem(settings: Settings, days: float) -> str | None:
-    """Why the record would not last its period, or None."""
-    if settings.archive_dir is not None or days >= settings.record_period_days:
-        return None
-    return (
-        f"namespace {settings.temporal_namespace} keeps closed histories {days:g} days, less "
-        f"than the record period ({settings.record_period_days} days), and no archive is "
-        "configured (CONTINUITY_ARCHIVE_DIR)"
-    )
-
-
 async def start_archive(client: Client, store: Store, settings: Settings) -> Archive | None:
     """The worker's start-up check of record keeping, and its archive if one is configured."""
     problem = retention_problem(settings, await retention_days(client, settings.temporal_namespace))
@@ -104,4 +86,4 @@ async def start_archive(client: Client, store: Store, settings: Settings) -> Arc
     return Archive(client, store, settings.archive_dir, key)
 
 
-__all__ = ["Archive", "retention_days", "retention_problem", "start_archive"]
+__all__ = ["Archive", "start_archive"]

@@ -427,8 +427,30 @@
 
   function setDot(id, ok, title) {
     const n = $(id);
-    n.dataset.state = ok === null ? "unknown" : ok ? "ok" : "down";
+    n.dataset.state = ok === null ? "unknown" : ok === "warn" ? "warn" : ok ? "ok" : "down";
     n.title = title;
+  }
+
+  // The dots a signed-in screen takes from GET /checks: `continuity doctor`'s own checks.
+  const CHECK_DOTS = {
+    temporal: "health-temporal",
+    database: "health-database",
+    devices: "health-devices",
+    inventory: "health-devices",
+    telephony: "health-telephony",
+  };
+
+  function showChecks(checks) {
+    const bySubject = {};
+    for (const c of checks) {
+      const id = CHECK_DOTS[c.subject];
+      if (id) (bySubject[id] = bySubject[id] || []).push(c);
+    }
+    for (const [id, found] of Object.entries(bySubject)) {
+      const worst = found.some((c) => c.verdict === "FAIL") ? false
+        : found.some((c) => c.verdict === "warn") ? "warn" : true;
+      setDot(id, worst, found.map((c) => `${c.verdict}: ${c.detail}`).join("\n"));
+    }
   }
 
   async function checkHealth() {
@@ -440,8 +462,21 @@
       setDot("health-database", Boolean(h.database), h.database ? "Database reachable" : "Database unreachable");
     } catch (e) {
       setDot("health-api", false, `API: ${e.detail || e.message}`);
-      setDot("health-temporal", null, "unknown: the API did not answer");
-      setDot("health-database", null, "unknown: the API did not answer");
+      for (const id of ["health-temporal", "health-database", "health-devices", "health-telephony"]) {
+        setDot(id, null, "unknown: the API did not answer");
+      }
+      return;
+    }
+    if (!state.token) {
+      setDot("health-devices", null, "sign in to see the devices' checks");
+      setDot("health-telephony", null, "sign in to see the telephony check");
+      return;
+    }
+    try {
+      showChecks((await (await api("GET", "checks")).json()).checks);
+    } catch (e) {
+      setDot("health-devices", null, `checks: ${e.detail || e.message}`);
+      setDot("health-telephony", null, `checks: ${e.detail || e.message}`);
     }
   }
 
@@ -1117,6 +1152,7 @@
       sessionStorage.setItem(TOKEN_KEY, token);
       input.value = "";
       await identify();
+      checkHealth();  // the doctor's checks, now that the screen may read them
       loadAreas();
       loadSegments();
       await loadList();

@@ -534,3 +534,26 @@ async def test_declare_more_devices_than_one_history_carries_refused_nothing_sta
     assert e.value.status is RPCStatusCode.NOT_FOUND
     # The same declaration under the default limit would be taken: the limit is what refused it.
     assert len(stack.store.inventory().devices) < Settings().max_devices_per_incident
+
+
+async def test_checks_are_the_doctors_behind_a_token_health_stays_public_and_bare(stack, api, auth):
+    r = await api.get("/checks")
+    assert r.status_code == 401  # device and credential names: not for the public
+    r = await api.get("/checks", headers=auth(Role.OPERATOR))
+    assert r.status_code == 200, r.text
+    got = {c["subject"]: c for c in r.json()["checks"]}
+    assert set(got) == {"temporal", "database", "devices", "telephony"}
+    # The same verdicts `continuity doctor` gives for these settings (its public-URL check
+    # and its write probe aside): the test stack keeps no archive and calls the sandbox.
+    assert got["temporal"]["verdict"] == "warn"
+    assert "CONTINUITY_ARCHIVE_DIR" in got["temporal"]["detail"]
+    assert got["database"]["verdict"] == "ok" and "readable" in got["database"]["detail"]
+    n = len(stack.store.inventory().devices)
+    assert got["devices"] == {
+        "verdict": "ok",
+        "subject": "devices",
+        "detail": f"{n} devices: each credential defined, each host key known",
+    }
+    assert got["telephony"]["verdict"] == "warn"
+    health = (await api.get("/healthz")).json()
+    assert set(health) == {"status", "temporal", "database"}

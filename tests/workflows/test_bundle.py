@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from app.archive import Archive, retention_problem, start_archive
+from app.archive import Archive, start_archive
 from app.bundle import MANIFEST, SIGNATURE, make_bundle, verify_bundle
 from app.cli import run
 from app.stack import Stack
+from continuity.checks import retention_problem
 from continuity.errors import ConfigurationError, ValidationFailed
 from continuity.models import Decision, IncidentKind, Role
 from continuity.period import period_report

@@ -1,5 +1,6 @@
 """A worker killed mid-apply: nothing is sent twice, and every line the device received is in a
-transcript the change record references."""
+transcript the change record references. Killed while writing the reports or reading a device
+back at close: the next worker takes over within a heartbeat timeout."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import WorkflowHandle
 
 from app.stack import Stack
 from continuity.messages import StandDownInput
@@ -55,6 +59,17 @@ def _worker_env(stack: Stack, queue: str) -> dict[str, str]:
     }
 
 
+async def _worker_process(stack: Stack, queue: str) -> asyncio.subprocess.Process:
+    """`worker.py` serving `queue` in a process of its own, so that it can really die."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "worker.py"),
+        env=_worker_env(stack, queue),
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
 async def test_worker_killed_mid_apply_every_received_line_in_a_referenced_transcript(
     stack: Stack,
 ):
@@ -62,14 +77,7 @@ async def test_worker_killed_mid_apply_every_received_line_in_a_referenced_trans
     paths = [p for c in stack.store.inventory().circuits for p in c.paths if p.device == DEVICE]
     backups = {p.prefix: p.backup.address for p in paths}
     queue = f"crash-{uuid.uuid4().hex[:6]}"
-    # A worker in its own process, so it can really die.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "worker.py"),
-        env=_worker_env(stack, queue),
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    proc = await _worker_process(stack, queue)
     mark = len(dev.received)
     stack.network.set_fault(DEVICE, Fault.SLOW, delay_s=0.4)  # room to die between make and break
     try:
@@ -132,37 +140,50 @@ async def test_worker_killed_mid_apply_every_received_line_in_a_referenced_trans
         await stand_down(handle)
 
 
-async def test_worker_killed_while_writing_reports_replaced_within_a_heartbeat_timeout(
+async def _killed_during(
     stack: Stack,
-):
+    activity_type: str,
+    decision: Decision = Decision.CONFIRM,
+    *,
+    at_stand_down: Callable[[], None] | None = None,
+) -> tuple[WorkflowHandle[Any, Any], str]:
+    """An incident on a worker in its own process, decided, stood down; the process killed
+    while an `activity_type` activity of the stand-down runs on it. (Handle, task queue.)"""
     queue = f"crash-{uuid.uuid4().hex[:6]}"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "worker.py"),
-        env=_worker_env(stack, queue),
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    proc = await _worker_process(stack, queue)
     try:
         handle = await start_incident(
             stack, "dak-to", spec=two_waves(first=[1, 2, 3, 4, 5]), task_queue=queue
         )
-        await decide_until_active(stack, handle)
+        await decide_until_active(stack, handle, decision)
+        if at_stand_down is not None:
+            at_stand_down()
         order = signed(StandDownInput(by=DECLARER, reason="test over"), handle.id, "stand_down")
         await handle.signal(IncidentWorkflow.stand_down, order)
 
-        async def writing_reports() -> bool:
-            desc = await handle.describe()
-            pending = desc.raw_description.pending_activities
-            return any(a.activity_type.name == "write_reports" for a in pending)
+        async def running() -> bool:
+            pending = (await handle.describe()).raw_description.pending_activities
+            return any(
+                a.activity_type.name == activity_type
+                and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                for a in pending
+            )
 
-        await wait_until(writing_reports, timeout_s=60, interval_s=0.01, what="reports pending")
-        os.killpg(proc.pid, signal.SIGKILL)  # mid-write: the worker answering its query too
+        await wait_until(running, timeout_s=60, interval_s=0.01, what=f"{activity_type} running")
+        os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
     finally:
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+    return handle, queue
+
+
+async def test_worker_killed_while_writing_reports_replaced_within_a_heartbeat_timeout(
+    stack: Stack,
+):
+    # Mid-write: the killed worker was also the one answering the incident's status query.
+    handle, queue = await _killed_during(stack, "write_reports")
 
     # A new worker: the reports are written within the heartbeat timeout (5 s here), not after
     # the activity's ten-minute start-to-close timeout, and each is stored once.
@@ -200,42 +221,18 @@ async def test_worker_killed_while_writing_reports_replaced_within_a_heartbeat_t
 async def test_worker_killed_during_the_closing_read_back_is_noticed_by_its_heartbeat(
     stack: Stack,
 ):
-    queue = f"crash-{uuid.uuid4().hex[:6]}"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "worker.py"),
-        env=_worker_env(stack, queue),
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    # Rejected, so rolled back: at the stand-down nothing is restored, and the device is read
+    # back on its own to close (a restored device is read by its restore). Slow answers: the
+    # read-back is still in its session when the worker dies.
     try:
-        handle = await start_incident(
-            stack, "dak-to", spec=two_waves(first=[1, 2, 3, 4, 5]), task_queue=queue
+        handle, queue = await _killed_during(
+            stack,
+            "read_back_device",
+            Decision.REJECT,
+            at_stand_down=lambda: stack.network.set_fault(DEVICE, Fault.SLOW, delay_s=0.4),
         )
-        # Rejected, so rolled back: at the stand-down nothing is restored, and the device is
-        # read back on its own to close (a restored device is read by its restore).
-        await decide_until_active(stack, handle, Decision.REJECT)
-        # Slow answers: the read-back is still in its session when the worker dies.
-        stack.network.set_fault(DEVICE, Fault.SLOW, delay_s=0.4)
-        order = signed(StandDownInput(by=DECLARER, reason="test over"), handle.id, "stand_down")
-        await handle.signal(IncidentWorkflow.stand_down, order)
-
-        async def reading_back() -> bool:
-            pending = (await handle.describe()).raw_description.pending_activities
-            return any(
-                a.activity_type.name == "read_back_device"
-                and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-                for a in pending
-            )
-
-        await wait_until(reading_back, timeout_s=60, interval_s=0.01, what="a read-back running")
-        os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
     finally:
         stack.network.set_fault(DEVICE, None)
-        if proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
 
     async with build_worker(
         stack.client, stack.settings.model_copy(update={"task_queue": queue}), stack.store

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from continuity.models import (
     Decision,
     Device,
     Direction,
+    Inventory,
     PartState,
     RerouteMechanism,
     RouteChange,
@@ -57,6 +59,7 @@ from continuity.ssh import CliSession, SessionLimits, SessionPool, Transcript
 from continuity.store import ChangeRow, CircuitPartRow, Store, TranscriptRow
 
 T = TypeVar("T")
+log = logging.getLogger("continuity.steps")
 
 # Polling a route table: often enough to notice within a blink, rarely enough for real gear.
 _POLL_MIN_S = 0.05
@@ -299,6 +302,9 @@ class _Step:
     timings: StepTimings
     known: Evidence = field(default_factory=Evidence)  # what the workflow already holds
     journal: _Journal | None = None  # the last session's, written "complete" when it settles
+    # Seconds in SSH sessions, and of those opening them (a pooled one opens in no time).
+    session_s: float = 0.0
+    opening_s: float = 0.0
 
     @property
     def keys(self) -> dict[str, str]:
@@ -1116,8 +1122,7 @@ class NetworkActivities:
     ) -> tuple[Device, list[RouteChange]]:
         """The device and the circuits' paths on it, as the incident's snapshot has them."""
 
-        def read() -> tuple[Device, list[RouteChange]]:
-            inv = self._store.snapshot(snapshot)
+        def read(inv: Inventory) -> tuple[Device, list[RouteChange]]:
             try:
                 dev = inv.device(device)
             except KeyError:
@@ -1136,7 +1141,12 @@ class NetworkActivities:
             ]
 
         try:
-            return await asyncio.to_thread(read)
+            # Read once per worker, then from memory: no thread to wait for (200 steps starting
+            # at once queue behind the store work of the others).
+            inv = self._store.cached_snapshot(snapshot)
+            if inv is None:
+                inv = await asyncio.to_thread(self._store.snapshot, snapshot)
+            return read(inv)
         except ContinuityError as e:
             raise application_error(e) from e
 
@@ -1226,6 +1236,7 @@ class NetworkActivities:
         )
         self.touched.add(step.device.name)
         step.journal = journal
+        started = time.perf_counter()
         try:
             async with self._pool.session(
                 step.device,
@@ -1236,6 +1247,7 @@ class NetworkActivities:
                 command_timeout_s=self._settings.ssh_command_timeout_s,
                 transcript=transcript,
             ) as cli:
+                step.opening_s += time.perf_counter() - started
                 result = await work(_Device(cli, dialect, journal))
         except BaseException as e:
             kind = e.type if isinstance(e, ContinuityError) else type(e).__name__
@@ -1243,24 +1255,42 @@ class NetworkActivities:
             with contextlib.suppress(ContinuityError):
                 await journal.write("failed")
             raise
+        finally:
+            step.session_s += time.perf_counter() - started
         return result  # the step's settle writes the journal "complete" with its bookkeeping
 
     @contextlib.asynccontextmanager
     async def _reporting(self, step: _Step, name: str) -> AsyncIterator[None]:
         """Heartbeat while the step runs; a failure leaves as ApplicationError carrying every
-        attempt's transcript and every line sent, so the record references them."""
-        async with heartbeating(name):
-            try:
-                yield
-            except ContinuityError as e:
-                with contextlib.suppress(ContinuityError):
-                    refs, commands = _evidence(await self._journal(step))
-                    raise application_error(
-                        e,
-                        transcripts=[r.model_dump(mode="json") for r in refs],
-                        commands=commands,
-                    ) from e
-                raise application_error(e) from e
+        attempt's transcript and every line sent, so the record references them. One log line
+        a step says where its time went (bench/ reads them)."""
+        started = time.perf_counter()
+        try:
+            async with heartbeating(name):
+                try:
+                    yield
+                except ContinuityError as e:
+                    with contextlib.suppress(ContinuityError):
+                        refs, commands = _evidence(await self._journal(step))
+                        raise application_error(
+                            e,
+                            transcripts=[r.model_dump(mode="json") for r in refs],
+                            commands=commands,
+                        ) from e
+                    raise application_error(e) from e
+        finally:
+            took = time.perf_counter() - started
+            log.info(
+                "step %s %s on %s: %.1f ms; in sessions %.1f ms (opening them %.1f ms); "
+                "outside them %.1f ms",
+                name,
+                step.change_id,
+                step.device.name,
+                took * 1000,
+                step.session_s * 1000,
+                step.opening_s * 1000,
+                (took - step.session_s) * 1000,
+            )
 
 
 __all__ = ["NetworkActivities"]

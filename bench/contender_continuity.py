@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -932,6 +933,40 @@ class _Continuity:
         for phase, lines in activity_latencies(histories[0]).items():
             for line in lines:
                 print(f"{rnd.incident_id} {phase}: {line}", file=sys.stderr, flush=True)
+        workers = [w for w in (self.worker, *self.more_workers) if w is not None]
+        for line in _step_times(rnd.incident_id, [w.log for w in workers]):
+            print(f"{rnd.incident_id} {line}", file=sys.stderr, flush=True)
+
+
+_STEP_LINE = re.compile(
+    r"step (\w+) (\S+) on \S+: ([\d.]+) ms; in sessions ([\d.]+) ms "
+    r"\(opening them ([\d.]+) ms\); outside them ([\d.]+) ms"
+)
+
+
+def _step_times(incident_id: str, logs: list[Path]) -> list[str]:
+    """Per device step, from the workers' `step …` log lines: where its time went (ms)."""
+    parts: dict[str, dict[str, list[float]]] = {}
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            m = _STEP_LINE.search(line)
+            if m is None or incident_id not in m.group(2):
+                continue
+            step = parts.setdefault(m.group(1), {})
+            for name, value in zip(
+                ("total", "sessions", "opening", "outside"), m.groups()[2:], strict=True
+            ):
+                step.setdefault(name, []).append(float(value))
+    out = []
+    for step, figures in sorted(parts.items()):
+        cells = []
+        for name, values in figures.items():
+            values.sort()
+            cells.append(
+                f"{name} p50 {statistics.median(values):.0f} p99 {_percentile(values, 0.99):.0f}"
+            )
+        out.append(f"step {step} n={len(figures['total'])}: " + "; ".join(cells) + " ms")
+    return out
 
 
 async def _watch_loop_lag(lags: list[float], tick_s: float = 0.01) -> None:

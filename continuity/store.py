@@ -401,6 +401,7 @@ class Store:
         # device -> [(circuit id, path key)], from the inventory; see _paths_on.
         self._path_index: tuple[str, dict[str, list[tuple[str, str]]]] | None = None
         self._index_lock = threading.Lock()
+        self._snapshot_lock = threading.Lock()
         self._snapshots: dict[str, Inventory] = {}  # content-addressed: never stale
         self._unit: ContextVar[Session | None] = ContextVar(f"store-unit-{id(self)}", default=None)
 
@@ -623,15 +624,25 @@ class Store:
         self._snapshots[digest] = inv
         return digest
 
+    def cached_snapshot(self, digest: str) -> Inventory | None:
+        """The snapshot if this process has read it already (no database, no thread)."""
+        return self._snapshots.get(digest)
+
     def snapshot(self, digest: str) -> Inventory:
         inv = self._snapshots.get(digest)
-        if inv is None:
-            with self._session() as s:
-                row = s.get(InventorySnapshotRow, digest)
-                if row is None:
-                    raise StorageError(f"no inventory snapshot {digest[:16]}… in the store")
-                inv = Inventory.model_validate(row.inventory)
-            self._snapshots[digest] = inv
+        if inv is not None:
+            return inv
+        # One thread reads and parses it; the others wait for that one. (200 applies starting
+        # at once each parsed the same snapshot: seconds of CPU before the first line was sent.)
+        with self._snapshot_lock:
+            inv = self._snapshots.get(digest)
+            if inv is None:
+                with self._session() as s:
+                    row = s.get(InventorySnapshotRow, digest)
+                    if row is None:
+                        raise StorageError(f"no inventory snapshot {digest[:16]}… in the store")
+                    inv = Inventory.model_validate(row.inventory)
+                self._snapshots[digest] = inv
         return inv
 
     # --- transcripts ---------------------------------------------------------------------

@@ -1265,6 +1265,10 @@ class NetworkActivities:
         attempt's transcript and every line sent, so the record references them. One log line
         a step says where its time went (bench/ reads them)."""
         started = time.perf_counter()
+        # From Temporal handing the task to this worker to here: the SDK's dispatch on a busy
+        # loop (and, for an apply, reading the snapshot).
+        info = activity.info()
+        late = (datetime.now(UTC) - info.started_time).total_seconds() if info.started_time else 0
         try:
             async with heartbeating(name):
                 try:
@@ -1282,7 +1286,7 @@ class NetworkActivities:
             took = time.perf_counter() - started
             log.info(
                 "step %s %s on %s: %.1f ms; in sessions %.1f ms (opening them %.1f ms); "
-                "outside them %.1f ms",
+                "outside them %.1f ms; begun %.1f ms after Temporal started it",
                 name,
                 step.change_id,
                 step.device.name,
@@ -1290,6 +1294,7 @@ class NetworkActivities:
                 step.session_s * 1000,
                 step.opening_s * 1000,
                 (took - step.session_s) * 1000,
+                late * 1000,
             )
 
 

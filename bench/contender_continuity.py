@@ -940,7 +940,7 @@ class _Continuity:
 
 _STEP_LINE = re.compile(
     r"step (\w+) (\S+) on \S+: ([\d.]+) ms; in sessions ([\d.]+) ms "
-    r"\(opening them ([\d.]+) ms\); outside them ([\d.]+) ms"
+    r"\(opening them ([\d.]+) ms\); outside them ([\d.]+) ms; begun (-?[\d.]+) ms"
 )
 
 
@@ -954,7 +954,9 @@ def _step_times(incident_id: str, logs: list[Path]) -> list[str]:
                 continue
             step = parts.setdefault(m.group(1), {})
             for name, value in zip(
-                ("total", "sessions", "opening", "outside"), m.groups()[2:], strict=True
+                ("total", "sessions", "opening", "outside", "begun late"),
+                m.groups()[2:],
+                strict=True,
             ):
                 step.setdefault(name, []).append(float(value))
     out = []

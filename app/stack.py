@@ -300,7 +300,8 @@ class Stack:
 
     async def _start_temporal(self, *, retry_ports: bool) -> Client:
         """The dev server; on a port we chose that was taken meanwhile, on another one."""
-        for attempt in range(1, _TEMPORAL_PORT_TRIES + 1):
+        attempt = 1
+        while True:
             temporal = TemporalDevServer(
                 self.data_dir / "temporal.db",
                 self.temporal_port,
@@ -316,12 +317,12 @@ class Stack:
             log.warning(
                 "127.0.0.1:%d was taken before Temporal bound it; another port", self.temporal_port
             )
+            attempt += 1
             self.temporal_port = free_port()
             assert self.settings is not None
             self.settings = self.settings.model_copy(
                 update={"temporal_address": f"127.0.0.1:{self.temporal_port}"}
             )
-        raise AssertionError("unreachable")
 
     def _stage(self, what: str) -> None:
         if self.on_stage is not None:

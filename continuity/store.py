@@ -629,7 +629,7 @@ class Store:
         return self._snapshots.get(digest)
 
     def snapshot(self, digest: str) -> Inventory:
-        inv = self._snapshots.get(digest)
+        inv = self.cached_snapshot(digest)
         if inv is not None:
             return inv
         # One thread reads and parses it; the others wait for that one. (200 applies starting

@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.exc import OperationalError
 
 from app.stack import SAMPLE_INVENTORY
@@ -1007,3 +1007,30 @@ def test_claim_decision_on_a_stale_screen_refused_and_logged(store: Store):
     )
     outcomes = [a.outcome for a in store.decision_attempts("INC-1")]
     assert outcomes == ["StaleChange", "accepted"]
+
+
+def test_snapshot_first_read_by_many_threads_at_once_reads_and_parses_once(db_url: str):
+    writer = Store(db_url)
+    writer.create_schema()
+    digest = writer.save_snapshot(
+        Inventory.model_validate_json(SAMPLE_INVENTORY.read_text(encoding="utf-8"))
+    )
+    writer.close()
+    # A worker's store that has never read it: 32 device steps start at once.
+    store = Store(db_url, pool_size=16)
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "inventory_snapshots" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        assert store.cached_snapshot(digest) is None
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            got = list(pool.map(lambda _: store.snapshot(digest), range(32)))
+        assert len(reads) == 1, reads
+        assert all(inv is got[0] for inv in got)  # one parsed copy, shared
+        assert store.cached_snapshot(digest) is got[0]
+    finally:
+        store.close()

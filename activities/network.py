@@ -56,7 +56,7 @@ from continuity.models import (
 from continuity.plan import lines_sha256
 from continuity.settings import DeviceCredential, Settings
 from continuity.ssh import CliSession, SessionLimits, SessionPool, Transcript
-from continuity.store import ChangeRow, CircuitPartRow, Store, TranscriptRow
+from continuity.store import ChangeRow, CircuitPartRow, JournalEntry, Store
 
 T = TypeVar("T")
 log = logging.getLogger("continuity.steps")
@@ -130,13 +130,13 @@ def _part(s: PathState, *, pending: bool = False) -> PartState:
     return PartState.UNKNOWN  # both or neither: half-made, or someone else's edit
 
 
-def _evidence(rows: Sequence[TranscriptRow]) -> tuple[list[TranscriptRef], list[str]]:
+def _evidence(rows: Sequence[JournalEntry]) -> tuple[list[TranscriptRef], list[str]]:
     """Every transcript of a change and every line they sent, in order."""
     refs = [TranscriptRef(id=r.id, sha256=r.sha256, step=r.step, attempt=r.attempt) for r in rows]
     return refs, [line for r in rows for line in (r.sent or [])]
 
 
-def _deadline(t: StepTimings, rows: Sequence[TranscriptRow]) -> datetime:
+def _deadline(t: StepTimings, rows: Sequence[JournalEntry]) -> datetime:
     """When the confirmation window closes: never later than the device timer allows."""
     deadline = datetime.now(UTC) + timedelta(seconds=t.confirm_window_s)
     armed = [_aware(r.created_at) for r in rows if r.step == "apply" and r.sent]
@@ -651,6 +651,8 @@ class NetworkActivities:
         except ContinuityError as e:
             await self._apply_failed(moving, e)
             raise
+        finally:  # the step's log line counts the session it ran under another name
+            step.session_s, step.opening_s = moving.session_s, moving.opening_s
         detail = how + (f"; {kept_note}" if kept_note else "")
         if not ok:
             return await self._settle(
@@ -1028,7 +1030,7 @@ class NetworkActivities:
         journal = step.journal
         t = step.timings
 
-        def write() -> tuple[dict[str, PartState], list[TranscriptRow], datetime | None]:
+        def write() -> tuple[dict[str, PartState], list[JournalEntry], datetime | None]:
             with self._store.unit():
                 if journal is not None:
                     journal.write_now("complete")
@@ -1206,7 +1208,7 @@ class NetworkActivities:
         )
         return f"tr-{hashlib.sha1(key.encode()).hexdigest()[:20]}"
 
-    async def _journal(self, step: _Step, *steps: str) -> list[TranscriptRow]:
+    async def _journal(self, step: _Step, *steps: str) -> list[JournalEntry]:
         """The change's journal rows (of the named steps, or every step), oldest first."""
         rows = await asyncio.to_thread(self._store.change_transcripts, step.change_id)
         return [r for r in rows if not steps or r.step in steps]

@@ -2,9 +2,10 @@
 
 Read from the environment, not the settings, so that it applies before the settings load:
 CONTINUITY_LOG_LEVEL (DEBUG, INFO, WARNING, ...) and CONTINUITY_LOG_FORMAT (`text`, default,
-or `json`). A JSON line has `time` (UTC, ISO 8601), `level`, `logger`, `message`, and
-`exception` when there is one; messages never carry secrets (credentials are referenced by
-name, tokens only by id).
+or `json`). Above DEBUG, asyncssh and the twilio client log warnings only: at INFO they
+write about a dozen lines a device session and every HTTP request's headers. A JSON line has
+`time` (UTC, ISO 8601), `level`, `logger`, `message`, and `exception` when there is one;
+messages never carry secrets (credentials are referenced by name, tokens only by id).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# Libraries whose INFO is per connection or per request: warnings only unless DEBUG is asked.
+CHATTY_LOGGERS = ("asyncssh", "twilio.http_client")
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,6 +52,9 @@ def configure_logging(default_level: str = "WARNING", *, stream: TextIO | None =
     root.addHandler(handler)
     level = os.environ.get("CONTINUITY_LOG_LEVEL", default_level).upper()
     root.setLevel(level if level in logging.getLevelNamesMapping() else default_level)
+    for name in CHATTY_LOGGERS:
+        chatty = logging.getLogger(name)
+        chatty.setLevel(logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)
 
 
 __all__ = ["JsonFormatter", "configure_logging", "log_format"]

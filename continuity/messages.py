@@ -280,32 +280,43 @@ class DecisionBatch(_Msg):
     refusals: list[DecisionRefusedSignal] = Field(default_factory=list)
 
 
-class StepTimings(_Msg):
-    """The durations one device step needs; a subset of Timings, kept small for the history."""
+def _lease_s(t: Timings) -> float:
+    """How long a device lock outlives a step of these timings if nobody releases it."""
+    return (
+        t.confirm_window_s
+        + t.verify_timeout_s
+        + t.revert_margin_s
+        + t.revert_wait_grace_s
+        + 4 * t.ssh_step_timeout_s
+    )
 
-    confirm_window_s: float
-    verify_timeout_s: float
-    revert_margin_s: float
-    revert_wait_grace_s: float
-    device_time_scale: float = 1.0
-    lease_s: float  # how long the device lock outlives this step if nobody releases it
+
+_DEFAULT = Timings()
+
+
+class StepTimings(_Msg):
+    """The durations one device step needs; a subset of Timings, kept small for the history.
+
+    Each defaults to what Timings' defaults give, so an input carries only what a deployment
+    (or a test) changed: 600 device steps of 200 devices carried 69 KB of default durations.
+    """
+
+    confirm_window_s: float = _DEFAULT.confirm_window_s
+    verify_timeout_s: float = _DEFAULT.verify_timeout_s
+    revert_margin_s: float = _DEFAULT.revert_margin_s
+    revert_wait_grace_s: float = _DEFAULT.revert_wait_grace_s
+    device_time_scale: float = _DEFAULT.device_time_scale
+    lease_s: float = _lease_s(_DEFAULT)
 
     @classmethod
     def of(cls, t: Timings) -> StepTimings:
-        lease = (
-            t.confirm_window_s
-            + t.verify_timeout_s
-            + t.revert_margin_s
-            + t.revert_wait_grace_s
-            + 4 * t.ssh_step_timeout_s
-        )
         return cls(
             confirm_window_s=t.confirm_window_s,
             verify_timeout_s=t.verify_timeout_s,
             revert_margin_s=t.revert_margin_s,
             revert_wait_grace_s=t.revert_wait_grace_s,
             device_time_scale=t.device_time_scale,
-            lease_s=lease,
+            lease_s=_lease_s(t),
         )
 
     @property

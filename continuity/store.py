@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sqlalchemy import (
     JSON,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -178,6 +179,18 @@ class TranscriptRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     sent: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     status: Mapped[str] = mapped_column(String(16), default="complete", server_default="complete")
+
+
+class JournalEntry(NamedTuple):
+    """A transcript row without its text: what a step's bookkeeping reads of its journal."""
+
+    id: str
+    sha256: str
+    step: str
+    attempt: int
+    sent: list[str]
+    status: str
+    created_at: datetime
 
 
 class InventoryLoadRow(Base):
@@ -368,7 +381,6 @@ class ReportRow(Base):
 
 
 # A device's first lock row raced by more takers than this is a store in trouble.
-_LOCK_RACE_RETRIES = 3
 
 # Any fixed number: the key of the PostgreSQL advisory lock that serialises schema upgrades.
 _SCHEMA_LOCK = 0x636F6E74
@@ -611,9 +623,14 @@ class Store:
     def _inventory_version(self) -> str:
         # Asked every time: another process may have reloaded the inventory, and the restore
         # guard (held_elsewhere) must see the circuits as they are now.
+        meta = _table(MetaRow).c
         with self._session() as s:
-            meta = s.get(MetaRow, "inventory_version")
-            return meta.value if meta else ""
+            value = (
+                s.connection()
+                .execute(select(meta.value).where(meta.key == "inventory_version"))
+                .scalar()
+            )
+            return value or ""
 
     def save_snapshot(self, inv: Inventory) -> str:
         """Keep an incident's inventory snapshot by its SHA-256; device steps read it by that."""
@@ -948,11 +965,10 @@ class Store:
         return circuits
 
     def unlock_device(self, *, device: str, holder: str) -> None:
+        locks = _table(DeviceLockRow)
         with self._session() as s:
-            s.execute(
-                delete(DeviceLockRow).where(
-                    DeviceLockRow.device == device, DeviceLockRow.holder == holder
-                )
+            s.connection().execute(
+                delete(locks).where(locks.c.device == device, locks.c.holder == holder)
             )
 
     # --- transcripts, written ahead of what is sent ------------------------------------
@@ -1000,16 +1016,19 @@ class Store:
             )
         return tid, digest
 
-    def change_transcripts(self, change_id: str) -> list[TranscriptRow]:
-        """Every transcript of one change, every step and attempt, oldest first."""
+    def change_transcripts(self, change_id: str) -> list[JournalEntry]:
+        """Every transcript of one change, every step and attempt, oldest first; without their
+        text (a step's bookkeeping reads these several times a step, never the text)."""
+        t = _table(TranscriptRow).c
         with self._session() as s:
-            return list(
-                s.scalars(
-                    select(TranscriptRow)
-                    .where(TranscriptRow.change_id == change_id)
-                    .order_by(TranscriptRow.created_at, TranscriptRow.attempt)
+            return [
+                JournalEntry(*r)
+                for r in s.connection().execute(
+                    select(t.id, t.sha256, t.step, t.attempt, t.sent, t.status, t.created_at)
+                    .where(t.change_id == change_id)
+                    .order_by(t.created_at, t.attempt)
                 )
-            )
+            ]
 
     def step_transcripts(self, change_id: str, step: str) -> list[TranscriptRow]:
         """Every attempt's transcript of one step of one change, oldest first."""
@@ -1030,50 +1049,33 @@ class Store:
         """Take or renew the device's lease for `holder` (an incident).
 
         Returns (other holder or None, armed_by): the other holder when busy; armed_by is the
-        change that armed the device's pending commit, as we recorded it.
+        change that armed the device's pending commit, as we recorded it. One statement when
+        the lease is ours to take (an upsert that updates only a free or our own row).
         """
-        for _ in range(_LOCK_RACE_RETRIES):
-            try:
-                return self._lock_device_once(
-                    device=device, holder=holder, lease_s=lease_s, now=now
-                )
-            except StorageError as e:
-                # Another taker inserted the first row for this device between our update
-                # and our insert: ask again, to learn who holds it now.
-                if not isinstance(e.__cause__, IntegrityError):
-                    raise
+        locks = _table(DeviceLockRow).c
+        with self._session() as s:
+            conn = s.connection()
+            for _ in range(3):
+                won = conn.execute(
+                    _lock_upsert(conn.dialect.name),
+                    {"device": device, "holder": holder, "expires_at": now + lease_s, "now": now},
+                ).first()
+                if won is not None:
+                    return None, won.armed_by
+                row = conn.execute(
+                    select(locks.holder, locks.armed_by).where(locks.device == device)
+                ).first()
+                if row is not None:
+                    return row.holder, row.armed_by
+                # Released between the two statements: ask again.
         raise StorageError(f"store: the lock of {device} kept changing hands; try again")
 
-    def _lock_device_once(
-        self, *, device: str, holder: str, lease_s: float, now: float
-    ) -> tuple[str | None, str | None]:
-        with self._session() as s:
-            won = _rowcount(
-                s.execute(
-                    update(DeviceLockRow)
-                    .where(
-                        DeviceLockRow.device == device,
-                        (DeviceLockRow.holder == holder) | (DeviceLockRow.expires_at < now),
-                    )
-                    .execution_options(synchronize_session=False)
-                    .values(holder=holder, expires_at=now + lease_s)
-                )
-            )
-            row = s.get(DeviceLockRow, device)
-            if won:
-                return None, row.armed_by if row else None
-            if row is None:
-                s.add(DeviceLockRow(device=device, holder=holder, expires_at=now + lease_s))
-                s.flush()
-                return None, None
-            return row.holder, row.armed_by
-
     def set_armed(self, *, device: str, holder: str, change_id: str | None) -> None:
+        locks = _table(DeviceLockRow)
         with self._session() as s:
-            s.execute(
-                update(DeviceLockRow)
-                .where(DeviceLockRow.device == device, DeviceLockRow.holder == holder)
-                .execution_options(synchronize_session=False)
+            s.connection().execute(
+                update(locks)
+                .where(locks.c.device == device, locks.c.holder == holder)
                 .values(armed_by=change_id)
             )
 
@@ -1088,9 +1090,13 @@ class Store:
             )
 
     def armed_by(self, device: str) -> str | None:
+        locks = _table(DeviceLockRow).c
         with self._session() as s:
-            row = s.get(DeviceLockRow, device)
-            return row.armed_by if row else None
+            return (
+                s.connection()
+                .execute(select(locks.armed_by).where(locks.device == device))
+                .scalar()
+            )
 
     # --- changes: the arbiter of each confirmation window -------------------------------
 
@@ -1705,7 +1711,30 @@ def _upsert(
             index_elements=key, set_={c: base.excluded[c] for c in update_cols}, where=where
         )
         _UPSERTS[shape] = stmt
-    s.connection().execute(stmt, rows)
+    # One row: a plain execute (executemany pipelines, which costs more than it saves here).
+    s.connection().execute(stmt, rows[0] if len(rows) == 1 else rows)
+
+
+_LOCK_UPSERTS: dict[str, Any] = {}
+
+
+def _lock_upsert(dialect: str) -> Any:
+    """INSERT the lease, or take over a row that is ours or expired; RETURNING only when won."""
+    stmt = _LOCK_UPSERTS.get(dialect)
+    if stmt is None:
+        locks = _table(DeviceLockRow)
+        base = (pg_insert if dialect == "postgresql" else sqlite_insert)(locks).values(
+            device=bindparam("device"),
+            holder=bindparam("holder"),
+            expires_at=bindparam("expires_at"),
+        )
+        stmt = _LOCK_UPSERTS[dialect] = base.on_conflict_do_update(
+            index_elements=["device"],
+            set_={"holder": base.excluded.holder, "expires_at": base.excluded.expires_at},
+            where=(locks.c.holder == base.excluded.holder)
+            | (locks.c.expires_at < bindparam("now")),
+        ).returning(locks.c.armed_by)
+    return stmt
 
 
 def _table(model: type[Base]) -> Table:

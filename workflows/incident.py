@@ -113,14 +113,16 @@ from workflows._common import (
 from workflows.duty_call import DutyCallWorkflow
 
 # A change in one of these is still being worked on the device.
-_IN_FLIGHT = {ChangeState.PENDING, ChangeState.APPLYING}
-_ON_BACKUP = {ChangeState.CONFIRMED, ChangeState.KEPT_ON_TIMEOUT}
-_BROKEN = {
-    ChangeState.ROLLED_BACK,
-    ChangeState.REVERTED_BY_DEVICE,
-    ChangeState.FAILED,
-    ChangeState.REFUSED,
-}
+_IN_FLIGHT = frozenset({ChangeState.PENDING, ChangeState.APPLYING})
+_ON_BACKUP = frozenset({ChangeState.CONFIRMED, ChangeState.KEPT_ON_TIMEOUT})
+_BROKEN = frozenset(
+    {
+        ChangeState.ROLLED_BACK,
+        ChangeState.REVERTED_BY_DEVICE,
+        ChangeState.FAILED,
+        ChangeState.REFUSED,
+    }
+)
 # Bigger than any attempt number of one escalation: each alert's calls get their own range.
 _ALERT_ATTEMPTS = 1000
 

@@ -260,18 +260,20 @@ async def list_changes(
 
     The answer carries an ETag; a poll that sends it back in If-None-Match gets 304 and no
     body while the list is unchanged."""
-    rows = await asyncio.to_thread(
-        store.change_list, incident_id, state=state.value if state else None
-    )
-    if not rows and not await asyncio.to_thread(store.change_list, incident_id):
+
+    def listed() -> tuple[int, bytes, str]:
+        rows = store.change_list(incident_id, state=state.value if state else None)
+        # Serialised straight from the rows (the fields of ChangePublic, which documents them),
+        # in this thread: screens poll this several times a second, and 200 rows built on the
+        # event loop held back the decisions it was waiting for.
+        body = to_json([{name: getattr(r, name) for name in _CHANGE_FIELDS} for r in rows])
+        # Of the body itself: it changes exactly when the list does, whoever wrote the store.
+        return len(rows), body, f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+
+    count, body, etag = await asyncio.to_thread(listed)
+    if not count and not await asyncio.to_thread(store.change_list, incident_id):
         # No change yet, or no such incident: only the workflow service knows which (404).
         await _describe(temporal, incident_id)
-    # Serialised straight from the rows (the fields of ChangePublic, which documents them):
-    # screens poll this several times a second and 200 models a poll cost the API more CPU
-    # than the decisions it was waiting for.
-    body = to_json([{name: getattr(r, name) for name in _CHANGE_FIELDS} for r in rows])
-    # Of the body itself: it changes exactly when the list does, whoever wrote the store.
-    etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
@@ -311,10 +313,13 @@ async def decide_change(
     signal = DecisionSignal(
         change_id=change_id, decision=body.decision, operator_id=who.subject, reason=body.reason
     )
-    signal.attestation = _attest(attester, who, "decide", incident_id, signal.attested(), change_id)
-    try:
-        decided_at = await asyncio.to_thread(
-            store.claim_decision,
+
+    def claim() -> datetime:
+        # Signed and claimed in one thread hop: both are CPU the event loop need not wait for.
+        signal.attestation = _attest(
+            attester, who, "decide", incident_id, signal.attested(), change_id
+        )
+        return store.claim_decision(
             incident_id=incident_id,
             change_id=change_id,
             decision=body.decision,
@@ -326,6 +331,9 @@ async def decide_change(
             ),
             shown=body.lines_sha256,
         )
+
+    try:
+        decided_at = await asyncio.to_thread(claim)
     except DecisionRefused as e:
         refusal = DecisionRefusedSignal(
             change_id=change_id,

@@ -55,3 +55,26 @@ def test_text_by_default_and_a_bad_level_falls_back(monkeypatch):
     assert "hidden" not in text and " WARNING x shown" in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text.splitlines()[0])
+
+
+@pytest.mark.parametrize(("level", "chatty_info_shown"), [("INFO", False), ("DEBUG", True)])
+def test_per_connection_library_chatter_only_at_debug(monkeypatch, level, chatty_info_shown):
+    """asyncssh writes ~12 INFO lines a device session (2,400 at 200 devices); the twilio
+    client every request's headers: at INFO an operator sees our lines and their warnings."""
+    monkeypatch.delenv("CONTINUITY_LOG_FORMAT", raising=False)
+    monkeypatch.setenv("CONTINUITY_LOG_LEVEL", level)
+    out = io.StringIO()
+    configure_logging("WARNING", stream=out)
+    try:
+        for name in ("asyncssh", "twilio.http_client"):
+            logging.getLogger(name).info("%s info", name)
+            logging.getLogger(name).warning("%s warning", name)
+        logging.getLogger("continuity.steps").info("step apply")
+        text = out.getvalue()
+        assert "step apply" in text
+        assert "asyncssh warning" in text and "twilio.http_client warning" in text
+        assert ("asyncssh info" in text) is chatty_info_shown
+        assert ("twilio.http_client info" in text) is chatty_info_shown
+    finally:
+        for name in ("asyncssh", "twilio.http_client"):
+            logging.getLogger(name).setLevel(logging.NOTSET)

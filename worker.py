@@ -20,6 +20,7 @@ from activities.telephony import TelephonyActivities
 from activities.webhook import WebhookActivities
 from continuity.errors import ContinuityError
 from continuity.logs import configure_logging
+from continuity.runtime import run_service
 from continuity.settings import Settings, check_startup
 from continuity.signing import load_attester
 from continuity.store import Store
@@ -163,7 +164,7 @@ async def run(
 
 def main(sites: Sequence[str] | None = None, *, central: bool = True) -> None:
     configure_logging("INFO")
-    asyncio.run(run(Settings(), sites=sites, central=central))
+    run_service(run(Settings(), sites=sites, central=central))
 
 
 if __name__ == "__main__":

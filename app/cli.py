@@ -20,6 +20,7 @@ import typer
 from continuity.errors import ContinuityError, ValidationFailed
 from continuity.logs import configure_logging, log_format
 from continuity.models import Role
+from continuity.runtime import run_service
 from continuity.settings import Settings
 from continuity.validation import check_identifier, check_text
 
@@ -434,7 +435,7 @@ def _up(
             await stack.stop()
             print("stopped.", flush=True)
 
-    asyncio.run(run())
+    run_service(run())
     return 0
 
 

@@ -20,7 +20,7 @@ from activities.telephony import TelephonyActivities
 from activities.webhook import WebhookActivities
 from continuity.errors import ContinuityError
 from continuity.logs import configure_logging
-from continuity.runtime import run_service
+from continuity.runtime import freeze_startup_heap, run_service
 from continuity.settings import Settings, check_startup
 from continuity.signing import load_attester
 from continuity.store import Store
@@ -147,6 +147,7 @@ async def run(
 
         archive = await start_archive(client, store, settings)
     workers = build_worker(client, settings, store, sites=sites, central=central)
+    freeze_startup_heap()
     log.info(
         "worker polling %s on %s; data directory %s (store %s)",
         ", ".join(workers.task_queues),

@@ -8,6 +8,7 @@ asyncio's own, which runs elsewhere. Short commands and tests keep asyncio's loo
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -22,4 +23,13 @@ def run_service(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-__all__ = ["run_service"]
+def freeze_startup_heap() -> None:
+    """Once a long-running process has started: what its imports and set-up made lives as long
+    as the process, so the collector stops scanning it. Every full collection walked it all:
+    pauses of 135-145 ms in the API at 200 devices (bench/), each decision behind one waiting.
+    Only for a process of its own (an embedded API would freeze its host's heap)."""
+    gc.collect()
+    gc.freeze()
+
+
+__all__ = ["freeze_startup_heap", "run_service"]

@@ -93,8 +93,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("continuity-data")
     # Empty: a SQLite file under data_dir. Kept out of repr: the URL may carry a password.
     database_url: str = Field(default="", repr=False)
-    # Threads (and database connections) for store work in one process.
-    store_threads: int = Field(default=32, ge=1, le=256)
+    # Threads (and database connections) for the API's store work. Few: each holds the GIL
+    # for its CPU between queries, and 32 of them starved the event loop (a 200-device burst
+    # of decisions: p99 746 ms at 32, 388 ms at 8, on 2 cores; bench/, STORE_THREADS).
+    store_threads: int = Field(default=8, ge=1, le=256)
     # How long a decision's answer waits for the incident to be told (its signal accepted).
     # The claim in the store is what makes a 200 take effect; past this the answer says
     # "delivered": false and the signal goes on in the background (an operator's screen

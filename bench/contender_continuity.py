@@ -33,9 +33,10 @@ there and prints activity latencies from their timestamps; with BENCH_CONTINUITY
 run in one worker process and device activities in another, as a deployment with site workers
 does (`continuity worker --sites-only`); BENCH_CONTINUITY_SPLIT_WORKER=0 runs them in one.
 
-Knobs for trying other arrangements (each tried once on 2 cores, none better than the
-default): BENCH_CONTINUITY_SITE_WORKERS=N device-worker processes, BENCH_CONTINUITY_WORKER_NICE
-and BENCH_CONTINUITY_API_NICE (CPU priority), BENCH_CONTINUITY_STORE_THREADS (the API's).
+Knobs for trying other arrangements (each tried on 2 cores, none better than the default):
+BENCH_CONTINUITY_SITE_WORKERS=N device-worker processes, BENCH_CONTINUITY_WORKER_NICE and
+BENCH_CONTINUITY_API_NICE (CPU priority), BENCH_CONTINUITY_STORE_THREADS (the API's: 8, the
+default since it beat 32; 4 was no better).
 With BENCH_CONTINUITY_PROFILE the workers' `step …` log lines are summed up per step.
 """
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sqlalchemy import (
@@ -309,8 +310,9 @@ class ChangeRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
+# The operator screen's columns, in the order of api.schemas.ChangePublic (a test holds them
+# equal): the API sends each row as it comes, without building a model or a dict per field.
 CHANGE_LIST_COLUMNS = (
-    "lines_sha256",
     "change_id",
     "incident_id",
     "device",
@@ -322,6 +324,7 @@ CHANGE_LIST_COLUMNS = (
     "deadline",
     "decision",
     "decided_by",
+    "lines_sha256",
 )
 
 
@@ -1214,97 +1217,53 @@ class Store:
         transaction). Returns when the decision was taken; raises a DecisionRefused subclass.
         """
         now = _utc(now)
-        changes, operators = _table(ChangeRow), _table(OperatorRow)
-        pending = [
-            changes.c.change_id == change_id,
-            changes.c.incident_id == incident_id,
-            changes.c.declared_by != operator,
-            changes.c.state == ChangeState.AWAITING_CONFIRMATION.value,
-            changes.c.decision.is_(None),
-            changes.c.window_closed_at.is_(None),
-            changes.c.deadline > now,
-            exists().where(operators.c.id == operator),
-        ]
-        values = {
-            "decision": decision.value,
-            "decided_by": operator,
-            "decision_reason": reason,
-            "decided_at": now,
-            "decision_attestation": attestation,
-            "updated_at": now,
-        }
-        accepted = {
-            "incident_id": incident_id,
-            "change_id": change_id,
-            "operator": operator,
-            "decision": decision.value,
-            "reason": reason,
-            "outcome": "accepted",
-            "detail": "",
-            "at": now,
+        params = {  # named p_*: a bind parameter may not share a column's name in an UPDATE
+            "p_change_id": change_id,
+            "p_incident_id": incident_id,
+            "p_operator": operator,
+            "p_decision": decision.value,
+            "p_reason": reason,
+            "p_now": now,
+            "p_attestation": attestation,
+            "p_shown": shown,
         }
         try:
             if self.engine.dialect.name == "postgresql":
-                self._claim_in_one_statement(pending, values, accepted, operator, shown)
-                return now
+                # The change won and its accepted attempt logged by one statement in one round
+                # trip (no BEGIN, no COMMIT: it commits alone). In a burst of decisions on a
+                # busy host each round trip waits for a CPU; four of them were most of a claim.
+                with (
+                    self._translate(),
+                    self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c,
+                ):
+                    if c.execute(_claim(True, shown is not None), params).first() is not None:
+                        return now
+                with self._session() as s:
+                    raise self._why_refused(s, incident_id, change_id, operator, now, shown)
             with self._session() as s:
                 conn = s.connection()
-                won = conn.execute(
-                    update(changes)
-                    .where(*pending)
-                    .values(**values)
-                    .returning(changes.c.confirmers, changes.c.lines_sha256)
-                ).first()
+                won = conn.execute(_claim(False, False), params).first()
                 if won is None or (won.confirmers and operator not in won.confirmers):
                     # Raised inside the transaction: a won row that may not be won rolls back.
                     raise self._why_refused(s, incident_id, change_id, operator, now, shown)
                 if shown is not None and won.lines_sha256 != shown:
                     raise _stale(change_id, operator, won.lines_sha256, shown)
-                conn.execute(insert(_table(DecisionAttemptRow)).values(**accepted))
+                conn.execute(
+                    insert(_table(DecisionAttemptRow)).values(
+                        incident_id=incident_id,
+                        change_id=change_id,
+                        operator=operator,
+                        decision=decision.value,
+                        reason=reason,
+                        outcome="accepted",
+                        detail="",
+                        at=now,
+                    )
+                )
                 return now
         except DecisionRefused as e:
             self._log_attempt(incident_id, change_id, operator, decision, reason, e.type, e.message)
             raise
-
-    def _claim_in_one_statement(
-        self,
-        pending: list[Any],
-        values: dict[str, Any],
-        accepted: dict[str, Any],
-        operator: str,
-        shown: str | None,
-    ) -> None:
-        """PostgreSQL: the change won and its accepted attempt logged by one statement, in one
-        round trip (no BEGIN, no COMMIT: it commits alone). Under a burst of decisions on a
-        busy host each round trip waits for a CPU; four of them were most of a claim."""
-        changes, attempts = _table(ChangeRow), _table(DecisionAttemptRow)
-        confirmers = sql_cast(changes.c.confirmers, JSONB)
-        conds = [
-            *pending,
-            (func.jsonb_array_length(confirmers) == 0) | confirmers.has_key(operator),
-        ]
-        if shown is not None:
-            conds.append(changes.c.lines_sha256 == shown)
-        won = update(changes).where(*conds).values(**values).returning(changes.c.change_id)
-        won_cte = won.cte("won")
-        cols = list(accepted)
-        row = select(
-            *(
-                won_cte.c.change_id if c == "change_id" else literal(v, attempts.c[c].type)
-                for c, v in accepted.items()
-            )
-        ).select_from(won_cte)
-        stmt = insert(attempts).from_select(cols, row).returning(attempts.c.id)
-        with (
-            self._translate(),
-            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
-        ):
-            if conn.execute(stmt).first() is not None:
-                return
-        with self._session() as s:
-            raise self._why_refused(
-                s, accepted["incident_id"], accepted["change_id"], operator, accepted["at"], shown
-            )
 
     @staticmethod
     def _why_refused(
@@ -1798,6 +1757,64 @@ def _table(model: type[Base]) -> Table:
 
 # (dialect, table, key, update columns, conditional) -> the compiled-once upsert
 _UPSERTS: dict[tuple[Any, ...], Any] = {}
+
+
+@cache
+def _claim(postgresql: bool, check_shown: bool) -> Any:
+    """The decision's claim, built once per shape and run with its values as parameters: an
+    operator of the inventory as it is now, not the declarer, the change awaiting in its
+    window. On PostgreSQL also a confirmer of the wave and (`check_shown`) the lines the
+    screen showed, and the accepted attempt logged by the same statement; elsewhere those two
+    are checked on the row it returns, in the caller's transaction."""
+    changes, operators, attempts = (
+        _table(ChangeRow),
+        _table(OperatorRow),
+        _table(DecisionAttemptRow),
+    )
+    p: dict[str, Any] = {
+        # Typed: an untyped one takes the type of what it is first compared with (the JSONB
+        # of the confirmers, for the operator).
+        k: bindparam(f"p_{k}", type_=String())
+        for k in ("change_id", "incident_id", "operator", "decision", "reason")
+    }
+    now = bindparam("p_now", type_=UTCDateTime())
+    conds = [
+        changes.c.change_id == p["change_id"],
+        changes.c.incident_id == p["incident_id"],
+        changes.c.declared_by != p["operator"],
+        changes.c.state == ChangeState.AWAITING_CONFIRMATION.value,
+        changes.c.decision.is_(None),
+        changes.c.window_closed_at.is_(None),
+        changes.c.deadline > now,
+        exists().where(operators.c.id == p["operator"]),
+    ]
+    won = update(changes).values(
+        decision=p["decision"],
+        decided_by=p["operator"],
+        decision_reason=p["reason"],
+        decided_at=now,
+        decision_attestation=bindparam("p_attestation", type_=changes.c.decision_attestation.type),
+        updated_at=now,
+    )
+    if not postgresql:
+        return won.where(*conds).returning(changes.c.confirmers, changes.c.lines_sha256)
+    confirmers = sql_cast(changes.c.confirmers, JSONB)
+    conds.append((func.jsonb_array_length(confirmers) == 0) | confirmers.has_key(p["operator"]))
+    if check_shown:
+        conds.append(changes.c.lines_sha256 == bindparam("p_shown"))
+    cte = won.where(*conds).returning(changes.c.change_id).cte("won")
+    row = select(
+        p["incident_id"],
+        cte.c.change_id,
+        p["operator"],
+        p["decision"],
+        p["reason"],
+        literal("accepted"),
+        literal(""),
+        now,
+    ).select_from(cte)
+    cols = ["incident_id", "change_id", "operator", "decision", "reason", "outcome", "detail", "at"]
+    return insert(attempts).from_select(cols, row).returning(attempts.c.id)
 
 
 def _stale(change_id: str, operator: str, sent: str | None, shown: str) -> StaleChange:

@@ -10,6 +10,7 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.app import create_app
+from api.schemas import ChangePublic
 from app.audit import replay
 from app.stack import Stack
 from continuity.messages import StandDownInput
@@ -22,6 +23,7 @@ from continuity.models import (
     Role,
 )
 from continuity.settings import Settings
+from continuity.store import CHANGE_LIST_COLUMNS
 from tests.conftest import wait_until
 from tests.workflows.helpers import signed
 
@@ -512,6 +514,13 @@ async def test_changes_polled_by_etag_unchanged_not_modified_changed_new_etag(st
     assert moved.status_code == 200
     assert moved.json()[0]["state"] == "awaiting_confirmation"
     assert moved.headers["ETag"] != etag
+    # Each row as the store gives it is the documented model, field for field and in order.
+    assert [list(c) for c in moved.json()] == [list(ChangePublic.model_fields)]
+    assert ChangePublic.model_validate(moved.json()[0]).change_id.endswith("-w1")
+
+
+def test_the_listed_columns_are_the_documented_fields_in_order():
+    assert CHANGE_LIST_COLUMNS == tuple(ChangePublic.model_fields)
 
 
 async def test_declare_more_devices_than_one_history_carries_refused_nothing_started(stack, auth):

@@ -102,9 +102,11 @@ async def _confirm_until_active(api, auth, incident_id: str) -> Counter[int]:  #
                 timing = dict(
                     m.strip().split(";dur=") for m in r.headers["Server-Timing"].split(",")
                 )
-                assert set(timing) == {"claim", "signal", "app"}, timing
+                assert set(timing) == {"claim", "store", "signal", "app"}, timing
                 assert all(float(ms) >= 0 for ms in timing.values())
                 assert float(timing["app"]) >= float(timing["claim"]) + float(timing["signal"])
+                # The store's part of the claim (the rest waited for a thread).
+                assert float(timing["store"]) <= float(timing["claim"])
             decided.add(change["change_id"])
         r = await api.get(f"/incidents/{incident_id}", headers=auth(Role.AUDITOR))
         st = IncidentStatus.model_validate(r.json()["status"])

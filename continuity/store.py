@@ -26,6 +26,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -36,6 +37,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy import cast as sql_cast
@@ -1798,8 +1800,19 @@ def _claim(postgresql: bool, check_shown: bool) -> Any:
     )
     if not postgresql:
         return won.where(*conds).returning(changes.c.confirmers, changes.c.lines_sha256)
+    # A wave without confirmers (an empty list, or a JSON null) lets any operator decide, as
+    # the row check on SQLite does; CASE, since SQL's OR does not promise to skip
+    # jsonb_array_length on a value that is no array (it raises on one).
     confirmers = sql_cast(changes.c.confirmers, JSONB)
-    conds.append((func.jsonb_array_length(confirmers) == 0) | confirmers.has_key(p["operator"]))
+    conds.append(
+        case(
+            (
+                func.jsonb_typeof(confirmers) == "array",
+                (func.jsonb_array_length(confirmers) == 0) | confirmers.has_key(p["operator"]),
+            ),
+            else_=true(),
+        )
+    )
     if check_shown:
         conds.append(changes.c.lines_sha256 == bindparam("p_shown"))
     cte = won.where(*conds).returning(changes.c.change_id).cte("won")

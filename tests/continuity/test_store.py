@@ -531,6 +531,16 @@ def test_claim_decision_not_among_confirmers_refused(store: Store):
     assert [a.outcome for a in store.decision_attempts("INC-1")] == ["NotAConfirmer", "accepted"]
 
 
+def test_claim_decision_on_a_row_without_confirmers_is_open_to_any_operator(store: Store):
+    # A JSON null where the wave's confirmers go (what SQLAlchemy writes for None): no
+    # confirmer restriction, on either database's claim, and no error from reading it.
+    _awaiting(store)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE changes SET confirmers = 'null' WHERE change_id = 'chg-1'"))
+    assert _claim(store, "op-3")
+    assert store.change("chg-1").decided_by == "op-3"
+
+
 def test_claim_decision_change_not_awaiting_refused(store: Store):
     _awaiting(store)
     store.set_change_state("chg-1", "rolled_back", detail="failed verification")

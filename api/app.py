@@ -22,7 +22,6 @@ from api.routes import checks, circuits, incidents, me, playbooks, reports, twil
 from api.schemas import Display, Health
 from api.security import SecurityHeaders, page_policy
 from continuity.oidc import OidcVerifier, oidc_config
-from continuity.runtime import freeze_startup_heap
 from continuity.settings import Settings
 from continuity.signing import load_attester
 from continuity.store import Store
@@ -86,8 +85,6 @@ def create_app(
             app.state.store.create_schema()
         if temporal is None:
             app.state.temporal = await connect_temporal(settings)
-        if own_store:  # a process of its own (`continuity api`), not embedded in another
-            freeze_startup_heap()
         lag = asyncio.create_task(watch_loop_lag(app.state.loop_lag))
         try:
             yield

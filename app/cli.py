@@ -20,7 +20,7 @@ import typer
 from continuity.errors import ContinuityError, ValidationFailed
 from continuity.logs import configure_logging, log_format
 from continuity.models import Role
-from continuity.runtime import run_service
+from continuity.runtime import freeze_startup_heap, run_service
 from continuity.settings import Settings
 from continuity.validation import check_identifier, check_text
 
@@ -912,8 +912,10 @@ def _api() -> int:
     _RUN.data_dir_named = True
     # JSON logs: uvicorn's loggers go through ours instead of its own text handlers.
     log_config = None if log_format() == "json" else uvicorn.config.LOGGING_CONFIG
+    app = create_app(settings)
+    freeze_startup_heap()  # this process is the API's alone
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_config=log_config,

@@ -15,6 +15,7 @@ import uvicorn
 from api.app import create_app
 from continuity.models import IncidentKind, PriorityClass
 from continuity.playbook import PlaybookSpec, RerouteWave, SelectCircuits
+from continuity.runtime import freeze_startup_heap
 from continuity.settings import Settings
 from playbooks import CATALOGUE
 
@@ -43,9 +44,9 @@ def main() -> None:
     # The catalogue is the public registry the API reads; this process exists for the bench only.
     CATALOGUE[PLAYBOOK] = bench_playbook
     settings = Settings()
-    uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"
-    )
+    app = create_app(settings)
+    freeze_startup_heap()  # as `continuity api` does
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
 
 
 if __name__ == "__main__":

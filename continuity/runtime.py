@@ -27,7 +27,8 @@ def freeze_startup_heap() -> None:
     """Once a long-running process has started: what its imports and set-up made lives as long
     as the process, so the collector stops scanning it. Every full collection walked it all:
     pauses of 135-145 ms in the API at 200 devices (bench/), each decision behind one waiting.
-    Only for a process of its own (an embedded API would freeze its host's heap)."""
+    Called by the entry points of processes that are a worker or the API alone (an embedded
+    one would freeze its host's heap)."""
     gc.collect()
     gc.freeze()
 

@@ -44,7 +44,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, CursorResult, Dialect, Result
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -107,11 +107,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else _utc(value)
-
-
-def _rowcount(result: Result[Any]) -> int:
-    # An UPDATE's result is a CursorResult; Session.execute is typed for SELECTs.
-    return cast(CursorResult[Any], result).rowcount
 
 
 def _utc(at: datetime) -> datetime:
@@ -1731,26 +1726,20 @@ def _upsert(
     s.connection().execute(stmt, rows[0] if len(rows) == 1 else rows)
 
 
-_LOCK_UPSERTS: dict[str, Any] = {}
-
-
+@cache
 def _lock_upsert(dialect: str) -> Any:
     """INSERT the lease, or take over a row that is ours or expired; RETURNING only when won."""
-    stmt = _LOCK_UPSERTS.get(dialect)
-    if stmt is None:
-        locks = _table(DeviceLockRow)
-        base = (pg_insert if dialect == "postgresql" else sqlite_insert)(locks).values(
-            device=bindparam("device"),
-            holder=bindparam("holder"),
-            expires_at=bindparam("expires_at"),
-        )
-        stmt = _LOCK_UPSERTS[dialect] = base.on_conflict_do_update(
-            index_elements=["device"],
-            set_={"holder": base.excluded.holder, "expires_at": base.excluded.expires_at},
-            where=(locks.c.holder == base.excluded.holder)
-            | (locks.c.expires_at < bindparam("now")),
-        ).returning(locks.c.armed_by)
-    return stmt
+    locks = _table(DeviceLockRow)
+    base = (pg_insert if dialect == "postgresql" else sqlite_insert)(locks).values(
+        device=bindparam("device"),
+        holder=bindparam("holder"),
+        expires_at=bindparam("expires_at"),
+    )
+    return base.on_conflict_do_update(
+        index_elements=["device"],
+        set_={"holder": base.excluded.holder, "expires_at": base.excluded.expires_at},
+        where=(locks.c.holder == base.excluded.holder) | (locks.c.expires_at < bindparam("now")),
+    ).returning(locks.c.armed_by)
 
 
 def _table(model: type[Base]) -> Table:

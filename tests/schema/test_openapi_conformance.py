@@ -18,6 +18,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+
+# Imported here, before the live API's thread starts, not lazily inside from_url(): pytest
+# rewrites these modules' asserts with ast, and CPython 3.11's AST constructor is not safe
+# against another thread compiling at the same moment ("AST constructor recursion depth
+# mismatch", cpython#106905), which a fresh checkout's first imports in the API thread do.
+import schemathesis.specs.openapi.schemas  # noqa: F401
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import (

@@ -139,7 +139,13 @@ async def run(
     # Settings first, then Temporal: a refused worker leaves the database untouched.
     check_startup(settings)
     client = await connect_temporal(settings)
-    store = Store.for_settings(settings)
+    # Device activities run their store work in threads (asyncio.to_thread), each write a few
+    # round trips: the default executor's cpu + 4 threads would queue 200 devices' journal
+    # writes behind each other wherever the database is a network hop away.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=settings.worker_store_threads, thread_name_prefix="store")
+    )
+    store = Store.for_settings(settings, pool_size=settings.worker_store_threads)
     store.create_schema()
     archive = None
     if central:  # the record-keeping check and the archive belong to the central worker

@@ -27,8 +27,12 @@ the client's.
 
 Every round starts with the worker's SSH pool empty, as an incident finds it after a quiet
 spell: sessions pooled by the previous round are left to expire (ssh_idle_s, 60 s by default)
-before the declaration, untimed. BENCH_CONTINUITY_PROFILE=DIR writes each incident's histories
-there and prints activity latencies from their timestamps; with BENCH_CONTINUITY_PYSPY=1 also
+before the declaration, untimed. The operator client's decision connections are then opened,
+untimed, as operators' consoles hold theirs (they poll every 1.5 s, inside uvicorn's 5 s
+keep-alive): 50 connections opened at once in the burst took up to 350 ms each to set up, a
+cost a console with its connection open does not pay (BENCH_CONTINUITY_WARM_CONNECTIONS=0:
+cold, as before). BENCH_CONTINUITY_PROFILE=DIR writes each incident's histories there and
+prints activity latencies from their timestamps; with BENCH_CONTINUITY_PYSPY=1 also
 `py-spy record` of the worker and the API over the timed part. Workflows and store activities
 run in one worker process and device activities in another, as a deployment with site workers
 does (`continuity worker --sites-only`); BENCH_CONTINUITY_SPLIT_WORKER=0 runs them in one.
@@ -36,7 +40,9 @@ does (`continuity worker --sites-only`); BENCH_CONTINUITY_SPLIT_WORKER=0 runs th
 Knobs for trying other arrangements (each tried on 2 cores, none better than the default):
 BENCH_CONTINUITY_SITE_WORKERS=N device-worker processes, BENCH_CONTINUITY_WORKER_NICE and
 BENCH_CONTINUITY_API_NICE (CPU priority), BENCH_CONTINUITY_STORE_THREADS (the API's: 8, the
-default since it beat 32; 4 was no better).
+default since it beat 32; 4 was no better), BENCH_CONTINUITY_WORKER_STORE_THREADS (the
+workers': 6 and 24 measured the same). BENCH_CONTINUITY_KEEP_STORE=1 keeps the PostgreSQL
+database (its name printed) to read the transcripts afterwards.
 With BENCH_CONTINUITY_PROFILE the workers' `step …` log lines are summed up per step.
 """
 
@@ -109,6 +115,9 @@ HTTP_TIMEOUT_S = 3600.0
 HTTP_CONNECTIONS = 1024
 HTTP_KEEPALIVE_S = 1.0
 DECISION_KEEPALIVE_S = 4.0  # warm through a round's burst, still below uvicorn's 5 s
+# Decision connections opened before each declaration, as operators' consoles hold theirs
+# (they poll every 1.5 s, inside uvicorn's 5 s keep-alive): more than a burst has in flight.
+WARM_DECISION_CONNECTIONS = int(os.environ.get("BENCH_CONTINUITY_WARM_CONNECTIONS", "128"))
 MAX_RESENDS = 50  # decisions sent again after a dropped connection, in a round
 DEFAULT_RETRY_AFTER_S = 2.0
 
@@ -417,6 +426,10 @@ class _Continuity:
             await self.temporal.stop()
         if self._pg_db is not None:
             self._print_store_load()
+            if os.environ.get("BENCH_CONTINUITY_KEEP_STORE") == "1":
+                print(f"continuity: store kept: {self.db_url}", flush=True)
+                self._pg_db = None
+        if self._pg_db is not None:
             admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
             try:
                 with admin.connect() as c:
@@ -478,6 +491,8 @@ class _Continuity:
         }
         if os.environ.get("BENCH_CONTINUITY_STORE_THREADS"):  # the API's, to try others
             settings["STORE_THREADS"] = os.environ["BENCH_CONTINUITY_STORE_THREADS"]
+        if os.environ.get("BENCH_CONTINUITY_WORKER_STORE_THREADS"):
+            settings["WORKER_STORE_THREADS"] = os.environ["BENCH_CONTINUITY_WORKER_STORE_THREADS"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONTINUITY_")}
         env.update({f"CONTINUITY_{k}": v for k, v in settings.items()})
         return env
@@ -632,6 +647,7 @@ class _Continuity:
         self.rounds += 1
         size = len(self._inventory.devices)
         incident_id = f"INC-bench-{size}-{self.rounds}-{uuid.uuid4().hex[:6]}"
+        await self._warm_decisions(WARM_DECISION_CONNECTIONS)
         cpu0 = self.cpu()
         r = await self.http.post(
             "/incidents",
@@ -650,6 +666,19 @@ class _Continuity:
         rnd = _Round(incident_id, len(self._inventory.devices), started, cpu0)
         self.open_round = rnd
         return rnd
+
+    async def _warm_decisions(self, n: int) -> None:
+        """Open `n` keep-alive connections for the decisions (n requests at once), untimed."""
+        assert self.decisions is not None
+        session = self.decisions
+
+        async def ping() -> None:
+            async with session.get(f"{self.api_url}/healthz", trace_request_ctx={}) as r:
+                await r.read()
+                if r.status != 200:
+                    raise ContinuityBenchError(f"GET /healthz answered {r.status}")
+
+        await asyncio.gather(*(ping() for _ in range(n)))
 
     async def operate(self, rnd: _Round, timeout_s: float) -> dict[str, float]:
         """Poll the changes, confirm each the moment it awaits; until every one is confirmed."""

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # for its CPU between queries, and 32 of them starved the event loop (a 200-device burst
     # of decisions: p99 746 ms at 32, 388 ms at 8, on 2 cores; bench/, STORE_THREADS).
     store_threads: int = Field(default=8, ge=1, le=256)
+    # The worker's: its device activities write transcripts and states as lines go out, a few
+    # round trips each (on 2 cores with a local PostgreSQL, 24 were no slower than 6; bench/).
+    worker_store_threads: int = Field(default=16, ge=1, le=256)
     # How long a decision's answer waits for the incident to be told (its signal accepted).
     # The claim in the store is what makes a 200 take effect; past this the answer says
     # "delivered": false and the signal goes on in the background (an operator's screen

@@ -419,9 +419,11 @@ def _up(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        started = False
         try:
             with progress:
                 settings = await stack.start()
+            started = True
             print(f"Data directory:    {data_dir.resolve()}", flush=True)
             print(f"API docs:          {stack.api_url}/docs", flush=True)
             print(f"Console:           {stack.api_url}/console/", flush=True)
@@ -433,7 +435,8 @@ def _up(
             await stop.wait()
         finally:
             await stack.stop()
-            print("stopped.", flush=True)
+            if started:  # else the refusal (a busy port) is the last word, not "stopped."
+                print("stopped.", flush=True)
 
     run_service(run())
     return 0

@@ -416,6 +416,7 @@ def test_up_on_a_busy_port_one_line_nothing_left_running(tmp_path: Path, busy_fl
         r = _run("up", "--data-dir", str(tmp_path / "up"), *args, data_dir=tmp_path)
     assert r.returncode == 2 and f"127.0.0.1:{busy} is in use" in r.stderr, r.stderr
     assert busy_flag in r.stderr and "Traceback" not in r.stderr
+    assert "stopped." not in r.stdout  # nothing had started: the refusal is the last word
     for flag, port in ports.items():  # nothing was started on the other ports
         if flag != busy_flag:
             with socket.socket() as probe:

@@ -20,12 +20,13 @@ from activities.telephony import TelephonyActivities
 from activities.webhook import WebhookActivities
 from continuity.errors import ContinuityError
 from continuity.logs import configure_logging
+from continuity.models import site_task_queue
 from continuity.runtime import freeze_startup_heap, run_service
 from continuity.settings import Settings, check_startup
 from continuity.signing import load_attester
 from continuity.store import Store
 from continuity.temporal import connect_temporal
-from workflows import ALL_WORKFLOWS, site_task_queue
+from workflows import ALL_WORKFLOWS
 
 log = logging.getLogger("continuity.worker")
 

@@ -335,8 +335,8 @@ def _playbook_validate(
 
 @app.command(
     "doctor",
-    help="check Temporal, the database, every device's credential and host key, telephony "
-    "and the public URL; exit 1 on any failure",
+    help="check Temporal, the database, every device's credential and host key, a worker on "
+    "every queue, telephony and the public URL; exit 1 on any failure",
 )
 def _doctor() -> int:
     from app.doctor import run_doctor

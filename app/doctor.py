@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from temporalio.client import Client
+
 from continuity.checks import (
     Check,
     database_check,
@@ -12,6 +14,7 @@ from continuity.checks import (
     public_url_check,
     telephony_check,
     temporal_check,
+    workers_check,
 )
 from continuity.errors import ContinuityError
 from continuity.models import Inventory
@@ -21,22 +24,22 @@ from continuity.temporal import connect_temporal
 
 
 async def run_doctor(settings: Settings) -> list[Check]:
-    checks = [await _temporal(settings)]
+    client: Client | None = None
+    try:
+        client = await connect_temporal(settings)
+    except ContinuityError as e:
+        checks = [Check("FAIL", "temporal", str(e))]
+    else:
+        checks = [await temporal_check(client, settings)]
     store_check, inventory = await asyncio.to_thread(_database, settings)
     checks.append(store_check)
     if inventory is not None:
         checks += devices_check(settings, inventory)
+    if client is not None:  # else the temporal check's FAIL says why nothing was asked
+        checks.append(await workers_check(client, settings, inventory))
     checks.append(telephony_check(settings))
     checks.append(await public_url_check(settings))
     return checks
-
-
-async def _temporal(settings: Settings) -> Check:
-    try:
-        client = await connect_temporal(settings)
-    except ContinuityError as e:
-        return Check("FAIL", "temporal", str(e))
-    return await temporal_check(client, settings)
 
 
 def _database(settings: Settings) -> tuple[Check, Inventory | None]:

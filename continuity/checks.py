@@ -3,17 +3,22 @@ health dots show them (GET /checks). Each takes what it checks, already built.""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from continuity.errors import ContinuityError
-from continuity.models import Inventory
+from continuity.models import Inventory, site_task_queue
 from continuity.settings import Settings
 from continuity.ssh import host_key_problem
 from continuity.store import Store
@@ -66,6 +71,66 @@ async def temporal_check(client: Client, settings: Settings) -> Check:
     if settings.archive_dir is not None:
         detail += f"; closed incidents are bundled into {settings.archive_dir}"
     return Check("ok", "temporal", detail)
+
+
+# A poller Temporal saw this recently still serves its queue: an idle worker renews its long
+# poll about once a minute, and Temporal lists a poller for minutes after it went away.
+POLLER_FRESH_S = 150.0
+
+
+async def _pollers(
+    client: Client, namespace: str, queue: str, kind: TaskQueueType.ValueType
+) -> int:
+    """How many workers (by identity) polled `queue` for `kind` tasks within POLLER_FRESH_S."""
+    answer = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
+        )
+    )
+    now = datetime.now(UTC)
+    return len(
+        {
+            p.identity
+            for p in answer.pollers
+            if not p.HasField("last_access_time")
+            or (now - p.last_access_time.ToDatetime(UTC)).total_seconds() <= POLLER_FRESH_S
+        }
+    )
+
+
+async def workers_check(client: Client, settings: Settings, inventory: Inventory | None) -> Check:
+    """A worker polls the central queue (incidents run there) and each site's device queue:
+    without one, a declaration waits unstarted, or a site's changes wait in `applying`."""
+    sites = Counter(d.site for d in inventory.devices) if inventory is not None else Counter()
+    base = settings.task_queue
+    ns, names = settings.temporal_namespace, sorted(sites)
+    try:
+        central, *counts = await asyncio.gather(
+            _pollers(client, ns, base, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+            *(
+                _pollers(
+                    client, ns, site_task_queue(base, s), TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+                )
+                for s in names
+            ),
+        )
+    except Exception as e:  # noqa: BLE001 - an RPC error: the temporal check says more
+        return Check("warn", "workers", f"not checked: Temporal did not answer ({e})")
+    problems = []
+    if not central:
+        problems.append(
+            f"no worker polls {base}: a declared incident would not start (`continuity worker`)"
+        )
+    problems += [
+        f"no worker polls {site_task_queue(base, site)}: changes on the {sites[site]} devices "
+        f"of site {site} would wait in `applying` (`continuity worker --sites {site}`)"
+        for site, n in zip(names, counts, strict=True)
+        if not n
+    ]
+    if problems:
+        return Check("FAIL", "workers", "; ".join(problems))
+    polled = ", ".join(f"{s} {n}" for s, n in zip(names, counts, strict=True)) or "no devices yet"
+    return Check("ok", "workers", f"{base}: {central} polling; device sites: {polled}")
 
 
 def database_check(store: Store, url: str, *, write: bool) -> tuple[Check, Inventory | None]:

@@ -358,6 +358,11 @@ class Device(_Model):
         return check_ipv4_address(v) if v[:1].isdigit() else check_text(v, max_len=253)
 
 
+def site_task_queue(base: str, site: str) -> str:
+    """Where a device's activities run: a worker next to the site's gear polls it."""
+    return f"{base}-site-{site}"
+
+
 class DutyOfficer(_Model):
     id: Identifier
     name: Name

@@ -1,6 +1,5 @@
 """Temporal workflow code only: deterministic, no I/O."""
 
-from workflows._common import site_task_queue
 from workflows.duty_call import DutyCallWorkflow
 from workflows.incident import IncidentWorkflow, calls_workflow_id, change_id, restore_id
 from workflows.legacy import LEGACY_WORKFLOWS
@@ -17,5 +16,4 @@ __all__ = [
     "calls_workflow_id",
     "change_id",
     "restore_id",
-    "site_task_queue",
 ]

@@ -24,11 +24,6 @@ POST_WEBHOOK = "post_webhook"
 STOP_SIGNAL = "stop"
 
 
-def site_task_queue(base: str, site: str) -> str:
-    """Where a device's activities run: a worker next to the site's gear polls it."""
-    return f"{base}-site-{site}"
-
-
 def ssh_retry(*, attempts: int, initial_s: float) -> RetryPolicy:
     """A dropped session or an unreachable device is worth a few tries; an auth failure,
     a host-key mismatch or a CLI rejection is not. The activities say which, on each failure

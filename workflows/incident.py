@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         TimeoutOutcome,
         TranscriptRef,
         inventory_sha256,
+        site_task_queue,
     )
     from continuity.playbook import (
         CallDutyOfficers,
@@ -106,7 +107,6 @@ from workflows._common import (
     UNDO_DEVICE_CHANGE,
     WRITE_OFF_DEVICE,
     WRITE_REPORTS,
-    site_task_queue,
     ssh_retry,
     webhook_retry,
 )

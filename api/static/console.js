@@ -437,6 +437,7 @@
     database: "health-database",
     devices: "health-devices",
     inventory: "health-devices",
+    workers: "health-workers",
     telephony: "health-telephony",
   };
 
@@ -462,21 +463,23 @@
       setDot("health-database", Boolean(h.database), h.database ? "Database reachable" : "Database unreachable");
     } catch (e) {
       setDot("health-api", false, `API: ${e.detail || e.message}`);
-      for (const id of ["health-temporal", "health-database", "health-devices", "health-telephony"]) {
+      for (const id of ["health-temporal", "health-database", "health-devices", "health-workers", "health-telephony"]) {
         setDot(id, null, "unknown: the API did not answer");
       }
       return;
     }
     if (!state.token) {
       setDot("health-devices", null, "sign in to see the devices' checks");
+      setDot("health-workers", null, "sign in to see the workers check");
       setDot("health-telephony", null, "sign in to see the telephony check");
       return;
     }
     try {
       showChecks((await (await api("GET", "checks")).json()).checks);
     } catch (e) {
-      setDot("health-devices", null, `checks: ${e.detail || e.message}`);
-      setDot("health-telephony", null, `checks: ${e.detail || e.message}`);
+      for (const id of ["health-devices", "health-workers", "health-telephony"]) {
+        setDot(id, null, `checks: ${e.detail || e.message}`);
+      }
     }
   }
 

@@ -245,6 +245,7 @@ async def test_console_riot_declared_confirmed_stood_down_closed(
     await expect(page.locator("#health-devices")).to_have_attribute(
         "title", re.compile("each credential defined, each host key known")
     )
+    await expect(page.locator("#health-workers")).to_have_attribute("data-state", "ok")
     await expect(page.locator("#health-telephony")).to_have_attribute("data-state", "warn")
 
     incident_id = await console.declare(

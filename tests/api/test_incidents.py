@@ -551,7 +551,7 @@ async def test_checks_are_the_doctors_behind_a_token_health_stays_public_and_bar
     r = await api.get("/checks", headers=auth(Role.OPERATOR))
     assert r.status_code == 200, r.text
     got = {c["subject"]: c for c in r.json()["checks"]}
-    assert set(got) == {"temporal", "database", "devices", "telephony"}
+    assert set(got) == {"temporal", "database", "devices", "workers", "telephony"}
     # The same verdicts `continuity doctor` gives for these settings (its public-URL check
     # and its write probe aside): the test stack keeps no archive and calls the sandbox.
     assert got["temporal"]["verdict"] == "warn"
@@ -563,6 +563,10 @@ async def test_checks_are_the_doctors_behind_a_token_health_stays_public_and_bar
         "subject": "devices",
         "detail": f"{n} devices: each credential defined, each host key known",
     }
+    # The stack's worker polls the central queue and every site of the inventory.
+    assert got["workers"]["verdict"] == "ok", got["workers"]
+    sites = sorted({d.site for d in stack.store.inventory().devices})
+    assert got["workers"]["detail"].endswith(", ".join(f"{site} 1" for site in sites))
     assert got["telephony"]["verdict"] == "warn"
     health = (await api.get("/healthz")).json()
     assert set(health) == {"status", "temporal", "database"}

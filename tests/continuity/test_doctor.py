@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import asyncssh
@@ -66,6 +67,8 @@ async def test_doctor_passes_a_deployment_that_is_right(
         device_credentials={"noc-ro": DeviceCredential(username="continuity", password="x")},
         known_hosts=known_hosts,
         telephony="none",
+        # A queue of its own: the session's stack polls the default one on this server.
+        task_queue=f"doctor-{uuid.uuid4().hex[:6]}",
     )
     store = Store.for_settings(settings)
     store.create_schema()
@@ -85,6 +88,12 @@ async def test_doctor_passes_a_deployment_that_is_right(
     assert "keeps closed histories" in checks["temporal"].detail
     assert checks["telephony"].verdict == "warn"  # disabled: said, not failed
     assert checks["public url"].verdict == "ok"
+    # Run before any worker is: said, with the command that starts one.
+    assert checks["workers"].verdict == "FAIL"
+    assert f"no worker polls {settings.task_queue}: a declared incident would not start" in (
+        checks["workers"].detail
+    )
+    assert "--sites default" in checks["workers"].detail
 
     # The same device on another port is not the key known_hosts has: named, failed.
     store = Store.for_settings(settings)

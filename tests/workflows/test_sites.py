@@ -54,7 +54,7 @@ async def test_the_workers_check_names_each_queue_no_worker_polls(stack: Stack):
 
     async def check_until(done: Callable[[Check], bool]) -> Check:
         # Temporal lists a poller once its first poll arrives: a moment after the start.
-        for _ in range(50):
+        for _ in range(100):  # 20 s at most
             got = await workers_check(stack.client, settings, two_sites)
             if done(got):
                 return got

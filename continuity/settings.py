@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     # at 200 ms, 200 changes pending at once put the wait itself in the p99 (bench/).
     decision_signal_wait_s: float = Field(default=0.05, ge=0, le=30)
     # The most devices one declaration may cover. An incident's history grows by about 10
-    # events and 5 KB a device (bench/, 1,000 devices: 10,218 events, 4.85 MB); Temporal ends
+    # events and 5 KB a device (bench/, 1,000 devices: 11,132 events, 4.71 MB); Temporal ends
     # a workflow at 51,200 events or 50 MiB. 2,000 leaves room for retries and failures.
     max_devices_per_incident: int = Field(default=2000, ge=1, le=4000)
 

@@ -20,12 +20,16 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from continuity.checks import QueuePollers, queue_pollers
 from continuity.errors import ContinuityError, DeviceError
 from continuity.models import TERMINAL_CALL_STATUSES, ChangeState, Platform
 from continuity.store import Store
 from continuity.telephony import ACK_DIGIT
 
 log = logging.getLogger(__name__)
+
+# A scrape waits this long for Temporal's answer on the task queues, then reports them down.
+_QUEUES_TIMEOUT_S = 5.0
 
 # Every label value below comes from a closed vocabulary (states, platforms, levels, error
 # classes, call statuses, HTTP codes); anything outside it is reported as "other". No incident
@@ -204,6 +208,48 @@ async def watch_loop_lag(histogram: Histogram, *, tick_s: float = 0.1) -> None:
         histogram.observe(max(0.0, loop.time() - start - tick_s))
 
 
+class WorkerQueues(Collector):
+    """Whether a worker polls each task queue, as the route asked Temporal just before."""
+
+    def __init__(self) -> None:
+        self.latest: QueuePollers | None = None  # None: Temporal did not answer
+
+    async def refresh(self, app: FastAPI) -> None:
+        self.latest = None
+        temporal = getattr(app.state, "temporal", None)
+        if temporal is None:
+            return
+        try:
+            sites = await asyncio.to_thread(app.state.store.device_sites)
+            self.latest = await asyncio.wait_for(
+                queue_pollers(temporal, app.state.settings, sites), _QUEUES_TIMEOUT_S
+            )
+        except Exception as e:  # noqa: BLE001 - a scrape reports, it does not fail
+            log.warning("metrics: task queues not read: %s", e)
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "continuity_task_queues_up",
+            "Whether Temporal answered this scrape's question of who polls each task queue.",
+        )
+        latest = self.latest
+        up.add_metric([], 0 if latest is None else 1)
+        if latest is None:
+            return [up]
+        queues = GaugeMetricFamily(
+            "continuity_task_queues",
+            "Task queues by kind (incidents: the central one; devices: one per site with "
+            "devices) and whether a worker polls them.",
+            labels=["kind", "polled"],
+        )
+        sites = [n for _, n in latest.sites.values()]
+        queues.add_metric(["incidents", "yes"], 1 if latest.central else 0)
+        queues.add_metric(["incidents", "no"], 0 if latest.central else 1)
+        queues.add_metric(["devices", "yes"], sum(1 for n in sites if n))
+        queues.add_metric(["devices", "no"], sum(1 for n in sites if not n))
+        return [up, queues]
+
+
 def install_metrics(app: FastAPI) -> None:
     """Serve GET /metrics from a registry of this app's own, and time its decisions.
 
@@ -212,6 +258,8 @@ def install_metrics(app: FastAPI) -> None:
     """
     registry = CollectorRegistry()
     registry.register(StoreCollector(lambda: app.state.store))
+    queues = WorkerQueues()
+    registry.register(queues)
     ProcessCollector(registry=registry)
     latency = Histogram(
         "continuity_decision_latency_seconds",
@@ -232,9 +280,16 @@ def install_metrics(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        await queues.refresh(app)  # Temporal is asked here: collectors run in a thread
         # The store is synchronous, and so is each collector: a thread, not the event loop.
         body = await asyncio.to_thread(encode, registry)
         return Response(body, headers={"Content-Type": content_type})
 
 
-__all__ = ["DecisionLatency", "StoreCollector", "install_metrics", "watch_loop_lag"]
+__all__ = [
+    "DecisionLatency",
+    "StoreCollector",
+    "WorkerQueues",
+    "install_metrics",
+    "watch_loop_lag",
+]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -98,39 +99,57 @@ async def _pollers(
     )
 
 
+@dataclass(frozen=True)
+class QueuePollers:
+    """Workers polling the central queue, and per device site: (devices, workers polling)."""
+
+    queue: str
+    central: int
+    sites: dict[str, tuple[int, int]]
+
+
+async def queue_pollers(
+    client: Client, settings: Settings, sites: Mapping[str, int]
+) -> QueuePollers:
+    """Ask Temporal, all queues at once, who polls the central queue and those of `sites`
+    (site -> its devices); raises Temporal's RPC error."""
+    base, ns, names = settings.task_queue, settings.temporal_namespace, sorted(sites)
+    central, *counts = await asyncio.gather(
+        _pollers(client, ns, base, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+        *(
+            _pollers(client, ns, site_task_queue(base, s), TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+            for s in names
+        ),
+    )
+    return QueuePollers(
+        base, central, {s: (sites[s], n) for s, n in zip(names, counts, strict=True)}
+    )
+
+
 async def workers_check(client: Client, settings: Settings, inventory: Inventory | None) -> Check:
     """A worker polls the central queue (incidents run there) and each site's device queue:
     without one, a declaration waits unstarted, or a site's changes wait in `applying`."""
     sites = Counter(d.site for d in inventory.devices) if inventory is not None else Counter()
-    base = settings.task_queue
-    ns, names = settings.temporal_namespace, sorted(sites)
     try:
-        central, *counts = await asyncio.gather(
-            _pollers(client, ns, base, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-            *(
-                _pollers(
-                    client, ns, site_task_queue(base, s), TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
-                )
-                for s in names
-            ),
-        )
+        polled = await queue_pollers(client, settings, sites)
     except Exception as e:  # noqa: BLE001 - an RPC error: the temporal check says more
         return Check("warn", "workers", f"not checked: Temporal did not answer ({e})")
+    base = polled.queue
     problems = []
-    if not central:
+    if not polled.central:
         problems.append(
             f"no worker polls {base}: a declared incident would not start (`continuity worker`)"
         )
     problems += [
-        f"no worker polls {site_task_queue(base, site)}: changes on the {sites[site]} devices "
+        f"no worker polls {site_task_queue(base, site)}: changes on the {devices} devices "
         f"of site {site} would wait in `applying` (`continuity worker --sites {site}`)"
-        for site, n in zip(names, counts, strict=True)
+        for site, (devices, n) in polled.sites.items()
         if not n
     ]
     if problems:
         return Check("FAIL", "workers", "; ".join(problems))
-    polled = ", ".join(f"{s} {n}" for s, n in zip(names, counts, strict=True)) or "no devices yet"
-    return Check("ok", "workers", f"{base}: {central} polling; device sites: {polled}")
+    counts = ", ".join(f"{s} {n}" for s, (_, n) in polled.sites.items()) or "no devices yet"
+    return Check("ok", "workers", f"{base}: {polled.central} polling; device sites: {counts}")
 
 
 def database_check(store: Store, url: str, *, write: bool) -> tuple[Check, Inventory | None]:

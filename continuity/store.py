@@ -1610,6 +1610,14 @@ class Store:
             )
             return [(state, platform, n) for state, platform, n in rows]
 
+    def device_sites(self) -> dict[str, int]:
+        """Site -> how many inventory devices it has (whose queues a worker must poll)."""
+        from sqlalchemy import func
+
+        with self._session() as s:
+            rows = s.execute(select(DeviceRow.site, func.count()).group_by(DeviceRow.site))
+            return {site: n for site, n in rows}
+
     def restore_times(self) -> list[tuple[int | None, float]]:
         """(restoration level, seconds) for each circuit each incident put on backup.
 

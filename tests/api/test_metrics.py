@@ -150,6 +150,12 @@ def _ssh_error_types(stack: Stack, incident_id: str) -> Counter[str]:
 
 async def test_metrics_incident_on_lab_series_match_store(stack: Stack, api, auth):  # type: ignore[no-untyped-def]
     before = await _scrape(api)
+    # The stack's worker polls the incidents' queue and the device queue of every site.
+    sites = {d.site for d in stack.store.inventory().devices}
+    assert _value(before, "continuity_task_queues_up") == 1
+    assert _value(before, "continuity_task_queues", kind="incidents", polled="yes") == 1
+    assert _value(before, "continuity_task_queues", kind="devices", polled="yes") == len(sites)
+    assert (_labels(kind="devices", polled="no"), 0) in before["continuity_task_queues"].items()
     # The device refuses connections until the first apply has failed: one SSH error on record.
     stack.network.set_fault(DEVICE, Fault.UNREACHABLE)
     r = await api.post(
@@ -272,6 +278,9 @@ async def test_metrics_store_unreadable_store_down_latency_still_served(tmp_path
     seen = _parse(r.text)
     assert _value(seen, "continuity_store_up") == 0
     assert "continuity_incidents" not in seen
+    # No Temporal to ask (this app never connected): said, and no queue counts are made up.
+    assert _value(seen, "continuity_task_queues_up") == 0
+    assert "continuity_task_queues" not in seen
     assert _value(seen, "continuity_decision_latency_seconds_count", code="401") == 1
 
 

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
@@ -114,6 +115,14 @@ def test_inventory_loaded_reads_back_identical(store: Store):
             "circuits": sorted(inv.circuits, key=lambda c: c.id),
         }
     )
+
+
+def test_device_sites_count_the_inventory_devices_per_site(store: Store):
+    assert store.device_sites() == {}
+    inv = _sample()
+    store.replace_inventory(inv)
+    assert store.device_sites() == dict(Counter(d.site for d in inv.devices))
+    assert len(store.device_sites()) > 1  # the sample spreads its devices over sites
 
 
 def test_inventory_replaced_whole_old_one_gone(store: Store):

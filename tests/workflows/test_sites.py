@@ -61,7 +61,7 @@ async def test_the_workers_check_names_each_queue_no_worker_polls(stack: Stack):
             await asyncio.sleep(0.2)
         return got
 
-    nobody = await check_until(lambda c: True)
+    nobody = await workers_check(stack.client, settings, two_sites)
     assert nobody.verdict == "FAIL", nobody
     assert f"no worker polls {base}: a declared incident would not start" in nobody.detail
     assert f"no worker polls {base}-site-ngoc-hoi" in nobody.detail

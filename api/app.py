@@ -125,7 +125,7 @@ def create_app(
     async def health(_settings: SettingsDep, st: StoreDep, client: TemporalDep) -> Health:
         db_ok = temporal_ok = True
         try:
-            await asyncio.to_thread(st.inventory)
+            await asyncio.to_thread(st.ping)
         except Exception:  # noqa: BLE001 - health reports, it does not raise
             db_ok = False
         try:

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from api.access import allowed
 from api.errors import Forbidden, Unauthenticated
 from api.signals import DecisionCourier
+from api.status_views import StatusViews
 from continuity.attestation import Attester
 from continuity.errors import TokenRefused
 from continuity.models import Role
@@ -49,10 +50,19 @@ async def _courier(request: Request) -> DecisionCourier:
     return courier
 
 
+async def _status_views(request: Request) -> StatusViews:
+    state = request.app.state
+    views = getattr(state, "status_views", None)
+    if views is None:  # one per app: every screen's reads share its renderings
+        views = state.status_views = StatusViews(state.settings.status_fresh_s)
+    return views
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Store, Depends(_store)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 CourierDep = Annotated[DecisionCourier, Depends(_courier)]
+StatusViewsDep = Annotated[StatusViews, Depends(_status_views)]
 # The deployment's signer of human actions (None: no signing key outside production).
 AttesterDep = Annotated[Attester | None, Depends(_attester)]
 

@@ -208,6 +208,26 @@ async def watch_loop_lag(histogram: Histogram, *, tick_s: float = 0.1) -> None:
         histogram.observe(max(0.0, loop.time() - start - tick_s))
 
 
+class StatusReads(Collector):
+    """How the incident status reads were answered (api.status_views): consoles × polls
+    against one query per incident per `status_fresh_s`."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+
+    def collect(self) -> Iterable[Metric]:
+        views = getattr(self._app.state, "status_views", None)
+        reads = CounterMetricFamily(
+            "continuity_status_reads",
+            "Incident status reads (GET /incidents/{id}) by how each was answered: rendered "
+            "(the incident's workflow was asked) or shared (a fresh or concurrent rendering).",
+            labels=["answer"],
+        )
+        reads.add_metric(["rendered"], views.rendered if views else 0)
+        reads.add_metric(["shared"], views.shared if views else 0)
+        yield reads
+
+
 class WorkerQueues(Collector):
     """Whether a worker polls each task queue, as the route asked Temporal just before."""
 
@@ -260,6 +280,7 @@ def install_metrics(app: FastAPI) -> None:
     registry.register(StoreCollector(lambda: app.state.store))
     queues = WorkerQueues()
     registry.register(queues)
+    registry.register(StatusReads(app))
     ProcessCollector(registry=registry)
     latency = Histogram(
         "continuity_decision_latency_seconds",
@@ -288,6 +309,7 @@ def install_metrics(app: FastAPI) -> None:
 
 __all__ = [
     "DecisionLatency",
+    "StatusReads",
     "StoreCollector",
     "WorkerQueues",
     "install_metrics",

@@ -118,6 +118,10 @@ DECISION_KEEPALIVE_S = 4.0  # warm through a round's burst, still below uvicorn'
 # Decision connections opened before each declaration, as operators' consoles hold theirs
 # (they poll every 1.5 s, inside uvicorn's 5 s keep-alive): more than a burst has in flight.
 WARM_DECISION_CONNECTIONS = int(os.environ.get("BENCH_CONTINUITY_WARM_CONNECTIONS", "128"))
+# Consoles open on the incident through the round, each reading its status as the console
+# does (GET /incidents/{id} every CONSOLE_POLL_S, sending back the ETag it holds).
+CONSOLES = int(os.environ.get("BENCH_CONTINUITY_CONSOLES", "0"))
+CONSOLE_POLL_S = 1.5  # api/static/console.js POLL_MS
 MAX_RESENDS = 50  # decisions sent again after a dropped connection, in a round
 DEFAULT_RETRY_AFTER_S = 2.0
 
@@ -288,6 +292,13 @@ class _Round:
     devices: int
     started: float  # perf_counter at the declaration's 201
     cpu0: dict[str, float]
+
+
+@dataclass
+class _Consoles:
+    ms: list[float] = field(default_factory=list)
+    unchanged: int = 0
+    largest: int = 0
 
 
 @dataclass
@@ -687,6 +698,10 @@ class _Continuity:
         op = _Operator()
         fired: dict[str, asyncio.Task[None]] = {}
         ticker = asyncio.create_task(_watch_loop_lag(op.loop_lag_ms))
+        screens = _Consoles()
+        consoles = [
+            asyncio.create_task(self._console(rnd.incident_id, screens)) for _ in range(CONSOLES)
+        ]
         api_lag0 = await self._api_loop_lag()
         restore_s: float | None = None
         deadline = rnd.started + timeout_s
@@ -743,6 +758,9 @@ class _Continuity:
             await asyncio.sleep(POLL_INTERVAL_S)
         await asyncio.gather(*fired.values())
         ticker.cancel()
+        for c in consoles:
+            c.cancel()
+        await asyncio.gather(*consoles, return_exceptions=True)
         assert restore_s is not None
         cpu1 = self.cpu()
         lat = sorted(op.latencies_ms)
@@ -771,6 +789,13 @@ class _Continuity:
             lag = sorted(op.loop_lag_ms)
             out["client_loop_lag_p50_ms"] = statistics.median(lag)
             out["client_loop_lag_p99_ms"] = _percentile(lag, 0.99)
+        if screens.ms:
+            ms = sorted(screens.ms)
+            out["console_reads"] = len(ms)
+            out["console_304"] = screens.unchanged
+            out["console_read_p50_ms"] = statistics.median(ms)
+            out["console_read_p99_ms"] = _percentile(ms, 0.99)
+            out["console_body_kb"] = screens.largest / 1024
         for name, ms in sorted(op.server_ms.items()):
             ms.sort()
             out[f"decision_{name}_p50_ms"] = statistics.median(ms)
@@ -784,6 +809,24 @@ class _Continuity:
             flush=True,
         )
         return out
+
+    async def _console(self, incident_id: str, screens: _Consoles) -> None:
+        """One console's incident view: its status read every CONSOLE_POLL_S, by its ETag."""
+        assert self.http is not None
+        etag: str | None = None
+        while True:
+            headers = self._auth("operator") | ({"If-None-Match": etag} if etag else {})
+            t0 = time.perf_counter()
+            r = await self.http.get(f"/incidents/{incident_id}", headers=headers)
+            screens.ms.append((time.perf_counter() - t0) * 1000)
+            if r.status_code == 304:
+                screens.unchanged += 1
+            elif r.status_code == 200:
+                etag = r.headers.get("ETag")
+                screens.largest = max(screens.largest, len(r.content))
+            else:
+                raise ContinuityBenchError(f"GET /incidents/{incident_id} answered {r.status_code}")
+            await asyncio.sleep(CONSOLE_POLL_S)
 
     async def _api_loop_lag(self) -> dict[float, float]:
         """The API's event-loop lag histogram: upper bound (s) -> ticks at most that late."""

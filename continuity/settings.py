@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     # stays quick while Temporal is busy). 50 ms: a quick Temporal accepts a signal in a few;
     # at 200 ms, 200 changes pending at once put the wait itself in the p99 (bench/).
     decision_signal_wait_s: float = Field(default=0.05, ge=0, le=30)
+    # An incident's status (GET /incidents/{id}, what every console polls each 1.5 s) is
+    # asked of its workflow at most once per this many seconds, whatever the number of screens;
+    # an order sent through the API makes the next read new. 0: every read asks (concurrent
+    # reads still share one).
+    status_fresh_s: float = Field(default=1.0, ge=0, le=30)
     # The most devices one declaration may cover. An incident's history grows by about 10
     # events and 5 KB a device (bench/, 1,000 devices: 11,132 events, 4.71 MB); Temporal ends
     # a workflow at 51,200 events or 50 MiB. 2,000 leaves room for retries and failures.

@@ -454,6 +454,12 @@ class Store:
                     ddl += " DEFAULT '" + default.replace("'", "''") + "'"
                 conn.execute(text(ddl))
 
+    def ping(self) -> None:
+        """One cheap read of a table the schema has: the database answers (`/healthz`; a probe
+        every few seconds must not parse a province's inventory)."""
+        with self._translate(), self.engine.connect() as conn:
+            conn.execute(select(_table(MetaRow).c.key).limit(1)).all()
+
     def probe_write(self) -> None:
         """Write and remove a row: the database takes writes (for `continuity doctor`)."""
         with self._session() as s:
@@ -593,19 +599,7 @@ class Store:
                     for r in s.scalars(select(DeviceRow).order_by(DeviceRow.name))
                 ],
                 circuits=[
-                    Circuit.model_validate(
-                        {
-                            "id": r.id,
-                            "name": r.name,
-                            "owner": r.owner,
-                            "priority_class": r.priority_class,
-                            "restoration_level": r.restoration_level,
-                            "area": r.area,
-                            "paths": r.paths,
-                            "tags": r.tags or [],
-                        }
-                    )
-                    for r in s.scalars(select(CircuitRow).order_by(CircuitRow.id))
+                    _circuit_of(r) for r in s.scalars(select(CircuitRow).order_by(CircuitRow.id))
                 ],
                 duty_officers=[
                     DutyOfficer.model_validate(
@@ -1498,10 +1492,14 @@ class Store:
 
     def circuit_views(self, circuit_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """Every circuit (or those named) with its parts, its holders and its one state."""
-        inv = self.inventory()
-        wanted = [c for c in inv.circuits if circuit_ids is None or c.id in circuit_ids]
-        ids = [c.id for c in wanted]
         with self._session() as s:
+            # The circuits' rows alone: a console polls this, and the whole inventory (devices,
+            # areas, officers) parsed per poll was most of its cost.
+            q = select(CircuitRow).order_by(CircuitRow.id)
+            if circuit_ids is not None:
+                q = q.where(CircuitRow.id.in_(circuit_ids))
+            wanted = [_circuit_of(r) for r in s.scalars(q)]
+            ids = [c.id for c in wanted]
             parts = {
                 (r.circuit_id, r.device): r
                 for r in s.scalars(select(CircuitPartRow).where(CircuitPartRow.circuit_id.in_(ids)))
@@ -1748,6 +1746,21 @@ def _lock_upsert(dialect: str) -> Any:
         set_={"holder": base.excluded.holder, "expires_at": base.excluded.expires_at},
         where=(locks.c.holder == base.excluded.holder) | (locks.c.expires_at < bindparam("now")),
     ).returning(locks.c.armed_by)
+
+
+def _circuit_of(r: CircuitRow) -> Circuit:
+    return Circuit.model_validate(
+        {
+            "id": r.id,
+            "name": r.name,
+            "owner": r.owner,
+            "priority_class": r.priority_class,
+            "restoration_level": r.restoration_level,
+            "area": r.area,
+            "paths": r.paths,
+            "tags": r.tags or [],
+        }
+    )
 
 
 def _table(model: type[Base]) -> Table:

@@ -197,6 +197,23 @@ def test_unreachable_database_is_a_storage_error(tmp_path: Path):
         s.create_schema()
 
 
+def test_ping_is_one_cheap_read_whatever_the_inventory(store: Store):
+    """`/healthz` asks this every few seconds: one statement, never the province's inventory."""
+    store.replace_inventory(_sample())
+    seen: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    store.ping()
+    reads = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1 and "FROM meta" in reads[0], seen
+
+
+def test_ping_without_the_schema_or_the_database_is_a_storage_error(tmp_path: Path):
+    with pytest.raises(StorageError):
+        Store(f"sqlite:///{tmp_path / 'empty.db'}").ping()  # no tables: not a usable store
+    with pytest.raises(StorageError):
+        Store(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}").ping()
+
+
 # --- the circuit ledger ------------------------------------------------------------------
 
 SHARED = CircuitPath(

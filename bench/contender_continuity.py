@@ -823,6 +823,9 @@ class _Continuity:
                 screens.unchanged += 1
             elif r.status_code == 200:
                 etag = r.headers.get("ETag")
+                if len(r.content) > screens.largest and self.profile_dir is not None:
+                    self.profile_dir.mkdir(parents=True, exist_ok=True)
+                    (self.profile_dir / f"status-{incident_id}.json").write_bytes(r.content)
                 screens.largest = max(screens.largest, len(r.content))
             else:
                 raise ContinuityBenchError(f"GET /incidents/{incident_id} answered {r.status_code}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, assert_never
@@ -209,6 +209,11 @@ class IncidentWorkflow:
         self._ending: _Ending | None = None
         self._turns: dict[str, asyncio.Lock] = {}
         self._ssh = asyncio.Semaphore(inp.timings.max_parallel_devices)
+        # Change id -> its window's end, while it awaits a decision: what the one clock of all
+        # the windows arms for (set in run(); histories from before it had a timer a change).
+        self._one_window_clock = False
+        self._awaiting: dict[str, datetime] = {}
+        self._window_clock: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watching = False  # the restoration targets' watch has started
         self._webhooks = 0  # notify_webhook steps run so far (each notice's own key)
@@ -242,6 +247,7 @@ class IncidentWorkflow:
                 non_retryable=True,
             )
         incident = inp.incident
+        self._one_window_clock = workflow.patched("one-window-clock")
         if inp.attestation_keys:
             why = self._unattested(inp.declaration, "declare", incident.declared_by, inp.attested())
             if why:  # started straight on Temporal, not through the API: nothing is done
@@ -709,14 +715,7 @@ class IncidentWorkflow:
         policy = ch.wave
         assert policy is not None and rec.deadline is not None
         while True:
-            left = max(0.0, (rec.deadline - workflow.now()).total_seconds())
-            try:
-                await workflow.wait_condition(
-                    lambda: ch.id in self._decisions or self._undo_now(ch),
-                    timeout=timedelta(seconds=left),
-                    timeout_summary="operator-confirmation",
-                )
-            except TimeoutError:
+            if await self._window_closed(ch):
                 if policy.on_timeout is TimeoutOutcome.KEEP:
                     claim = StepClaim(kind="timeout", keep=True, by="playbook")
                     res = await self._drive(ch, CONFIRM_DEVICE_CHANGE, claim)
@@ -766,6 +765,60 @@ class IncidentWorkflow:
                 continue
             self._settle(ch, res.state, res.detail)
             return
+
+    async def _window_closed(self, ch: _Change) -> bool:
+        """Wait for a decision, an undo at the ending, or the window's end (True)."""
+        rec = ch.record
+        assert rec.deadline is not None
+        deadline = rec.deadline
+
+        def answered() -> bool:
+            return ch.id in self._decisions or self._undo_now(ch)
+
+        if not self._one_window_clock:
+            left = max(0.0, (deadline - workflow.now()).total_seconds())
+            try:
+                await workflow.wait_condition(
+                    answered,
+                    timeout=timedelta(seconds=left),
+                    timeout_summary="operator-confirmation",
+                )
+            except TimeoutError:
+                return True
+            return False
+        self._awaiting[ch.id] = deadline
+        if self._window_clock is None:
+            # Not one of _tasks: the ending waits for those, and this one never ends by itself.
+            self._window_clock = asyncio.create_task(self._windows())
+        try:
+            await workflow.wait_condition(lambda: answered() or workflow.now() >= deadline)
+        finally:
+            del self._awaiting[ch.id]
+        return not answered()  # a decision in the same moment as the window's end wins
+
+    async def _windows(self) -> None:
+        """One timer for every change awaiting its operator, not one a change (200 changes
+        were 400 timer events in the history): armed for the earliest window's end. It may
+        wake early, that change decided meanwhile, and is armed again; a change with an
+        earlier end than the one armed for re-arms it."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self._awaiting))
+            await self._window_end(min(self._awaiting.values()))
+
+    async def _window_end(self, target: datetime) -> None:
+        """Until `target` (or a sooner end awaits); if it is due now, until its waiter left."""
+        left = (target - workflow.now()).total_seconds()
+        if left <= 0:
+            await workflow.wait_condition(
+                lambda: not self._awaiting or min(self._awaiting.values()) > target
+            )
+            return
+        with suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: bool(self._awaiting) and min(self._awaiting.values()) < target,
+                timeout=timedelta(seconds=left),
+                timeout_summary="confirmation-windows",
+            )
 
     def _adopt_decision(self, ch: _Change, res: DeviceStepResult) -> bool:
         """The store had a decision the workflow had not seen (its signal still on the way)."""

@@ -598,3 +598,36 @@ async def test_device_hung_on_confirm_record_matches_device_once_it_answers(
     result = await stand_down(handle)
     assert result.phase is IncidentPhase.CLOSED
     assert on_path(stack, "dak-to", "primary")
+
+
+async def test_one_clock_for_every_window_decided_changes_confirmed_the_undecided_times_out(
+    stack: Stack,
+):
+    """Three changes await at once: one timer serves all their windows (not one a change), the
+    two answered are confirmed, the one nobody answered is rolled back when its window ends."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.converter import default
+
+    quick = TEST_TIMINGS.model_copy(
+        update={"confirm_window_s": 4, "revert_margin_s": 3, "verify_timeout_s": 3}
+    )
+    handle = await start_incident(
+        stack, KON_TUM, spec=two_waves(first=[1, 2, 3, 4, 5]), timings=quick
+    )
+    await awaiting(stack, handle, 3)
+    st = await decide_until_active(
+        stack, handle, lambda cid: None if "kt-edge-01" in cid else Decision.CONFIRM
+    )
+    states = {c.device: c.state for c in st.changes}
+    assert states["kt-core-01"] is states["kt-agg-01"] is ChangeState.CONFIRMED, states
+    assert states["kt-edge-01"] in (ChangeState.ROLLED_BACK, ChangeState.REVERTED_BY_DEVICE)
+    await stand_down(handle)
+    assert on_path(stack, KON_TUM, "primary")
+
+    summaries = [
+        default().payload_converter.from_payload(e.user_metadata.summary)
+        for e in (await handle.fetch_history()).events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED and e.HasField("user_metadata")
+    ]
+    assert "operator-confirmation" not in summaries, summaries  # the timer a change of old
+    assert 1 <= summaries.count("confirmation-windows") <= 2, summaries

@@ -803,7 +803,8 @@ class IncidentWorkflow:
         earlier end than the one armed for re-arms it."""
         while True:
             await workflow.wait_condition(lambda: bool(self._awaiting))
-            await self._window_end(min(self._awaiting.values()))
+            if self._awaiting:  # a waiter answered at once may have left before this resumed
+                await self._window_end(min(self._awaiting.values()))
 
     async def _window_end(self, target: datetime) -> None:
         """Until `target` (or a sooner end awaits); if it is due now, until its waiter left."""

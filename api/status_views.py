@@ -53,7 +53,7 @@ class StatusViews:
         self.rendered += 1
         task = loop.create_task(self._render(render))
         self._views[incident_id] = view = _Rendering(now, task)
-        task.add_done_callback(lambda t: self._failed(incident_id, view) if _failed(t) else None)
+        task.add_done_callback(lambda t: self._done(incident_id, view))
         for stale in list(self._views)[: max(0, len(self._views) - _KEPT)]:
             del self._views[stale]
         return await asyncio.shield(task)
@@ -63,14 +63,14 @@ class StatusViews:
         body = await render()
         return body, f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
 
-    def _failed(self, incident_id: str, view: _Rendering) -> None:
-        if self._views.get(incident_id) is view:
+    def _done(self, incident_id: str, view: _Rendering) -> None:
+        """A rendering that ended without an answer is not kept (its error is retrieved here,
+        whoever awaited it)."""
+        task = view.task
+        if (task.cancelled() or task.exception() is not None) and self._views.get(
+            incident_id
+        ) is view:
             del self._views[incident_id]
-
-
-def _failed(task: asyncio.Task[tuple[bytes, str]]) -> bool:
-    """Whether it ended without an answer (its error is retrieved here, whoever awaited it)."""
-    return task.cancelled() or task.exception() is not None
 
 
 __all__ = ["StatusViews"]

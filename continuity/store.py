@@ -1596,9 +1596,6 @@ class Store:
     def change_counts(self) -> list[tuple[str, str | None, int]]:
         """(state, platform, count) of every device change; platform None: the device is no
         longer in the inventory."""
-        # Imported here, not at the top, so these metrics queries stay one self-contained block.
-        from sqlalchemy import func
-
         with self._session() as s:
             rows = s.execute(
                 select(ChangeRow.state, DeviceRow.platform, func.count())
@@ -1610,8 +1607,6 @@ class Store:
 
     def device_sites(self) -> dict[str, int]:
         """Site -> how many inventory devices it has (whose queues a worker must poll)."""
-        from sqlalchemy import func
-
         with self._session() as s:
             rows = s.execute(select(DeviceRow.site, func.count()).group_by(DeviceRow.site))
             return {site: n for site, n in rows}

@@ -24,11 +24,9 @@ from continuity.messages import (
     ReportsResult,
     WriteOffRecordInput,
 )
-from continuity.models import IncidentStatus
 from continuity.report import LANGUAGES, ReportContext, render_markdown, stored_form
 from continuity.store import Store
-from continuity.temporal import incident_input_of
-from workflows.history_facts import history_facts
+from continuity.temporal import StatusReader, incident_input_of
 
 # How often a change waiting for another incident's device lock asks again.
 _LOCK_POLL_S = 0.5
@@ -40,6 +38,7 @@ class StoreActivities:
     ) -> None:
         self._store = store
         self._client = client  # for the reports: the closing incident's status
+        self._statuses = StatusReader()
         # The deployment's public keys (raw, base64): with any, an incident holds circuits
         # only on a declaration the API signed with one of them.
         self._trusted = trusted or []
@@ -116,14 +115,8 @@ class StoreActivities:
         handle = self._client.get_workflow_handle(inp.incident_id)
         try:
             context = ReportContext.of(await incident_input_of(handle))
-            try:
-                status: IncidentStatus = await handle.query("status", result_type=IncidentStatus)
-            except WorkflowQueryFailedError as e:
-                if "size exceeds" not in str(e):
-                    raise
-                # Past Temporal's payload limit (about a thousand devices): the same status,
-                # read from the history by replaying it up to this very activity.
-                status = (await history_facts(await handle.fetch_history())).status
+            # Past Temporal's payload limit (about a thousand devices) it comes in pages.
+            status = await self._statuses.read(handle)
         except (RPCError, WorkflowQueryFailedError) as e:
             raise application_error(StorageError(f"status of {inp.incident_id}: {e}")) from e
         out: list[ReportResult] = []

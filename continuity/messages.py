@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import ConfigDict, Field
 
@@ -20,6 +20,7 @@ from continuity.models import (
     Identifier,
     Incident,
     IncidentPhase,
+    IncidentStatus,
     Inventory,
     PartState,
     Reason,
@@ -435,6 +436,31 @@ class ReportsResult(_Msg):
     reports: list[ReportResult] = []
 
 
+# The status's lists (changes, circuits, timeline, ...): what grows with an incident's size.
+STATUS_LISTS = tuple(
+    name for name, f in IncidentStatus.model_fields.items() if get_origin(f.annotation) is list
+)
+
+
+class StatusPageRequest(_Msg):
+    """The `index`th page of an incident's status: `size` items of each of its lists, or of
+    a list named in `sizes` that many."""
+
+    index: int = Field(ge=0)
+    size: int = Field(ge=1)
+    sizes: dict[str, Annotated[int, Field(ge=1)]] = {}
+
+    def of(self, name: str) -> int:
+        return self.sizes.get(name, self.size)
+
+
+class StatusPage(_Msg):
+    """The status with each list cut to one page, and how long each list is in all."""
+
+    status: IncidentStatus
+    totals: dict[str, int] = {}
+
+
 __all__ = [
     "AbortInput",
     "ChangeStepInput",
@@ -453,6 +479,9 @@ __all__ = [
     "ReleaseInput",
     "ReportsInput",
     "ReportsResult",
+    "STATUS_LISTS",
+    "StatusPage",
+    "StatusPageRequest",
     "StepClaim",
     "StepTimings",
     "CallEvent",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import temporalio.api.common.v1
 import temporalio.api.history.v1
 from pydantic_core import to_json
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
     CompositePayloadConverter,
@@ -23,7 +25,8 @@ from continuity.models import COMPACT
 from continuity.settings import Settings
 
 if TYPE_CHECKING:
-    from continuity.messages import IncidentInput
+    from continuity.messages import IncidentInput, StatusPage
+    from continuity.models import IncidentStatus
 
 
 class _CompactJSONPayloadConverter(PydanticJSONPlainPayloadConverter):
@@ -107,6 +110,84 @@ async def connect_temporal(
         ) from None
 
 
+# A page: 500 changes (~0.55 MB) and 1,500 of each lighter list (~0.6 MB), half the limit.
+STATUS_PAGE_SIZE = 500
+LIGHT_LISTS_WIDER = 3
+_PAGED_KEPT = 256  # incidents remembered as read in pages; the oldest go first
+
+
+def _too_large(e: WorkflowQueryFailedError) -> bool:
+    # The server's words for a query answer past `limit.blobSize.error` (2 MB by default).
+    return "size exceeds" in str(e)
+
+
+class StatusReader:
+    """An incident's status at any size: one `status` query while it fits in Temporal's
+    payload limit (2 MB by default, about a thousand devices); past it, `status_page` queries
+    of `page_size` items of each list, read side by side and put together, with half as many
+    a page whenever one page is still too large. An incident once read in pages is read in
+    pages from then on (the whole would be built and refused at every reading)."""
+
+    def __init__(self, page_size: int = STATUS_PAGE_SIZE) -> None:
+        self.page_size = page_size
+        self._paged: dict[str, int] = {}  # workflow id -> the page size that fitted
+
+    async def read(self, handle: WorkflowHandle[Any, Any]) -> IncidentStatus:
+        """Raises WorkflowQueryFailedError for anything but the size (and when even a page of
+        one item of each list is too large), and the client's RPCError."""
+        from continuity.models import IncidentStatus
+
+        size = self._paged.get(handle.id)
+        if size is None:
+            try:
+                return await handle.query("status", result_type=IncidentStatus)
+            except WorkflowQueryFailedError as e:
+                if not _too_large(e):
+                    raise
+            size = self.page_size
+        while True:
+            try:
+                status = await self._pages(handle, size)
+            except WorkflowQueryFailedError as e:
+                if not _too_large(e) or size == 1:
+                    raise
+                size = max(1, size // 2)
+                continue
+            self._paged.pop(handle.id, None)
+            self._paged[handle.id] = size
+            for old in list(self._paged)[: max(0, len(self._paged) - _PAGED_KEPT)]:
+                del self._paged[old]
+            return status
+
+    @staticmethod
+    async def _pages(handle: WorkflowHandle[Any, Any], size: int) -> IncidentStatus:
+        from continuity.messages import STATUS_LISTS, StatusPage, StatusPageRequest
+
+        # A change's record is ~1.1 KB, a circuit's or a timeline entry's ~0.2 KB: the lighter
+        # lists go LIGHT_LISTS_WIDER times as many a page (4 pages at a thousand devices).
+        request = StatusPageRequest(
+            index=0,
+            size=size,
+            sizes={n: size * LIGHT_LISTS_WIDER for n in STATUS_LISTS if n != "changes"},
+        )
+
+        async def page(index: int) -> StatusPage:
+            return await handle.query(
+                "status_page", request.model_copy(update={"index": index}), result_type=StatusPage
+            )
+
+        first = await page(0)
+        count = max(
+            (math.ceil(total / request.of(n)) for n, total in first.totals.items()), default=0
+        )
+        rest = await asyncio.gather(*(page(i) for i in range(1, count)))
+        lists = {name: list(getattr(first.status, name)) for name in STATUS_LISTS}
+        for p in rest:
+            for name, items in lists.items():
+                items += getattr(p.status, name)
+        return first.status.model_copy(update=lists)
+
+
 def _reason(message: str) -> str:
     """The readable end of the core's transport error."""
     for hint in ("Connection refused", "timed out", "dns error", "certificate", "tls"):
@@ -162,4 +243,4 @@ def _read_pem(field: str, path: Path) -> bytes:
     return data
 
 
-__all__ = ["connect_temporal", "temporal_tls_config"]
+__all__ = ["STATUS_PAGE_SIZE", "StatusReader", "connect_temporal", "temporal_tls_config"]

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from continuity.attestation import Action, Attestation, attestation_problem
     from continuity.circuits import circuit_state, dedupe, select_circuits, wave_batches
     from continuity.messages import (
+        STATUS_LISTS,
         AbortInput,
         ChangeStepInput,
         DecisionBatch,
@@ -50,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
         SendSmsInput,
         SendSmsResult,
         StandDownInput,
+        StatusPage,
+        StatusPageRequest,
         StepClaim,
         StepTimings,
         WebhookInput,
@@ -444,6 +447,20 @@ class IncidentWorkflow:
         self._status.circuits = self._circuit_list()
         self._status.changes = [c.record for c in self._changes.values()]
         return self._status
+
+    @workflow.query(name="status_page")
+    def status_page(self, page: StatusPageRequest) -> StatusPage:
+        """The status with each of its lists cut to their `index`th `size` items: past
+        Temporal's payload limit (about a thousand devices) the whole is read in pages
+        (continuity.temporal.StatusReader). The lists only grow at their ends, so pages read
+        moments apart still fit together."""
+        whole = self.status()
+        lists = {name: getattr(whole, name) for name in STATUS_LISTS}
+        cut = {n: items[page.index * page.of(n) :][: page.of(n)] for n, items in lists.items()}
+        return StatusPage(
+            status=whole.model_copy(update=cut),
+            totals={n: len(items) for n, items in lists.items()},
+        )
 
     # --- steps ---------------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ from continuity.messages import (
 from continuity.models import ChangeState, DeviceName, IncidentPhase, IncidentStatus
 from continuity.report import ReportContext, render_html, render_markdown, stored_form
 from continuity.settings import ApiToken
-from continuity.temporal import incident_input_of
+from continuity.temporal import StatusReader, incident_input_of
 from playbooks import DEFAULT_PLAYBOOK, get_playbook
 from workflows import IncidentWorkflow, calls_workflow_id
 
@@ -196,20 +196,13 @@ async def _describe(temporal: TemporalDep, incident_id: str) -> tuple[WorkflowHa
     return handle, desc.status is ExecStatus.RUNNING
 
 
-async def _status(handle: WorkflowHandle) -> IncidentStatus:
+async def _status(handle: WorkflowHandle, reader: StatusReader) -> IncidentStatus:
     try:
-        return await handle.query(IncidentWorkflow.status)
+        return await reader.read(handle)
     except RPCError as e:
         raise Unavailable(f"workflow service: {e.message}") from None
     except WorkflowQueryFailedError as e:
-        if "size exceeds" not in str(e):
-            raise
-        # Past Temporal's payload limit (about a thousand devices): the pieces still answer.
-        raise Unavailable(
-            f"the status of {handle.id} is larger than Temporal's payload limit; read its "
-            "changes (GET /incidents/{id}/changes), its circuits (GET /circuits) or its "
-            "history (GET /incidents/{id}/history); the reports are written at close"
-        ) from None
+        raise Unavailable(f"the status of {handle.id} could not be read: {e}") from None
 
 
 @router.get(
@@ -234,19 +227,23 @@ async def read_incident(
     (an order sent through the API makes the next read new) and carries an ETag; a poll that
     sends it back in If-None-Match gets 304 and no body while the status is unchanged."""
 
-    body, etag = await views.read(incident_id, lambda: _incident_json(incident_id, store, temporal))
+    body, etag = await views.read(
+        incident_id, lambda: _incident_json(incident_id, store, temporal, views.reader)
+    )
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
 
-async def _incident_json(incident_id: str, store: StoreDep, temporal: TemporalDep) -> bytes:
+async def _incident_json(
+    incident_id: str, store: StoreDep, temporal: TemporalDep, reader: StatusReader
+) -> bytes:
     """The status (its circuits as the ledger has them now while it runs) and its calls, as
     JSON: the ledger read and the encoding (~450 KB at 200 devices) in one thread, beside the
     event loop the decisions wait on."""
     handle, running = await _describe(temporal, incident_id)
-    status = await _status(handle)
+    status = await _status(handle, reader)
     calls = DutyCallResult()
     if running:
         try:
@@ -530,6 +527,7 @@ async def incident_report(
     _: Principal,
     store: StoreDep,
     temporal: TemporalDep,
+    views: StatusViewsDep,
     form: str = "timeline",
     format: Literal["markdown", "html"] = "markdown",  # noqa: A002 - the query's own name
     lang: Literal["en", "vi"] = "en",
@@ -548,7 +546,7 @@ async def incident_report(
             latest = max(stored, key=lambda r: r.created_at)
             text, headers = latest.text, {"X-Report-Id": latest.id}
     if text is None:
-        status = await _status(handle)
+        status = await _status(handle, views.reader)
         try:
             context = ReportContext.of(await incident_input_of(handle))
         except RPCError as e:

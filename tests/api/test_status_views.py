@@ -12,6 +12,7 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from api.status_views import EXPENSIVE_S, StatusViews
 from app.stack import Stack
 from continuity.models import IncidentPhase, Role
 
@@ -98,3 +99,40 @@ async def test_fresh_zero_every_sequential_read_asks_the_incident(stack: Stack, 
             f"/incidents/{incident_id}/stand-down", headers=auth(Role.DUTY_OFFICER), json={}
         )
     await stack.client.get_workflow_handle(incident_id).result()
+
+
+async def test_an_expensive_rendering_is_kept_as_long_as_it_took_orders_or_not() -> None:
+    """A status read in pages (a thousand devices) takes seconds: renderings must not follow
+    each other back to back however many orders come in, and cheap ones stay as they were."""
+    views = StatusViews(fresh_s=0.0)
+    took = {"s": EXPENSIVE_S * 1.2}
+    count = 0
+
+    async def render() -> bytes:
+        nonlocal count
+        count += 1
+        mine = count
+        await asyncio.sleep(took["s"])
+        return f"reading {mine}".encode()
+
+    body, _ = await views.read("INC-big", render)
+    assert body == b"reading 1"
+    views.forget("INC-big")  # an order: still kept as long again as it took
+    assert (await views.read("INC-big", render))[0] == b"reading 1"
+    # While a rendering is under way, an order does not start a second one beside it.
+    await asyncio.sleep(took["s"] * 1.2)
+    second = asyncio.ensure_future(views.read("INC-big", render))
+    await asyncio.sleep(0.01)
+    views.forget("INC-big")
+    third = await views.read("INC-big", render)
+    assert (await second)[0] == third[0] == b"reading 2" and count == 2
+
+    # Cheap again: an order makes the very next read new, even one under way.
+    took["s"] = EXPENSIVE_S / 5
+    await asyncio.sleep(EXPENSIVE_S * 2.5)
+    assert (await views.read("INC-big", render))[0] == b"reading 3"
+    slow = asyncio.ensure_future(views.read("INC-big", render))
+    await asyncio.sleep(0.01)
+    views.forget("INC-big")
+    assert (await views.read("INC-big", render))[0] == b"reading 5"
+    assert (await slow)[0] == b"reading 4"

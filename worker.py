@@ -115,7 +115,7 @@ def build_worker(
         )
     for site in sites:
         assert network is not None
-        workers += [
+        workers.append(
             Worker(
                 client,
                 task_queue=site_task_queue(base, site),
@@ -130,8 +130,7 @@ def build_worker(
                 # 200 applies scheduled at once waited 3 s p50 behind five fixed pollers.
                 activity_task_poller_behavior=PollerBehaviorAutoscaling(),
             )
-            for _ in range(settings.site_queue_workers)
-        ]
+        )
     return Workers(workers, network)
 
 

@@ -502,8 +502,6 @@ class _Continuity:
         }
         if os.environ.get("BENCH_CONTINUITY_STORE_THREADS"):  # the API's, to try others
             settings["STORE_THREADS"] = os.environ["BENCH_CONTINUITY_STORE_THREADS"]
-        if os.environ.get("BENCH_CONTINUITY_SITE_QUEUE_WORKERS"):
-            settings["SITE_QUEUE_WORKERS"] = os.environ["BENCH_CONTINUITY_SITE_QUEUE_WORKERS"]
         if os.environ.get("BENCH_CONTINUITY_WORKER_STORE_THREADS"):
             settings["WORKER_STORE_THREADS"] = os.environ["BENCH_CONTINUITY_WORKER_STORE_THREADS"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONTINUITY_")}

@@ -100,9 +100,6 @@ class Settings(BaseSettings):
     # The worker's: its device activities write transcripts and states as lines go out, a few
     # round trips each (on 2 cores with a local PostgreSQL, 24 were no slower than 6; bench/).
     worker_store_threads: int = Field(default=16, ge=1, le=256)
-    # SDK workers a process runs on each site's device queue. One worker takes its polled
-    # tasks one at a time on the event loop, and 200 applies running there slow that down.
-    site_queue_workers: int = Field(default=1, ge=1, le=16)
     # How long a decision's answer waits for the incident to be told (its signal accepted).
     # The claim in the store is what makes a 200 take effect; past this the answer says
     # "delivered": false and the signal goes on in the background (an operator's screen

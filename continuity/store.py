@@ -569,66 +569,68 @@ class Store:
 
     def inventory(self) -> Inventory:
         with self._session() as s:
-            meta = s.get(MetaRow, "province")
-            routes = s.get(MetaRow, "cable_routes")
-            return Inventory(
-                province=meta.value if meta else "",
-                cable_routes=json.loads(routes.value) if routes else [],
-                areas=[
-                    Area.model_validate(
-                        {
-                            "id": r.id,
-                            "name": r.name,
-                            "kind": r.kind or "area",
-                            "parent": r.parent,
-                            "former": r.former or [],
-                        }
-                    )
-                    for r in s.scalars(select(AreaRow))
-                ],
-                devices=[
-                    Device(
-                        name=r.name,
-                        platform=r.platform,
-                        host=r.host,
-                        port=r.port,  # type: ignore[arg-type]
-                        site=r.site,
-                        credential=r.credential,
-                        host_key=r.host_key,
-                    )
-                    for r in s.scalars(select(DeviceRow).order_by(DeviceRow.name))
-                ],
-                circuits=[
-                    _circuit_of(r) for r in s.scalars(select(CircuitRow).order_by(CircuitRow.id))
-                ],
-                duty_officers=[
-                    DutyOfficer.model_validate(
-                        {
-                            "id": r.id,
-                            "name": r.name,
-                            "phone": r.phone,
-                            "language": r.language,
-                            "escalation_order": r.escalation_order,
-                        }
-                    )
-                    for r in s.scalars(
-                        select(DutyOfficerRow).order_by(DutyOfficerRow.escalation_order)
-                    )
-                ],
-                operators=[Operator(id=r.id, name=r.name) for r in s.scalars(select(OperatorRow))],
-            )
+            return self._inventory_in(s)
 
-    def _inventory_version(self) -> str:
-        # Asked every time: another process may have reloaded the inventory, and the restore
-        # guard (held_elsewhere) must see the circuits as they are now.
+    @staticmethod
+    def _inventory_in(s: Session) -> Inventory:
+        meta = s.get(MetaRow, "province")
+        routes = s.get(MetaRow, "cable_routes")
+        return Inventory(
+            province=meta.value if meta else "",
+            cable_routes=json.loads(routes.value) if routes else [],
+            areas=[
+                Area.model_validate(
+                    {
+                        "id": r.id,
+                        "name": r.name,
+                        "kind": r.kind or "area",
+                        "parent": r.parent,
+                        "former": r.former or [],
+                    }
+                )
+                for r in s.scalars(select(AreaRow))
+            ],
+            devices=[
+                Device(
+                    name=r.name,
+                    platform=r.platform,
+                    host=r.host,
+                    port=r.port,  # type: ignore[arg-type]
+                    site=r.site,
+                    credential=r.credential,
+                    host_key=r.host_key,
+                )
+                for r in s.scalars(select(DeviceRow).order_by(DeviceRow.name))
+            ],
+            circuits=[
+                _circuit_of(r) for r in s.scalars(select(CircuitRow).order_by(CircuitRow.id))
+            ],
+            duty_officers=[
+                DutyOfficer.model_validate(
+                    {
+                        "id": r.id,
+                        "name": r.name,
+                        "phone": r.phone,
+                        "language": r.language,
+                        "escalation_order": r.escalation_order,
+                    }
+                )
+                for r in s.scalars(select(DutyOfficerRow).order_by(DutyOfficerRow.escalation_order))
+            ],
+            operators=[Operator(id=r.id, name=r.name) for r in s.scalars(select(OperatorRow))],
+        )
+
+    @staticmethod
+    def _inventory_version(s: Session) -> str:
+        # Asked every time, in the caller's transaction: another process may have reloaded the
+        # inventory, and the restore guard (held_elsewhere) must see the circuits as they are.
         meta = _table(MetaRow).c
-        with self._session() as s:
-            value = (
-                s.connection()
-                .execute(select(meta.value).where(meta.key == "inventory_version"))
-                .scalar()
-            )
-            return value or ""
+        value = (
+            s.connection()
+            .execute(select(meta.value).where(meta.key == "inventory_version"))
+            .scalar()
+        )
+        return value or ""
 
     def save_snapshot(self, inv: Inventory) -> str:
         """Keep an incident's inventory snapshot by its SHA-256; device steps read it by that."""
@@ -1418,11 +1420,11 @@ class Store:
         A key is needed while any circuit using it on this device is held by another active
         incident (a shared aggregate route serves every circuit behind it).
         """
-        users = [(cid, key) for cid, key in self._paths_on(device) if key in keys]
         out: dict[str, list[tuple[str, str]]] = {k: [] for k in keys}
-        if not users:
-            return out
         with self._session() as s:
+            users = [(cid, key) for cid, key in self._paths_on(s, device) if key in keys]
+            if not users:
+                return out
             holders = self._holders(s, sorted({c for c, _ in users}), exclude=incident_id)
         for cid, key in users:
             out[key] += [(cid, inc) for inc in holders.get(cid, [])]
@@ -1443,14 +1445,14 @@ class Store:
         `circuits` (circuit id -> key) names the step's own circuits, recorded even when the
         inventory no longer lists them. Returns circuit id -> the state recorded.
         """
-        users = [(c, k) for c, k in self._paths_on(device) if k in states]
-        # A step circuit whose key was given no state is left as last recorded, not guessed.
-        users += [
-            (c, k) for c, k in (circuits or {}).items() if k in states and (c, k) not in users
-        ]
-        recorded = {cid: states[key] for cid, key in users}
         now = _now()
         with self._session() as s:
+            users = [(c, k) for c, k in self._paths_on(s, device) if k in states]
+            # A step circuit whose key was given no state is left as last recorded, not guessed.
+            users += [
+                (c, k) for c, k in (circuits or {}).items() if k in states and (c, k) not in users
+            ]
+            recorded = {cid: states[key] for cid, key in users}
             _upsert(
                 s,
                 CircuitPartRow,
@@ -1527,15 +1529,16 @@ class Store:
         views = self.circuit_views([circuit_id])
         return views[0]["state"] if views else None
 
-    def _paths_on(self, device: str) -> list[tuple[str, str]]:
-        """(circuit id, path key) of every inventory circuit with a path on `device`."""
-        version = self._inventory_version()
+    def _paths_on(self, s: Session, device: str) -> list[tuple[str, str]]:
+        """(circuit id, path key) of every inventory circuit with a path on `device`, as the
+        inventory is in `s`'s transaction."""
+        version = self._inventory_version(s)
         if self._path_index is None or self._path_index[0] != version:
             # One thread builds it; the others wait for that one instead of each building.
             with self._index_lock:
                 if self._path_index is None or self._path_index[0] != version:
                     index: dict[str, list[tuple[str, str]]] = {}
-                    for c in self.inventory().circuits:
+                    for c in self._inventory_in(s).circuits:
                         for p in c.paths:
                             index.setdefault(p.device, []).append((c.id, path_key(p, c.id)))
                     self._path_index = (version, index)

@@ -411,12 +411,17 @@ def test_circuit_views_half_moved_circuit_needs_attention(store: Store):
     assert store.circuit_state("nope") is None
 
 
+def _paths_on(store: Store, device: str) -> list[tuple[str, str]]:
+    with store._session() as s:
+        return store._paths_on(s, device)
+
+
 def test_paths_on_after_inventory_replaced_sees_new_inventory(store: Store):
     store.replace_inventory(_ledger_inventory())
-    assert sorted(c for c, _ in store._paths_on("r1")) == ["a", "b", "c"]
+    assert sorted(c for c, _ in _paths_on(store, "r1")) == ["a", "b", "c"]
     moved = SHARED.model_copy(update={"device": "r2"})
     store.replace_inventory(_ledger_inventory(b_path=moved))
-    assert sorted(c for c, _ in store._paths_on("r1")) == ["a", "c"]
+    assert sorted(c for c, _ in _paths_on(store, "r1")) == ["a", "c"]
     store.hold_circuits("INC-B", ["b"])
     assert store.held_elsewhere(device="r1", keys=[KEY], incident_id="INC-A") == {KEY: []}
 
@@ -434,7 +439,7 @@ def test_paths_on_inventory_replaced_by_another_process_sees_new_inventory(store
     finally:
         other.close()
     assert store.held_elsewhere(device="r1", keys=[KEY], incident_id="INC-A") == {KEY: []}
-    assert ("b", KEY) in store._paths_on("r2")
+    assert ("b", KEY) in _paths_on(store, "r2")
 
 
 # --- the decision arbiter ----------------------------------------------------------------

@@ -224,8 +224,11 @@ async def read_incident(
     """The incident's status, its circuits as the ledger has them now, and its calls.
 
     Consoles poll this: the answer is shared by every reader for up to `status_fresh_s`
-    (an order sent through the API makes the next read new) and carries an ETag; a poll that
-    sends it back in If-None-Match gets 304 and no body while the status is unchanged."""
+    (an order sent through the API makes the next read new; a reading that took longer than
+    0.25 s is shared for as long again) and carries an ETag; a poll that sends it back in
+    If-None-Match gets 304 and no body while the status is unchanged. An incident whose
+    status is past Temporal's payload limit (about a thousand devices) is read in pages and
+    shown whole."""
 
     body, etag = await views.read(
         incident_id, lambda: _incident_json(incident_id, store, temporal, views.reader)

@@ -33,17 +33,22 @@ TEST_TIMINGS = Timings(
 )
 
 
-@pytest_asyncio.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
+async def start_temporal_env(**dynamic_config: object) -> WorkflowEnvironment:
+    """A Temporal dev server for tests: timers on a 10 ms grid instead of 1 s, so sub-second
+    windows behave, and any further dynamic config values (name=value)."""
+    values = {"history.timerProcessorMaxTimeShift": '"10ms"', **dynamic_config}
+    return await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=data_converter,
-        # Timers on a 10 ms grid instead of 1 s, so sub-second windows behave.
         dev_server_extra_args=[
-            "--dynamic-config-value",
-            'history.timerProcessorMaxTimeShift="10ms"',
+            arg for k, v in values.items() for arg in ("--dynamic-config-value", f"{k}={v}")
         ],
     )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_temporal_env()
     yield env
     await env.shutdown()
 

@@ -16,16 +16,15 @@ import httpx
 import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowQueryFailedError
-from temporalio.testing import WorkflowEnvironment
 
-from app.stack import Stack, temporal_binary
+from app.stack import Stack
 from continuity.incidents import prepare_incident
 from continuity.messages import STATUS_LISTS, IncidentResult, StatusPage, StatusPageRequest
 from continuity.models import IncidentKind, IncidentPhase, Inventory, Role
 from continuity.report import form_and_language
 from continuity.temporal import data_converter
 from playbooks import DEFAULT_PLAYBOOK, get_playbook
-from tests.conftest import LAB_TIME_SCALE, TEST_TIMINGS, wait_until
+from tests.conftest import LAB_TIME_SCALE, TEST_TIMINGS, start_temporal_env, wait_until
 from workflows.history_facts import history_facts
 
 AREA = "kon-tum"  # the lab's whole province: six devices, sixteen circuits
@@ -56,18 +55,7 @@ async def tight(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         lab_time_scale=LAB_TIME_SCALE,
     )
     limit = _declaration_bytes(stack.inventory_file) + 4096
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        data_converter=data_converter,
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            'history.timerProcessorMaxTimeShift="10ms"',
-            "--dynamic-config-value",
-            f"limit.blobSize.error={limit}",
-            "--dynamic-config-value",
-            f"limit.blobSize.warn={limit}",
-        ],
-    )
+    env = await start_temporal_env(**{"limit.blobSize.error": limit, "limit.blobSize.warn": limit})
     stack.temporal_client = env.client
     try:
         await stack.start()

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
 from api.access import allowed
+from api.claims import DecisionClaims
 from api.errors import Forbidden, Unauthenticated
 from api.signals import DecisionCourier
 from api.status_views import StatusViews
@@ -50,6 +51,14 @@ async def _courier(request: Request) -> DecisionCourier:
     return courier
 
 
+async def _claims(request: Request) -> DecisionClaims:
+    state = request.app.state
+    claims = getattr(state, "claims", None)
+    if claims is None:  # one per app: its queue batches every operator's decisions
+        claims = state.claims = DecisionClaims(state.store)
+    return claims
+
+
 async def _status_views(request: Request) -> StatusViews:
     state = request.app.state
     views = getattr(state, "status_views", None)
@@ -62,6 +71,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Store, Depends(_store)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 CourierDep = Annotated[DecisionCourier, Depends(_courier)]
+ClaimsDep = Annotated[DecisionClaims, Depends(_claims)]
 StatusViewsDep = Annotated[StatusViews, Depends(_status_views)]
 # The deployment's signer of human actions (None: no signing key outside production).
 AttesterDep = Annotated[Attester | None, Depends(_attester)]

@@ -7,9 +7,10 @@ import json
 import secrets
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -34,14 +35,10 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
-    literal,
     select,
     text,
-    true,
     update,
 )
-from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
@@ -392,6 +389,20 @@ _SCHEMA_LOCK = 0x636F6E74
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DecisionClaim:
+    """An operator's decision on a change, as the API claims it (Store.claim_decisions)."""
+
+    incident_id: str
+    change_id: str
+    decision: Decision
+    operator: str
+    reason: str
+    now: datetime
+    attestation: dict[str, Any] | None = None  # the API's signature of it
+    shown: str | None = None  # SHA-256 of the lines the operator's screen showed
 
 
 class Store:
@@ -1200,54 +1211,123 @@ class Store:
         attestation: dict[str, Any] | None = None,
         shown: str | None = None,
     ) -> datetime:
-        """The one place an operator's decision wins a change, or is refused with the reason.
+        """One claim (see claim_decisions): when it was taken; raises a DecisionRefused."""
+        [out] = self.claim_decisions(
+            [
+                DecisionClaim(
+                    incident_id=incident_id,
+                    change_id=change_id,
+                    decision=decision,
+                    operator=operator,
+                    reason=reason,
+                    now=now,
+                    attestation=attestation,
+                    shown=shown,
+                )
+            ]
+        )
+        if isinstance(out, DecisionRefused):
+            raise out
+        return out
 
-        One conditional UPDATE decides (an operator of the inventory as it is now, not the
-        declarer, a confirmer of the wave, the change still awaiting in its window); only a
+    def claim_decisions(self, claims: Sequence[DecisionClaim]) -> list[datetime | DecisionRefused]:
+        """The one place operators' decisions win changes, or are refused with the reason:
+        per claim, in order, when it was taken or the refusal.
+
+        A claim wins when the operator is an operator of the inventory as it is now, not the
+        declarer, a confirmer of the wave, and the change still awaits in its window; only a
         refusal reads the row to say why. `shown`, when given, is the SHA-256 of the lines
         the operator was shown: another than the change's is a stale screen (StaleChange).
-        Every attempt is logged in decision_attempts (the accepted one in the same
-        transaction). Returns when the decision was taken; raises a DecisionRefused subclass.
-        """
-        now = _utc(now)
+        Every attempt is logged in decision_attempts, the accepted ones by the statement that
+        wins them. On PostgreSQL the claims on distinct changes are won by one statement in one
+        round trip (no BEGIN, no COMMIT: it commits alone), however many there are: a burst of
+        decisions on a busy host waited for a thread and a CPU for each of its statements.
+        Claims on one change are taken in order (the second finds it decided)."""
+        out: dict[int, datetime | DecisionRefused] = {}
+        rest = list(enumerate(claims))
+        while rest:
+            first: dict[str, tuple[int, DecisionClaim]] = {}
+            for i, c in rest:
+                first.setdefault(c.change_id, (i, c))
+            out.update(self._claim_round(list(first.values())))
+            rest = [(i, c) for i, c in rest if i not in out]
+        return [out[i] for i in range(len(claims))]
+
+    def _claim_round(
+        self, claims: list[tuple[int, DecisionClaim]]
+    ) -> list[tuple[int, datetime | DecisionRefused]]:
+        """Claims on distinct changes."""
+        if self.engine.dialect.name == "postgresql":
+            won = self._claim_on_postgresql([c for _, c in claims])
+            answered: list[tuple[int, datetime | DecisionRefused]] = []
+            for i, c in claims:
+                if c.change_id in won:
+                    answered.append((i, _utc(c.now)))
+                    continue
+                with self._session() as s:
+                    refusal = self._why_refused(
+                        s, c.incident_id, c.change_id, c.operator, _utc(c.now), c.shown
+                    )
+                self._log_attempt(
+                    c.incident_id,
+                    c.change_id,
+                    c.operator,
+                    c.decision,
+                    c.reason,
+                    refusal.type,
+                    refusal.message,
+                )
+                answered.append((i, refusal))
+            return answered
+        return [(i, self._claim_one(c)) for i, c in claims]
+
+    def _claim_on_postgresql(self, claims: list[DecisionClaim]) -> set[str]:
+        """The ids of the changes the claims won, by one statement."""
+        params = {
+            "p_change_id": [c.change_id for c in claims],
+            "p_incident_id": [c.incident_id for c in claims],
+            "p_operator": [c.operator for c in claims],
+            "p_decision": [c.decision.value for c in claims],
+            "p_reason": [c.reason for c in claims],
+            "p_now": [_utc(c.now) for c in claims],
+            "p_attestation": [
+                None if c.attestation is None else json.dumps(c.attestation) for c in claims
+            ],
+            "p_shown": [c.shown for c in claims],
+        }
+        with (
+            self._translate(),
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        ):
+            return {row.change_id for row in conn.execute(_CLAIM_ON_POSTGRESQL, params)}
+
+    def _claim_one(self, c: DecisionClaim) -> datetime | DecisionRefused:
+        now = _utc(c.now)
         params = {  # named p_*: a bind parameter may not share a column's name in an UPDATE
-            "p_change_id": change_id,
-            "p_incident_id": incident_id,
-            "p_operator": operator,
-            "p_decision": decision.value,
-            "p_reason": reason,
+            "p_change_id": c.change_id,
+            "p_incident_id": c.incident_id,
+            "p_operator": c.operator,
+            "p_decision": c.decision.value,
+            "p_reason": c.reason,
             "p_now": now,
-            "p_attestation": attestation,
-            "p_shown": shown,
+            "p_attestation": c.attestation,
         }
         try:
-            if self.engine.dialect.name == "postgresql":
-                # The change won and its accepted attempt logged by one statement in one round
-                # trip (no BEGIN, no COMMIT: it commits alone). In a burst of decisions on a
-                # busy host each round trip waits for a CPU; four of them were most of a claim.
-                with (
-                    self._translate(),
-                    self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c,
-                ):
-                    if c.execute(_claim(True, shown is not None), params).first() is not None:
-                        return now
-                with self._session() as s:
-                    raise self._why_refused(s, incident_id, change_id, operator, now, shown)
             with self._session() as s:
                 conn = s.connection()
-                won = conn.execute(_claim(False, False), params).first()
-                if won is None or (won.confirmers and operator not in won.confirmers):
+                won = conn.execute(_claim(), params).first()
+                if won is None or (won.confirmers and c.operator not in won.confirmers):
                     # Raised inside the transaction: a won row that may not be won rolls back.
-                    raise self._why_refused(s, incident_id, change_id, operator, now, shown)
-                if shown is not None and won.lines_sha256 != shown:
-                    raise _stale(change_id, operator, won.lines_sha256, shown)
+                    raise self._why_refused(s, c.incident_id, c.change_id, c.operator, now, c.shown)
+                if c.shown is not None and won.lines_sha256 != c.shown:
+                    raise _stale(c.change_id, c.operator, won.lines_sha256, c.shown)
                 conn.execute(
                     insert(_table(DecisionAttemptRow)).values(
-                        incident_id=incident_id,
-                        change_id=change_id,
-                        operator=operator,
-                        decision=decision.value,
-                        reason=reason,
+                        incident_id=c.incident_id,
+                        change_id=c.change_id,
+                        operator=c.operator,
+                        decision=c.decision.value,
+                        reason=c.reason,
                         outcome="accepted",
                         detail="",
                         at=now,
@@ -1255,8 +1335,10 @@ class Store:
                 )
                 return now
         except DecisionRefused as e:
-            self._log_attempt(incident_id, change_id, operator, decision, reason, e.type, e.message)
-            raise
+            self._log_attempt(
+                c.incident_id, c.change_id, c.operator, c.decision, c.reason, e.type, e.message
+            )
+            return e
 
     @staticmethod
     def _why_refused(
@@ -1677,7 +1759,7 @@ class Store:
     def failed_session_tails(self, *, chars: int = 400) -> list[str]:
         """The last `chars` characters of every device session transcript that ended failed
         (one per attempt; its last line says why, see NetworkActivities._session)."""
-        from sqlalchemy import case, func
+        from sqlalchemy import func
 
         body = TranscriptRow.text
         tail = case(
@@ -1770,72 +1852,79 @@ _UPSERTS: dict[tuple[Any, ...], Any] = {}
 
 
 @cache
-def _claim(postgresql: bool, check_shown: bool) -> Any:
-    """The decision's claim, built once per shape and run with its values as parameters: an
-    operator of the inventory as it is now, not the declarer, the change awaiting in its
-    window. On PostgreSQL also a confirmer of the wave and (`check_shown`) the lines the
-    screen showed, and the accepted attempt logged by the same statement; elsewhere those two
-    are checked on the row it returns, in the caller's transaction."""
-    changes, operators, attempts = (
-        _table(ChangeRow),
-        _table(OperatorRow),
-        _table(DecisionAttemptRow),
-    )
+def _claim() -> Any:
+    """A decision's claim on SQLite, run with its values as parameters: an operator of the
+    inventory as it is now, not the declarer, the change awaiting in its window. The wave's
+    confirmers and the lines shown are checked on the row it returns, in the caller's
+    transaction (PostgreSQL checks them in its statement: _CLAIM_ON_POSTGRESQL)."""
+    changes, operators = _table(ChangeRow), _table(OperatorRow)
     p: dict[str, Any] = {
-        # Typed: an untyped one takes the type of what it is first compared with (the JSONB
-        # of the confirmers, for the operator).
         k: bindparam(f"p_{k}", type_=String())
         for k in ("change_id", "incident_id", "operator", "decision", "reason")
     }
     now = bindparam("p_now", type_=UTCDateTime())
-    conds = [
-        changes.c.change_id == p["change_id"],
-        changes.c.incident_id == p["incident_id"],
-        changes.c.declared_by != p["operator"],
-        changes.c.state == ChangeState.AWAITING_CONFIRMATION.value,
-        changes.c.decision.is_(None),
-        changes.c.window_closed_at.is_(None),
-        changes.c.deadline > now,
-        exists().where(operators.c.id == p["operator"]),
-    ]
-    won = update(changes).values(
-        decision=p["decision"],
-        decided_by=p["operator"],
-        decision_reason=p["reason"],
-        decided_at=now,
-        decision_attestation=bindparam("p_attestation", type_=changes.c.decision_attestation.type),
-        updated_at=now,
-    )
-    if not postgresql:
-        return won.where(*conds).returning(changes.c.confirmers, changes.c.lines_sha256)
-    # A wave without confirmers (an empty list, or a JSON null) lets any operator decide, as
-    # the row check on SQLite does; CASE, since SQL's OR does not promise to skip
-    # jsonb_array_length on a value that is no array (it raises on one).
-    confirmers = sql_cast(changes.c.confirmers, JSONB)
-    conds.append(
-        case(
-            (
-                func.jsonb_typeof(confirmers) == "array",
-                (func.jsonb_array_length(confirmers) == 0) | confirmers.has_key(p["operator"]),
+    return (
+        update(changes)
+        .values(
+            decision=p["decision"],
+            decided_by=p["operator"],
+            decision_reason=p["reason"],
+            decided_at=now,
+            decision_attestation=bindparam(
+                "p_attestation", type_=changes.c.decision_attestation.type
             ),
-            else_=true(),
+            updated_at=now,
         )
+        .where(
+            changes.c.change_id == p["change_id"],
+            changes.c.incident_id == p["incident_id"],
+            changes.c.declared_by != p["operator"],
+            changes.c.state == ChangeState.AWAITING_CONFIRMATION.value,
+            changes.c.decision.is_(None),
+            changes.c.window_closed_at.is_(None),
+            changes.c.deadline > now,
+            exists().where(operators.c.id == p["operator"]),
+        )
+        .returning(changes.c.confirmers, changes.c.lines_sha256)
     )
-    if check_shown:
-        conds.append(changes.c.lines_sha256 == bindparam("p_shown"))
-    cte = won.where(*conds).returning(changes.c.change_id).cte("won")
-    row = select(
-        p["incident_id"],
-        cte.c.change_id,
-        p["operator"],
-        p["decision"],
-        p["reason"],
-        literal("accepted"),
-        literal(""),
-        now,
-    ).select_from(cte)
-    cols = ["incident_id", "change_id", "operator", "decision", "reason", "outcome", "detail", "at"]
-    return insert(attempts).from_select(cols, row).returning(attempts.c.id)
+
+
+# Every claim of a batch (on distinct changes: one row each) as a row of arrays, won by one
+# UPDATE and its accepted attempts logged by the same statement. A wave without confirmers (an
+# empty list, or a JSON null) lets any operator decide, as the row check on SQLite does; CASE,
+# since SQL's OR does not promise to skip jsonb_array_length on a value that is no array.
+_CLAIM_ON_POSTGRESQL = text(
+    f"""
+WITH v AS (
+    SELECT * FROM unnest(
+        CAST(:p_change_id AS text[]), CAST(:p_incident_id AS text[]),
+        CAST(:p_operator AS text[]), CAST(:p_decision AS text[]), CAST(:p_reason AS text[]),
+        CAST(:p_now AS timestamptz[]), CAST(:p_attestation AS text[]), CAST(:p_shown AS text[])
+    ) AS v(change_id, incident_id, operator, decision, reason, now, attestation, shown)
+), won AS (
+    UPDATE changes AS c SET
+        decision = v.decision, decided_by = v.operator, decision_reason = v.reason,
+        decided_at = v.now, decision_attestation = CAST(v.attestation AS json),
+        updated_at = v.now
+    FROM v
+    WHERE c.change_id = v.change_id AND c.incident_id = v.incident_id
+        AND c.declared_by <> v.operator
+        AND c.state = '{ChangeState.AWAITING_CONFIRMATION.value}'
+        AND c.decision IS NULL AND c.window_closed_at IS NULL AND c.deadline > v.now
+        AND EXISTS (SELECT 1 FROM operators AS o WHERE o.id = v.operator)
+        AND CASE WHEN jsonb_typeof(CAST(c.confirmers AS jsonb)) = 'array'
+            THEN jsonb_array_length(CAST(c.confirmers AS jsonb)) = 0
+                OR jsonb_exists(CAST(c.confirmers AS jsonb), v.operator)
+            ELSE true END
+        AND (v.shown IS NULL OR c.lines_sha256 = v.shown)
+    RETURNING c.change_id, v.incident_id, v.operator, v.decision, v.reason, v.now
+)
+INSERT INTO decision_attempts (incident_id, change_id, operator, decision, reason, outcome,
+    detail, at)
+SELECT incident_id, change_id, operator, decision, reason, 'accepted', '', now FROM won
+RETURNING change_id
+"""
+)
 
 
 def _stale(change_id: str, operator: str, sent: str | None, shown: str) -> StaleChange:

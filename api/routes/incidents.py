@@ -25,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import (
     AUTHORIZED,
     AttesterDep,
+    ClaimsDep,
     CourierDep,
     Principal,
     SettingsDep,
@@ -62,6 +63,7 @@ from continuity.messages import (
 from continuity.models import ChangeState, DeviceName, IncidentPhase, IncidentStatus
 from continuity.report import ReportContext, render_html, render_markdown, stored_form
 from continuity.settings import ApiToken
+from continuity.store import DecisionClaim
 from continuity.temporal import StatusReader, incident_input_of
 from playbooks import DEFAULT_PLAYBOOK, get_playbook
 from workflows import IncidentWorkflow, calls_workflow_id
@@ -330,8 +332,8 @@ async def decide_change(
     change_id: str,
     body: DecisionCreate,
     who: Principal,
-    store: StoreDep,
     courier: CourierDep,
+    claims: ClaimsDep,
     attester: AttesterDep,
     settings: SettingsDep,
     views: StatusViewsDep,
@@ -346,32 +348,24 @@ async def decide_change(
         change_id=change_id, decision=body.decision, operator_id=who.subject, reason=body.reason
     )
 
-    ran: list[float] = []
-
-    def claim() -> datetime:
-        # Signed and claimed in one thread hop: both are CPU the event loop need not wait for.
-        ran.append(time.perf_counter())
+    def prepare() -> DecisionClaim:
+        # Signed in the claim's thread hop: CPU the event loop need not spend.
         signal.attestation = _attest(
             attester, who, "decide", incident_id, signal.attested(), change_id
         )
-        try:
-            return store.claim_decision(
-                incident_id=incident_id,
-                change_id=change_id,
-                decision=body.decision,
-                operator=who.subject,
-                reason=body.reason,
-                now=datetime.now(UTC),
-                attestation=(
-                    signal.attestation.model_dump(mode="json") if signal.attestation else None
-                ),
-                shown=body.lines_sha256,
-            )
-        finally:
-            ran.append(time.perf_counter())
+        return DecisionClaim(
+            incident_id=incident_id,
+            change_id=change_id,
+            decision=body.decision,
+            operator=who.subject,
+            reason=body.reason,
+            now=datetime.now(UTC),
+            attestation=signal.attestation.model_dump(mode="json") if signal.attestation else None,
+            shown=body.lines_sha256,
+        )
 
     try:
-        decided_at = await asyncio.to_thread(claim)
+        won = await claims.claim(prepare)
     except DecisionRefused as e:
         refusal = DecisionRefusedSignal(
             change_id=change_id,
@@ -396,11 +390,11 @@ async def decide_change(
         # The claim is durable: the incident finds it when the window closes, at the latest.
         log.warning("decision on %s claimed but not signalled: %s", change_id, e.message)
         delivered = False
-    # claim: from the request's handler to the store's answer; store: of that, in the thread
-    # (the rest waited for a thread and the GIL).
+    # claim: from the request's handler to the store's answer; store: of that, its batch in
+    # the thread (the rest waited for the batch before it, a thread and the GIL).
     response.headers["Server-Timing"] = (
         f"claim;dur={(claimed - started) * 1000:.1f}, "
-        f"store;dur={(ran[1] - ran[0]) * 1000:.1f}, "
+        f"store;dur={won.store_s * 1000:.1f}, "
         f"signal;dur={(time.perf_counter() - claimed) * 1000:.1f}"
     )
     return DecisionAccepted(
@@ -408,7 +402,7 @@ async def decide_change(
         change_id=change_id,
         decision=body.decision,
         decided_by=who.subject,
-        decided_at=decided_at,
+        decided_at=won.at,
         delivered=delivered,
     )
 

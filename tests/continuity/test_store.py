@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.exc import OperationalError
 
+from api.claims import DecisionClaims
 from app.stack import SAMPLE_INVENTORY
 from continuity.circuits import path_key
 from continuity.errors import (
@@ -56,7 +58,8 @@ from continuity.models import (
     RerouteMechanism,
     Role,
 )
-from continuity.store import Store
+from continuity.store import DecisionClaim, Store
+from tests.conftest import wait_until
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -1050,6 +1053,73 @@ def test_claim_decision_on_a_stale_screen_refused_and_logged(store: Store):
     assert outcomes == ["StaleChange", "accepted"]
 
 
+def test_claims_in_one_batch_each_answered_as_alone(store: Store):
+    """A batch of claims (what the API sends while the previous batch is in the store): each
+    wins or is refused exactly as it would be alone, in order, and every one is logged."""
+    now = datetime.now(UTC)
+    _awaiting(store, "chg-1")
+    _awaiting(store, "chg-2")
+    _awaiting(store, "chg-3", confirmers=["op-2"])
+    _awaiting(store, "chg-4")
+    store.set_change_state("chg-4", "awaiting_confirmation", lines_sha256="a" * 64)
+    _awaiting(store, "chg-5", deadline=now - timedelta(seconds=1))
+
+    def claim(change_id: str, operator: str, **kw: Any) -> DecisionClaim:
+        return DecisionClaim(
+            incident_id="INC-1",
+            change_id=change_id,
+            decision=Decision.CONFIRM,
+            operator=operator,
+            reason=f"{operator} on {change_id}",
+            now=now,
+            **kw,
+        )
+
+    batch = [
+        claim("chg-1", "op-1", attestation={"sig": "s1"}),
+        claim("chg-1", "op-2"),  # the same change again: the first one won it
+        claim("chg-2", "duty-1"),  # the declarer
+        claim("chg-3", "op-1"),  # not the wave's confirmer
+        claim("chg-3", "op-2"),  # the confirmer, after the refusal: wins
+        claim("chg-4", "op-1", shown="b" * 64),  # a stale screen
+        claim("chg-5", "op-1"),  # its window has passed
+        claim("chg-none", "op-1"),
+        claim("chg-2", "op-stranger"),
+        claim("chg-2", "op-2", shown=None),
+    ]
+    out = store.claim_decisions(batch)
+    kinds = [type(o).__name__ if isinstance(o, DecisionRefused) else "won" for o in out]
+    assert kinds == [
+        "won",
+        "AlreadyDecided",
+        "SelfDecision",
+        "NotAConfirmer",
+        "won",
+        "StaleChange",
+        "WindowClosed",
+        "UnknownChange",
+        "UnknownOperator",
+        "won",
+    ]
+    assert out[0] == now
+    rows = {c: store.change(c) for c in ("chg-1", "chg-2", "chg-3", "chg-4", "chg-5")}
+    assert {c: r.decided_by for c, r in rows.items()} == {
+        "chg-1": "op-1",
+        "chg-2": "op-2",
+        "chg-3": "op-2",
+        "chg-4": None,
+        "chg-5": None,
+    }
+    assert rows["chg-1"].decision_attestation == {"sig": "s1"}
+    assert rows["chg-2"].decision_attestation is None
+    assert rows["chg-1"].decision_reason == "op-1 on chg-1" and rows["chg-1"].decided_at == now
+    attempts = [(a.change_id, a.operator, a.outcome) for a in store.decision_attempts("INC-1")]
+    assert sorted(attempts) == sorted(
+        (c.change_id, c.operator, k if k != "won" else "accepted")
+        for c, k in zip(batch, kinds, strict=True)
+    )
+
+
 def test_snapshot_first_read_by_many_threads_at_once_reads_and_parses_once(db_url: str):
     writer = Store(db_url)
     writer.create_schema()
@@ -1075,3 +1145,60 @@ def test_snapshot_first_read_by_many_threads_at_once_reads_and_parses_once(db_ur
         assert store.cached_snapshot(digest) is got[0]
     finally:
         store.close()
+
+
+# --- the API's claims in batches (api/claims.py), over each backend ------------------------
+
+
+def _batch_claim(change_id: str, operator: str) -> DecisionClaim:
+    return DecisionClaim(
+        incident_id="INC-1",
+        change_id=change_id,
+        decision=Decision.CONFIRM,
+        operator=operator,
+        reason="",
+        now=datetime.now(UTC),
+    )
+
+
+async def test_decisions_that_arrive_together_are_claimed_together(store: Store) -> None:
+    for i in range(5):
+        _awaiting(store, f"chg-{i}")
+    claims = DecisionClaims(store)
+
+    def signing_fails() -> DecisionClaim:
+        raise RuntimeError("no signing key")
+
+    outcomes = await asyncio.gather(
+        *(claims.claim(lambda i=i: _batch_claim(f"chg-{i}", "op-1")) for i in range(4)),
+        claims.claim(lambda: _batch_claim("chg-4", "duty-1")),  # the declarer: refused
+        claims.claim(signing_fails),
+        return_exceptions=True,
+    )
+    won = outcomes[:4]
+    assert all(not isinstance(o, BaseException) and o.batch == 5 for o in won), outcomes
+    assert isinstance(outcomes[4], SelfDecision)
+    assert isinstance(outcomes[5], RuntimeError)
+    assert [store.change(f"chg-{i}").decided_by for i in range(5)] == [  # type: ignore[union-attr]
+        "op-1",
+        "op-1",
+        "op-1",
+        "op-1",
+        None,
+    ]
+    # The next arrivals make a batch of their own, after this one.
+    again = await claims.claim(lambda: _batch_claim("chg-4", "op-2"))
+    assert again.batch == 1 and store.change("chg-4").decided_by == "op-2"  # type: ignore[union-attr]
+
+
+async def test_a_client_that_hangs_up_leaves_its_claim_in_the_batch(store: Store) -> None:
+    _awaiting(store, "chg-1")
+    claims = DecisionClaims(store)
+    gone = asyncio.ensure_future(claims.claim(lambda: _batch_claim("chg-1", "op-1")))
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+
+    await wait_until(lambda: store.change("chg-1").decided_by, timeout_s=10, what="claimed")
+    assert [a.outcome for a in store.decision_attempts("INC-1")] == ["accepted"]

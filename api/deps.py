@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import State
 from temporalio.client import Client
 
 from api.access import allowed
@@ -43,28 +45,32 @@ async def _attester(request: Request) -> Attester | None:
     return request.app.state.attester
 
 
-async def _courier(request: Request) -> DecisionCourier:
+_T = TypeVar("_T")
+
+
+def _one_per_app(request: Request, name: str, make: Callable[[State], _T]) -> _T:
+    """The app's one `name`, made on first use: what batches or shares every caller's work."""
     state = request.app.state
-    courier = getattr(state, "courier", None)
-    if courier is None:  # one per app: its queues batch every caller's decisions
-        courier = state.courier = DecisionCourier(state.temporal)
-    return courier
+    made: _T | None = getattr(state, name, None)
+    if made is None:
+        made = make(state)
+        setattr(state, name, made)
+    return made
+
+
+async def _courier(request: Request) -> DecisionCourier:
+    # Its queues batch every caller's decision signals.
+    return _one_per_app(request, "courier", lambda s: DecisionCourier(s.temporal))
 
 
 async def _claims(request: Request) -> DecisionClaims:
-    state = request.app.state
-    claims = getattr(state, "claims", None)
-    if claims is None:  # one per app: its queue batches every operator's decisions
-        claims = state.claims = DecisionClaims(state.store)
-    return claims
+    # Its queue batches every operator's decision claims.
+    return _one_per_app(request, "claims", lambda s: DecisionClaims(s.store))
 
 
 async def _status_views(request: Request) -> StatusViews:
-    state = request.app.state
-    views = getattr(state, "status_views", None)
-    if views is None:  # one per app: every screen's reads share its renderings
-        views = state.status_views = StatusViews(state.settings.status_fresh_s)
-    return views
+    # Every screen's reads share its renderings.
+    return _one_per_app(request, "status_views", lambda s: StatusViews(s.settings.status_fresh_s))
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

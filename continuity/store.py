@@ -1268,16 +1268,7 @@ class Store:
                     refusal = self._why_refused(
                         s, c.incident_id, c.change_id, c.operator, _utc(c.now), c.shown
                     )
-                self._log_attempt(
-                    c.incident_id,
-                    c.change_id,
-                    c.operator,
-                    c.decision,
-                    c.reason,
-                    refusal.type,
-                    refusal.message,
-                )
-                answered.append((i, refusal))
+                answered.append((i, self._refused(c, refusal)))
             return answered
         return [(i, self._claim_one(c)) for i, c in claims]
 
@@ -1335,10 +1326,14 @@ class Store:
                 )
                 return now
         except DecisionRefused as e:
-            self._log_attempt(
-                c.incident_id, c.change_id, c.operator, c.decision, c.reason, e.type, e.message
-            )
-            return e
+            return self._refused(c, e)
+
+    def _refused(self, c: DecisionClaim, e: DecisionRefused) -> DecisionRefused:
+        """A refusal, logged in decision_attempts: the refusals are evidence too."""
+        self._log_attempt(
+            c.incident_id, c.change_id, c.operator, c.decision, c.reason, e.type, e.message
+        )
+        return e
 
     @staticmethod
     def _why_refused(

@@ -456,7 +456,10 @@ class IncidentWorkflow:
         moments apart still fit together."""
         whole = self.status()
         lists = {name: getattr(whole, name) for name in STATUS_LISTS}
-        cut = {n: items[page.index * page.of(n) :][: page.of(n)] for n, items in lists.items()}
+        cut = {}
+        for n, items in lists.items():
+            lo = page.index * page.of(n)
+            cut[n] = items[lo : lo + page.of(n)]
         return StatusPage(
             status=whole.model_copy(update=cut),
             totals={n: len(items) for n, items in lists.items()},
